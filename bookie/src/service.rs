@@ -1,0 +1,274 @@
+//! The internal gRPC `Bookie` service over the storage engine, and `run`, which serves it
+//! on a listener until a shutdown token fires.
+//!
+//! Conversions between wire and engine types happen here and nowhere else. Every error
+//! reaches the client as a stable [`strata_common::ErrorCode`]: per entry in add results,
+//! in status metadata for unary calls.
+//!
+//! Shutdown: on cancellation the server stops accepting connections; each add stream stops
+//! reading new requests, finishes (journals and answers) what is in flight and ends; then
+//! the storage flushes, checkpoints and stops its threads.
+
+use crate::config::BookieConfig;
+use crate::error::{BookieError, Result};
+use crate::storage::{self, Storage};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_proto::bookie::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Add requests one stream may have in flight before the bookie stops reading more
+/// (back-pressure to the client through HTTP/2 flow control).
+const MAX_INFLIGHT_REQUESTS: usize = 4096;
+/// Largest gRPC message accepted: a batch of entries. Entries themselves are limited by
+/// `max_entry_bytes`.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// HTTP/2 windows large enough for 256 × 64 KiB in flight on one stream.
+pub const STREAM_WINDOW: u32 = 32 << 20;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// The service implementation.
+pub struct BookieService {
+    storage: Arc<Storage>,
+    shutdown: CancellationToken,
+}
+
+impl BookieService {
+    pub fn new(storage: Arc<Storage>, shutdown: CancellationToken) -> Self {
+        Self { storage, shutdown }
+    }
+}
+
+fn to_add_request(e: pb::AddEntry) -> storage::AddRequest {
+    storage::AddRequest {
+        ledger: e.ledger_id,
+        entry: e.entry_id,
+        token: e.writer_token,
+        lac: e.lac,
+        checksum: e.checksum,
+        payload: e.payload,
+        recovery: e.recovery,
+    }
+}
+
+async fn add_batch(storage: Arc<Storage>, req: pb::AddRequest) -> pb::AddResponse {
+    let ids: Vec<(u64, u64)> = req.entries.iter().map(|e| (e.ledger_id, e.entry_id)).collect();
+    let results = storage
+        .add(req.entries.into_iter().map(to_add_request).collect())
+        .await;
+    pb::AddResponse {
+        results: ids
+            .into_iter()
+            .zip(results)
+            .map(|((ledger_id, entry_id), r)| match r {
+                Ok(()) => pb::AddResult {
+                    ledger_id,
+                    entry_id,
+                    code: pb::ErrorCode::Ok as i32,
+                    message: String::new(),
+                },
+                Err(e) => pb::AddResult {
+                    ledger_id,
+                    entry_id,
+                    code: e.code().to_proto() as i32,
+                    message: e.to_string(),
+                },
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::bookie_server::Bookie for BookieService {
+    type AddStream = ReceiverStream<Result<pb::AddResponse, Status>>;
+    type ReadStreamStream = ReceiverStream<Result<pb::ReadResponse, Status>>;
+
+    async fn add(&self, request: Request<Streaming<pb::AddRequest>>) -> Result<Response<Self::AddStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let storage = self.storage.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut inflight = FuturesUnordered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(resp) = inflight.next(), if !inflight.is_empty() => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            // The client went away; in-flight adds still complete (their
+                            // futures are dropped, the journal finishes them anyway).
+                            return;
+                        }
+                    }
+                    _ = shutdown.cancelled(), if reading => reading = false,
+                    msg = inbound.message(), if reading && inflight.len() < MAX_INFLIGHT_REQUESTS => match msg {
+                        Ok(Some(req)) => inflight.push(add_batch(storage.clone(), req)),
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            tracing::debug!(%status, "add stream failed");
+                            reading = false;
+                            let _ = tx.send(Err(status)).await;
+                        }
+                    },
+                    else => break,
+                }
+                if !reading && inflight.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .storage
+            .read(r.ledger_id, r.first_entry, r.last_entry, r.max_bytes as usize)
+            .await?;
+        Ok(Response::new(read_response(r.ledger_id, res)))
+    }
+
+    async fn read_stream(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStreamStream>, Status> {
+        let r = request.into_inner();
+        // Fail the call itself (not the stream) when the first entry cannot be read.
+        let first = self
+            .storage
+            .read(r.ledger_id, r.first_entry, r.last_entry, r.max_bytes as usize)
+            .await?;
+        let (tx, rx) = mpsc::channel(4);
+        let storage = self.storage.clone();
+        tokio::spawn(async move {
+            let mut next = first.entries.last().map(|e| e.entry + 1);
+            if tx.send(Ok(read_response(r.ledger_id, first))).await.is_err() {
+                return;
+            }
+            while let Some(from) = next.filter(|n| *n <= r.last_entry) {
+                match storage.read(r.ledger_id, from, r.last_entry, r.max_bytes as usize).await {
+                    Ok(res) => {
+                        next = res.entries.last().map(|e| e.entry + 1);
+                        if tx.send(Ok(read_response(r.ledger_id, res))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A gap ends the range, as for a unary read.
+                    Err(BookieError::NoSuchEntry(..)) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn read_lac(&self, request: Request<pb::ReadLacRequest>) -> Result<Response<pb::ReadLacResponse>, Status> {
+        let r = request.into_inner();
+        let wait = Duration::from_millis(u64::from(r.wait_ms));
+        let (lac, fenced) = tokio::select! {
+            res = self.storage.read_lac(r.ledger_id, r.previous_lac, wait) => res?,
+            _ = self.shutdown.cancelled() => self.storage.read_lac(r.ledger_id, r.previous_lac, Duration::ZERO).await?,
+        };
+        Ok(Response::new(pb::ReadLacResponse {
+            ledger_id: r.ledger_id,
+            lac,
+            fenced,
+        }))
+    }
+
+    async fn fence(&self, request: Request<pb::FenceRequest>) -> Result<Response<pb::FenceResponse>, Status> {
+        let r = request.into_inner();
+        let res = self.storage.fence(r.ledger_id, r.writer_token).await?;
+        Ok(Response::new(pb::FenceResponse {
+            ledger_id: r.ledger_id,
+            lac: res.lac,
+            last_entry: res.last_entry,
+        }))
+    }
+
+    async fn delete_ledger(
+        &self,
+        request: Request<pb::DeleteLedgerRequest>,
+    ) -> Result<Response<pb::DeleteLedgerResponse>, Status> {
+        let existed = self.storage.delete_ledger(request.into_inner().ledger_id).await?;
+        Ok(Response::new(pb::DeleteLedgerResponse { existed }))
+    }
+
+    async fn node_info(&self, _: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        let s = self.storage.node_state();
+        Ok(Response::new(pb::NodeInfoResponse {
+            free_bytes: s.free_bytes,
+            total_bytes: s.total_bytes,
+            read_only: s.read_only.is_some(),
+            read_only_reason: s.read_only.unwrap_or_default(),
+            max_entry_bytes: self.storage.config().max_entry_bytes,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ledger_count: s.ledger_count,
+        }))
+    }
+}
+
+fn read_response(ledger_id: u64, r: storage::ReadResult) -> pb::ReadResponse {
+    pb::ReadResponse {
+        ledger_id,
+        entries: r
+            .entries
+            .into_iter()
+            .map(|e| pb::Entry {
+                entry_id: e.entry,
+                checksum: e.checksum,
+                payload: e.payload,
+            })
+            .collect(),
+        lac: r.lac,
+        fenced: r.fenced,
+    }
+}
+
+/// Opens the storage in `cfg.data_dir` and serves the Bookie service on `listener` until
+/// `shutdown` fires; then drains in-flight adds, flushes and returns.
+pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let storage = Arc::new(
+        tokio::task::spawn_blocking(move || Storage::open(cfg))
+            .await
+            .map_err(|e| BookieError::io("opening storage", e))??,
+    );
+    serve(storage, listener, shutdown).await
+}
+
+/// Serves an already open storage; see [`run`].
+pub async fn serve(storage: Arc<Storage>, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let addr = listener.local_addr().map_err(|e| BookieError::io("listener address", e))?;
+    let svc = pb::bookie_server::BookieServer::new(BookieService::new(storage.clone(), shutdown.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
+    tracing::info!(%addr, "bookie serving");
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+        .map_err(|e| BookieError::io("gRPC server", e))?;
+    tracing::info!("gRPC server stopped; flushing");
+    storage.close().await?;
+    tracing::info!("bookie stopped cleanly");
+    Ok(())
+}

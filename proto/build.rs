@@ -1,0 +1,21 @@
+//! Compiles every `.proto` file under `strata/` with protox (pure Rust, no system `protoc`)
+//! and generates prost messages plus tonic clients and servers from the descriptor set.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &["strata/bookie/v1/bookie.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        // `bytes` fields become `bytes::Bytes`, so payloads move from the gRPC frame to the
+        // journal without a copy.
+        .bytes(".")
+        .file_descriptor_set_path(out.join("strata_descriptor.bin"))
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Strata builds against, if they are missing:
+#   librocksdb-dev  RocksDB, linked instead of compiled from source (see .cargo/config.toml)
+#   libclang-dev    libclang, which the RocksDB bindings' bindgen needs at build time
+set -euo pipefail
+missing=()
+[ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || missing+=(librocksdb-dev)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || missing+=(libclang-dev)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}" >&2
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

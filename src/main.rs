@@ -1,0 +1,52 @@
+//! `strata`: the one binary. Parses the command line, installs logging, and hands over to
+//! the libraries; no server logic lives here.
+
+mod bookie_cmd;
+mod logging;
+mod perf;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: durable message streaming and queuing")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "STRATA_LOG_FORMAT")]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
+    Bookie(bookie_cmd::BookieArgs),
+    /// Benchmarks (see BENCHMARK.md): `strata perf bookie …`.
+    Perf(perf::PerfArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bookie(args) => bookie_cmd::run(args).await,
+            Command::Perf(args) => perf::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

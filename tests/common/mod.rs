@@ -1,0 +1,179 @@
+//! Harness for end-to-end tests: runs the real `strata` binary on loopback with a temp data
+//! directory, waits for readiness by polling (never sleeping), and kills by PID.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use strata_bookie::client::BookieClient;
+
+/// A free loopback port (bound then released; the bookie binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Seed from `STRATA_TEST_SEED` or the clock; always printed so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("STRATA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {seed} (rerun with STRATA_TEST_SEED={seed})");
+    seed
+}
+
+/// xorshift64*: small, seedable, good enough for choosing kill points and sizes.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Deterministic payload of an entry, so tests need not keep what they wrote.
+pub fn payload(ledger: u64, entry: u64, len: usize) -> bytes::Bytes {
+    let mut x = ledger.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ entry.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    bytes::Bytes::from(v)
+}
+
+/// A running `strata bookie` child process.
+pub struct BookieProcess {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl BookieProcess {
+    /// Writes `extra_config` (TOML lines) next to the data dir and starts a bookie.
+    pub fn start(dir: &Path, extra_config: &str) -> Self {
+        Self::start_with_args(dir, extra_config, &[])
+    }
+
+    pub fn start_with_args(dir: &Path, extra_config: &str, args: &[&str]) -> Self {
+        let data_dir = dir.join("data");
+        let config = dir.join("bookie.toml");
+        std::fs::write(&config, extra_config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.join(format!("bookie-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["bookie", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", &addr, "--config"])
+            .arg(&config)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn strata bookie");
+        Self {
+            child,
+            addr,
+            data_dir,
+            config,
+            log,
+        }
+    }
+
+    /// Polls NodeInfo until the bookie answers, or fails with its log.
+    pub async fn ready(&mut self) -> BookieClient {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("bookie exited early with {status}; log:\n{}", self.log_text());
+            }
+            if let Ok(c) = BookieClient::connect(&self.addr).await
+                && c.node_info().await.is_ok()
+            {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "bookie not ready in 60 s; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.sigkill();
+                panic!("bookie did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+impl Drop for BookieProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.sigkill();
+        }
+    }
+}
+
+/// Total bytes of regular files under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                total += dir_size(&e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
