@@ -11,11 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(PROTOS, ["."])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("strata_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()
         // `bytes` fields become `bytes::Bytes`, so payloads move from the gRPC frame to the
         // journal without a copy.
         .bytes(".")
-        .file_descriptor_set_path(out.join("strata_descriptor.bin"))
         .compile_fds(fds)?;
     Ok(())
 }

@@ -53,10 +53,13 @@ pub async fn run(args: BookieArgs) -> anyhow::Result<()> {
 
 fn inspect(data_dir: PathBuf) -> anyhow::Result<()> {
     if !data_dir.is_dir() {
-        bail!("{} is not a directory; pass the bookie's --data-dir", data_dir.display());
+        bail!(
+            "{} is not a directory; pass the bookie's --data-dir",
+            data_dir.display()
+        );
     }
-    let report = strata_bookie::inspect::inspect(&data_dir)
-        .with_context(|| format!("inspecting {}", data_dir.display()))?;
+    let report =
+        strata_bookie::inspect::inspect(&data_dir).with_context(|| format!("inspecting {}", data_dir.display()))?;
     print!("{}", report.text);
     if report.problems.is_empty() {
         println!("all checksums verified");
@@ -81,7 +84,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         cfg.listen = l;
     }
     cfg.repair |= args.repair;
-    cfg.validate().map_err(|e| anyhow::anyhow!("invalid bookie configuration: {e}"))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid bookie configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another process using it?)", cfg.listen))?;

@@ -16,6 +16,8 @@ use strata_common::{EntryId, ErrorCode, LedgerId};
 /// Kill points per run (the issue asks for at least 20).
 const KILLS: usize = 20;
 const LEDGERS: u64 = 4;
+/// Entries a writer keeps outstanding.
+const INFLIGHT: usize = 512;
 
 fn entry_len(ledger: u64, entry: u64) -> usize {
     // 1 byte to 16 KiB, deterministic per entry.
@@ -28,7 +30,8 @@ entry_log_max_bytes = 2097152\n\
 write_cache_max_bytes = 4194304\n\
 flush_threshold_bytes = 1048576\n\
 flush_interval_ms = 150\n\
-gc_interval_ms = 500\n";
+gc_interval_ms = 500\n\
+max_entry_bytes = 1048576\n";
 
 /// Reads back every entry up to `max_sent`; acknowledged ones must be present and equal.
 async fn verify(client: &BookieClient, ledger: u64, acked: &BTreeSet<u64>, max_sent: u64) -> usize {
@@ -51,7 +54,10 @@ async fn verify(client: &BookieClient, ledger: u64, acked: &BTreeSet<u64>, max_s
                 }
             }
             Err(err) if err.code() == ErrorCode::NoSuchEntry || err.code() == ErrorCode::NoSuchLedger => {
-                assert!(!acked.contains(&e), "acknowledged entry {e} of ledger {ledger} is lost ({err})");
+                assert!(
+                    !acked.contains(&e),
+                    "acknowledged entry {e} of ledger {ledger} is lost ({err})"
+                );
                 e += 1;
             }
             Err(err) => panic!("reading ledger {ledger} entry {e}: {err}"),
@@ -83,9 +89,16 @@ async fn sigkill_at_random_points_loses_no_acknowledged_entry() {
         let mut rng_batch = Rng::new(rng.next());
         // Writer: batches of 1..16 entries over all ledgers, as fast as the stream takes them.
         let mut cursor = next.clone();
+        // At most INFLIGHT entries outstanding, as a real writer keeps.
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(INFLIGHT));
+        let writer_permits = permits.clone();
         let writer = tokio::spawn(async move {
             loop {
                 let n = 1 + rng_batch.below(16);
+                match writer_permits.acquire_many(n as u32).await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return cursor,
+                }
                 let batch: Vec<NewEntry> = (0..n)
                     .map(|_| {
                         let ledger = 1 + rng_batch.below(LEDGERS);
@@ -112,16 +125,20 @@ async fn sigkill_at_random_points_loses_no_acknowledged_entry() {
             tokio::select! {
                 _ = &mut deadline => break,
                 r = rx.next() => match r {
-                    Ok(Some(outcomes)) => for o in outcomes {
-                        assert!(o.error.is_none(), "add failed: {:?}", o.error);
-                        acked.entry(o.ledger).or_default().insert(o.entry);
-                        total_acked += 1;
-                    },
+                    Ok(Some(outcomes)) => {
+                        permits.add_permits(outcomes.len());
+                        for o in outcomes {
+                            assert!(o.error.is_none(), "add failed: {:?}", o.error);
+                            acked.entry(o.ledger).or_default().insert(o.entry);
+                            total_acked += 1;
+                        }
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
         }
         bookie.sigkill();
+        permits.close();
         let sent = writer.await.unwrap();
         // Later writes continue after everything that may have been sent.
         next = sent;
@@ -137,8 +154,15 @@ async fn sigkill_at_random_points_loses_no_acknowledged_entry() {
         }
     }
     assert!(total_acked > 0, "no entry was ever acknowledged");
-    assert!(found >= total_acked, "found {found} entries, {total_acked} were acknowledged");
-    assert!(bookie.sigterm().success(), "graceful stop failed: {}", bookie.log_text());
+    assert!(
+        found >= total_acked,
+        "found {found} entries, {total_acked} were acknowledged"
+    );
+    assert!(
+        bookie.sigterm().success(),
+        "graceful stop failed: {}",
+        bookie.log_text()
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["bookie", "inspect", "--data-dir"])
         .arg(&bookie.data_dir)

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use common::{BookieProcess, Rng, payload, seed};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use strata_bookie::client::NewEntry;
 use strata_bookie::format::{self, FileKind};
 use strata_bookie::journal::{self, replay::examine};
 use strata_common::{EntryId, ErrorCode, LedgerId};
-use strata_bookie::client::NewEntry;
 
 const ENTRIES: u64 = 30;
 /// Nothing is flushed or checkpointed during the test, so every entry lives only in the
@@ -108,7 +108,10 @@ async fn torn_tails_recover_to_the_last_good_record() {
     for (i, cut) in cuts.into_iter().enumerate() {
         let trial = root.path().join(format!("cut-{i}"));
         copy_dir(&pristine, &trial);
-        let f = std::fs::OpenOptions::new().write(true).open(trial.join(&newest)).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(trial.join(&newest))
+            .unwrap();
         f.set_len(cut).unwrap();
         let expect = recs.iter().filter(|(_, end)| *end <= cut).count() as u64;
         let (got, log) = surviving_entries(&trial).await;
@@ -116,8 +119,14 @@ async fn torn_tails_recover_to_the_last_good_record() {
         // A cut inside a record (not on a boundary) must be reported.
         if let Some(&(torn_at, _)) = recs.iter().find(|(s, e)| *s < cut && cut < *e) {
             assert!(log.contains("torn journal tail"), "no warning for cut {cut}:\n{log}");
-            assert!(log.contains(&newest.file_name().unwrap().to_string_lossy().to_string()), "warning must name the file:\n{log}");
-            assert!(log.contains(&format!("offset={torn_at}")), "warning must name offset {torn_at}:\n{log}");
+            assert!(
+                log.contains(&newest.file_name().unwrap().to_string_lossy().to_string()),
+                "warning must name the file:\n{log}"
+            );
+            assert!(
+                log.contains(&format!("offset={torn_at}")),
+                "warning must name offset {torn_at}:\n{log}"
+            );
         }
     }
     // Flipped bytes in the last record: everything before it survives.
@@ -132,7 +141,10 @@ async fn torn_tails_recover_to_the_last_good_record() {
         std::fs::write(&p, &data).unwrap();
         let (got, log) = surviving_entries(&trial).await;
         assert_eq!(got, ENTRIES - 1, "flip at {at}");
-        assert!(log.contains(&format!("offset={s}")), "warning must name offset {s}:\n{log}");
+        assert!(
+            log.contains(&format!("offset={s}")),
+            "warning must name offset {s}:\n{log}"
+        );
     }
 }
 
@@ -155,8 +167,14 @@ async fn damage_in_an_older_record_refuses_to_start_unless_repair() {
     let status = bookie.wait_exit(Duration::from_secs(60));
     let log = bookie.log_text();
     assert!(!status.success(), "bookie started on a damaged journal:\n{log}");
-    assert!(log.contains(&p.display().to_string()), "error must name the file:\n{log}");
-    assert!(log.contains(&format!("damaged at offset {s}")), "error must name offset {s}:\n{log}");
+    assert!(
+        log.contains(&p.display().to_string()),
+        "error must name the file:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("damaged at offset {s}")),
+        "error must name offset {s}:\n{log}"
+    );
     assert!(log.contains("--repair"), "error must say how to proceed:\n{log}");
 
     // Inspection reports the damage and exits non-zero.

@@ -17,7 +17,13 @@ fn lid(n: u64) -> LedgerId {
 }
 
 /// Adds entries `range` to `ledger` and returns each outcome's error code (None = OK).
-async fn add(client: &BookieClient, token: &'static [u8], ledger: u64, range: std::ops::Range<u64>, size: usize) -> Vec<Option<ErrorCode>> {
+async fn add(
+    client: &BookieClient,
+    token: &'static [u8],
+    ledger: u64,
+    range: std::ops::Range<u64>,
+    size: usize,
+) -> Vec<Option<ErrorCode>> {
     let (tx, mut rx) = client.add_stream(Bytes::from_static(token), 16).await.unwrap();
     let n = (range.end - range.start) as usize;
     for chunk in range.collect::<Vec<_>>().chunks(32) {
@@ -58,11 +64,19 @@ async fn fenced_ledgers_reject_adds_also_after_restart() {
     let client = bookie.ready().await;
     assert!(add(&client, b"w1", 1, 0..10, 100).await.iter().all(Option::is_none));
     // The wrong token cannot fence.
-    assert_eq!(code(client.fence(lid(1), Bytes::from_static(b"bad")).await), ErrorCode::Unauthorized);
+    assert_eq!(
+        code(client.fence(lid(1), Bytes::from_static(b"bad")).await),
+        ErrorCode::Unauthorized
+    );
     let f = client.fence(lid(1), Bytes::from_static(b"w1")).await.unwrap();
     assert_eq!(f.last_entry, Some(9));
     assert_eq!(f.lac, Some(8));
-    assert!(add(&client, b"w1", 1, 10..12, 100).await.iter().all(|c| *c == Some(ErrorCode::Fenced)));
+    assert!(
+        add(&client, b"w1", 1, 10..12, 100)
+            .await
+            .iter()
+            .all(|c| *c == Some(ErrorCode::Fenced))
+    );
     // Fencing a ledger this bookie never saw creates it fenced: a late first add fails.
     client.fence(lid(2), Bytes::from_static(b"w2")).await.unwrap();
     assert_eq!(add(&client, b"w2", 2, 0..1, 10).await, vec![Some(ErrorCode::Fenced)]);
@@ -97,7 +111,11 @@ async fn fenced_ledgers_reject_adds_also_after_restart() {
     .await
     .unwrap();
     drop(tx);
-    let mut resp = raw.add(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut resp = raw
+        .add(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let r = resp.message().await.unwrap().unwrap();
     assert_eq!(r.results[0].code, pb::ErrorCode::Ok as i32, "{}", r.results[0].message);
     assert!(bookie.sigterm().success());
@@ -111,7 +129,8 @@ async fn deleting_ledgers_gives_disk_space_back() {
                write_cache_max_bytes = 2097152\n\
                flush_threshold_bytes = 1048576\n\
                flush_interval_ms = 100\n\
-               gc_interval_ms = 200\n";
+               gc_interval_ms = 200\n\
+               max_entry_bytes = 1048576\n";
     let mut bookie = BookieProcess::start(dir.path(), cfg);
     let client = bookie.ready().await;
     // 24 MiB in 8 big ledgers, and one small ledger interleaved with them that stays.
@@ -120,7 +139,12 @@ async fn deleting_ledgers_gives_disk_space_back() {
             let r = add(&client, b"t", ledger, round * 8..round * 8 + 8, 64 * 1024).await;
             assert!(r.iter().all(Option::is_none));
         }
-        assert!(add(&client, b"t", 100, round * 4..round * 4 + 4, 1000).await.iter().all(Option::is_none));
+        assert!(
+            add(&client, b"t", 100, round * 4..round * 4 + 4, 1000)
+                .await
+                .iter()
+                .all(Option::is_none)
+        );
     }
     // Wait for the data to be flushed into entry logs and the journal checkpointed.
     let data = dir.path().join("data");
@@ -134,12 +158,18 @@ async fn deleting_ledgers_gives_disk_space_back() {
     for ledger in 1..=8 {
         assert!(client.delete_ledger(lid(ledger)).await.unwrap());
     }
-    assert!(!client.delete_ledger(lid(1)).await.unwrap(), "deleting twice is a no-op");
+    assert!(
+        !client.delete_ledger(lid(1)).await.unwrap(),
+        "deleting twice is a no-op"
+    );
     assert_eq!(code(client.read(lid(1), 0, 0).await), ErrorCode::NoSuchLedger);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut now = dir_size(&data);
     while now > peak / 4 {
-        assert!(Instant::now() < deadline, "disk usage stayed at {now} bytes (peak {peak})");
+        assert!(
+            Instant::now() < deadline,
+            "disk usage stayed at {now} bytes (peak {peak})"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         now = dir_size(&data);
     }
@@ -159,7 +189,10 @@ async fn deleting_ledgers_gives_disk_space_back() {
     check(client.clone()).await;
     assert_eq!(code(client.read(lid(3), 0, 0).await), ErrorCode::NoSuchLedger);
     // A deleted ledger stays deleted: adds to it fail.
-    assert_eq!(add(&client, b"t", 3, 100..101, 10).await, vec![Some(ErrorCode::NoSuchLedger)]);
+    assert_eq!(
+        add(&client, b"t", 3, 100..101, 10).await,
+        vec![Some(ErrorCode::NoSuchLedger)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,8 +213,17 @@ async fn read_only_mode_rejects_adds_and_serves_reads() {
     let client = bookie.ready().await;
     let info = client.node_info().await.unwrap();
     assert!(info.read_only, "node info must say read-only");
-    assert!(info.read_only_reason.contains("disk_usage_threshold"), "{}", info.read_only_reason);
-    assert!(add(&client, b"t", 1, 20..25, 500).await.iter().all(|c| *c == Some(ErrorCode::ReadOnly)));
+    assert!(
+        info.read_only_reason.contains("disk_usage_threshold"),
+        "{}",
+        info.read_only_reason
+    );
+    assert!(
+        add(&client, b"t", 1, 20..25, 500)
+            .await
+            .iter()
+            .all(|c| *c == Some(ErrorCode::ReadOnly))
+    );
     let got = client.read(lid(1), 0, 19).await.unwrap();
     assert_eq!(got.len(), 20);
     assert_eq!(got[7].payload, payload(1, 7, 500));
@@ -197,7 +239,13 @@ async fn lac_long_poll_wakes_when_lac_advances() {
     assert_eq!(client.read_lac(lid(5), None, Duration::ZERO).await.unwrap(), Some(1));
     // A poll that nothing satisfies returns after its wait with the old LAC.
     let t = Instant::now();
-    assert_eq!(client.read_lac(lid(5), Some(1), Duration::from_millis(300)).await.unwrap(), Some(1));
+    assert_eq!(
+        client
+            .read_lac(lid(5), Some(1), Duration::from_millis(300))
+            .await
+            .unwrap(),
+        Some(1)
+    );
     assert!(t.elapsed() >= Duration::from_millis(250));
     // A poll waiting for LAC > 1 is woken by the add that carries LAC 4.
     let waiter = {
@@ -205,9 +253,16 @@ async fn lac_long_poll_wakes_when_lac_advances() {
         tokio::spawn(async move { c.read_lac(lid(5), Some(1), Duration::from_secs(30)).await })
     };
     assert!(add(&client, b"t", 5, 3..6, 10).await.iter().all(Option::is_none));
-    let lac = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let lac = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(lac, Some(4));
-    assert_eq!(code(client.read_lac(lid(77), None, Duration::ZERO).await), ErrorCode::NoSuchLedger);
+    assert_eq!(
+        code(client.read_lac(lid(77), None, Duration::ZERO).await),
+        ErrorCode::NoSuchLedger
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,11 +280,17 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
             }
         })
     };
-    assert_eq!(add(&client, b"t", 1, 0..1, 65_537).await, vec![Some(ErrorCode::TooLarge)]);
+    assert_eq!(
+        add(&client, b"t", 1, 0..1, 65_537).await,
+        vec![Some(ErrorCode::TooLarge)]
+    );
     assert_eq!(code(client.read(lid(404), 0, 0).await), ErrorCode::NoSuchLedger);
     assert!(add(&client, b"t", 2, 0..2, 10).await.iter().all(Option::is_none));
     assert_eq!(code(client.read(lid(2), 5, 9).await), ErrorCode::NoSuchEntry);
-    assert_eq!(add(&client, b"other", 2, 2..3, 10).await, vec![Some(ErrorCode::Unauthorized)]);
+    assert_eq!(
+        add(&client, b"other", 2, 2..3, 10).await,
+        vec![Some(ErrorCode::Unauthorized)]
+    );
 
     let mut raw = client.raw();
     // Wrong checksum, ledger id 0, an oversized token: each rejected by name.
@@ -257,7 +318,11 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
     .await
     .unwrap();
     drop(tx);
-    let mut resp = raw.add(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut resp = raw
+        .add(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let r = resp.message().await.unwrap().unwrap();
     let codes: Vec<i32> = r.results.iter().map(|r| r.code).collect();
     assert_eq!(
@@ -273,16 +338,31 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
     );
     assert!(r.results[0].message.contains("checksum"), "{}", r.results[0].message);
     assert!(r.results[1].message.contains("ledger id"), "{}", r.results[1].message);
-    assert!(r.results[2].message.contains("writer_token"), "{}", r.results[2].message);
+    assert!(
+        r.results[2].message.contains("writer_token"),
+        "{}",
+        r.results[2].message
+    );
 
     // Malformed reads.
     let s = raw
-        .read(pb::ReadRequest { ledger_id: 2, first_entry: 5, last_entry: 1, max_bytes: 0 })
+        .read(pb::ReadRequest {
+            ledger_id: 2,
+            first_entry: 5,
+            last_entry: 1,
+            max_bytes: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(ErrorCode::from_status(&s), Some(ErrorCode::InvalidArgument));
     assert!(s.message().contains("last_entry"), "{}", s.message());
-    let s = raw.fence(pb::FenceRequest { ledger_id: 0, writer_token: Bytes::new() }).await.unwrap_err();
+    let s = raw
+        .fence(pb::FenceRequest {
+            ledger_id: 0,
+            writer_token: Bytes::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(ErrorCode::from_status(&s), Some(ErrorCode::InvalidArgument));
 
     // Garbage on the socket, and a message that is not valid protobuf.
@@ -292,7 +372,12 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
         s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff\x13garbage").await.unwrap();
         drop(s);
     }
-    let status = send_raw_bytes(&bookie.addr, "/strata.bookie.v1.Bookie/Read", vec![0xff, 0xff, 0xff, 0x0f]).await;
+    let status = send_raw_bytes(
+        &bookie.addr,
+        "/strata.bookie.v1.Bookie/Read",
+        vec![0xff, 0xff, 0xff, 0x0f],
+    )
+    .await;
     assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
 
     good.await.unwrap();
@@ -337,12 +422,20 @@ async fn send_raw_bytes(addr: &str, path: &'static str, body: Vec<u8>) -> tonic:
             RawDec
         }
     }
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    grpc.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), Raw)
-        .await
-        .unwrap_err()
+    grpc.unary(
+        tonic::Request::new(body),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        Raw,
+    )
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,9 +445,14 @@ async fn sigterm_finishes_in_flight_adds_and_exits_zero() {
     let client = bookie.ready().await;
     let (tx, mut rx) = client.add_stream(Bytes::from_static(b"t"), 64).await.unwrap();
     for e in 0..200u64 {
-        tx.send(vec![NewEntry { ledger: lid(1), entry: EntryId::new(e), payload: payload(1, e, 4096), lac: None }])
-            .await
-            .unwrap();
+        tx.send(vec![NewEntry {
+            ledger: lid(1),
+            entry: EntryId::new(e),
+            payload: payload(1, e, 4096),
+            lac: None,
+        }])
+        .await
+        .unwrap();
     }
     // Wait until some are acknowledged, then SIGTERM with the rest in flight.
     let mut acked = Vec::new();
@@ -364,7 +462,9 @@ async fn sigterm_finishes_in_flight_adds_and_exits_zero() {
             acked.push(o.entry);
         }
     }
-    let _ = std::process::Command::new("kill").args(["-TERM", &bookie.child.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &bookie.child.id().to_string()])
+        .status();
     // Every answer still arrives before the stream ends: success, or shutting down.
     while let Ok(Some(outcomes)) = rx.next().await {
         for o in outcomes {

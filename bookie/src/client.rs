@@ -149,7 +149,12 @@ impl BookieClient {
             .add(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
             .map_err(status_to_error)?;
-        Ok((AddSender { tx, token }, AddReceiver { inner: resp.into_inner() }))
+        Ok((
+            AddSender { tx, token },
+            AddReceiver {
+                inner: resp.into_inner(),
+            },
+        ))
     }
 
     /// Reads entries `first..=last` (possibly fewer, see the proto), verifying each
@@ -204,7 +209,9 @@ impl BookieClient {
         Ok(self
             .inner
             .clone()
-            .delete_ledger(pb::DeleteLedgerRequest { ledger_id: ledger.get() })
+            .delete_ledger(pb::DeleteLedgerRequest {
+                ledger_id: ledger.get(),
+            })
             .await
             .map_err(status_to_error)?
             .into_inner()

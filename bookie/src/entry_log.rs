@@ -132,7 +132,8 @@ impl EntryLogs {
                     // A log whose header never made it to disk was being created when the
                     // bookie crashed; the index cannot point into it.
                     tracing::warn!(file = %path.display(), error = %e, "entry log without a valid header; it was never indexed, removing it");
-                    std::fs::remove_file(&path).map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
+                    std::fs::remove_file(&path)
+                        .map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
                     continue;
                 }
             }
@@ -162,23 +163,26 @@ impl EntryLogs {
     /// Blocking: call from a blocking thread.
     pub fn read(&self, loc: Location, ledger: u64, entry: u64) -> Result<StoredEntry> {
         let len = loc.len as usize;
-        if !(format::RECORD_HEADER_LEN + FIXED_LEN..=format::RECORD_HEADER_LEN + format::MAX_RECORD_BODY).contains(&len) {
+        if !(format::RECORD_HEADER_LEN + FIXED_LEN..=format::RECORD_HEADER_LEN + format::MAX_RECORD_BODY).contains(&len)
+        {
             return Err(BookieError::Corruption(format!(
                 "index points at a record of impossible length {len} in entry log {}",
                 loc.log
             )));
         }
-        let file = self.files.read().expect("entry log map").get(&loc.log).cloned().ok_or_else(|| {
-            BookieError::Corruption(format!("index points into missing entry log {}", loc.log))
-        })?;
+        let file = self
+            .files
+            .read()
+            .expect("entry log map")
+            .get(&loc.log)
+            .cloned()
+            .ok_or_else(|| BookieError::Corruption(format!("index points into missing entry log {}", loc.log)))?;
         let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
-            BookieError::io(format!("reading entry log {} at offset {}", loc.log, loc.offset), e)
-        })?;
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| BookieError::io(format!("reading entry log {} at offset {}", loc.log, loc.offset), e))?;
         let buf = Bytes::from(buf);
-        let (body, _) = format::parse_record(FileKind::EntryLog, &buf).map_err(|e| {
-            BookieError::Corruption(format!("entry log {} offset {}: {e}", loc.log, loc.offset))
-        })?;
+        let (body, _) = format::parse_record(FileKind::EntryLog, &buf)
+            .map_err(|e| BookieError::Corruption(format!("entry log {} offset {}: {e}", loc.log, loc.offset)))?;
         let stored = StoredEntry::decode(buf.slice(body)).map_err(BookieError::Corruption)?;
         if stored.ledger != ledger || stored.entry != entry {
             return Err(BookieError::Corruption(format!(

@@ -41,7 +41,7 @@ impl FileKind {
     /// The magic that starts every record of this kind of file.
     pub fn record_magic(self) -> u32 {
         match self {
-            FileKind::Journal => 0x4A52_5453, // "STRJ" little-endian
+            FileKind::Journal => 0x4A52_5453,  // "STRJ" little-endian
             FileKind::EntryLog => 0x4C52_5453, // "STRL" little-endian
         }
     }
@@ -87,10 +87,7 @@ pub fn decode_file_header(kind: FileKind, h: &[u8]) -> Result<u64, String> {
 pub fn encode_record_frame(kind: FileKind, fixed: &[u8], payload: &[u8]) -> [u8; RECORD_HEADER_LEN] {
     let len = (fixed.len() + payload.len()) as u32;
     let len_bytes = len.to_le_bytes();
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c_append(crc32c::crc32c(&len_bytes), fixed),
-        payload,
-    );
+    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&len_bytes), fixed), payload);
     let mut f = [0u8; RECORD_HEADER_LEN];
     f[..4].copy_from_slice(&kind.record_magic().to_le_bytes());
     f[4..8].copy_from_slice(&len_bytes);
@@ -114,10 +111,9 @@ pub enum RecordError {
 impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordError::Truncated { needed, available } => write!(
-                f,
-                "record truncated ({needed} bytes needed, {available} available)"
-            ),
+            RecordError::Truncated { needed, available } => {
+                write!(f, "record truncated ({needed} bytes needed, {available} available)")
+            }
             RecordError::BadMagic(m) => write!(f, "no record magic (found {m:#010x})"),
             RecordError::BadLength(l) => {
                 write!(f, "impossible record length {l} (max {MAX_RECORD_BODY})")
@@ -246,11 +242,23 @@ mod tests {
     fn header_round_trip_and_rejections() {
         let h = encode_file_header(FileKind::Journal, 42);
         assert_eq!(decode_file_header(FileKind::Journal, &h), Ok(42));
-        assert!(decode_file_header(FileKind::EntryLog, &h).unwrap_err().contains("magic"));
+        assert!(
+            decode_file_header(FileKind::EntryLog, &h)
+                .unwrap_err()
+                .contains("magic")
+        );
         let mut bad = h;
         bad[17] ^= 1;
-        assert!(decode_file_header(FileKind::Journal, &bad).unwrap_err().contains("checksum"));
-        assert!(decode_file_header(FileKind::Journal, &h[..10]).unwrap_err().contains("shorter"));
+        assert!(
+            decode_file_header(FileKind::Journal, &bad)
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            decode_file_header(FileKind::Journal, &h[..10])
+                .unwrap_err()
+                .contains("shorter")
+        );
     }
 
     #[test]

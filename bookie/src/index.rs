@@ -224,8 +224,8 @@ impl Index {
             if k[0] != b'e' {
                 break;
             }
-            let loc = Location::decode(&v)
-                .ok_or_else(|| BookieError::Corruption("index: undecodable location".into()))?;
+            let loc =
+                Location::decode(&v).ok_or_else(|| BookieError::Corruption("index: undecodable location".into()))?;
             out.push((be(&k[1..9]), be(&k[9..17]), loc));
         }
         Ok(out)
@@ -237,7 +237,11 @@ impl Index {
         let mut b = WriteBatch::default();
         b.delete(key1(b'l', ledger));
         b.put(key1(b'd', ledger), []);
-        b.delete_range(key2(b'e', ledger, 0), key1(b'e', ledger.saturating_add(1)));
+        let end: Vec<u8> = match ledger.checked_add(1) {
+            Some(next) => key1(b'e', next).to_vec(),
+            None => b"f".to_vec(),
+        };
+        b.delete_range(key2(b'e', ledger, 0).to_vec(), end);
         Ok(self.db.write_opt(b, &Self::synced())?)
     }
 
@@ -287,7 +291,15 @@ mod tests {
             idx.put_ledger(8, &meta).unwrap();
             let mut b = IndexBatch::default();
             for e in 0..3 {
-                b.put_location(7, e, Location { log: 1, offset: 32 + e, len: 40 });
+                b.put_location(
+                    7,
+                    e,
+                    Location {
+                        log: 1,
+                        offset: 32 + e,
+                        len: 40,
+                    },
+                );
             }
             b.set_checkpoint(JournalPos { file_id: 2, offset: 99 });
             idx.write(b).unwrap();

@@ -54,7 +54,8 @@ fn inspect_journal(dir: &Path, r: &mut Report) {
     let files = match journal::list_files(dir) {
         Ok(f) => f,
         Err(e) => {
-            r.problems.push(format!("cannot list journal directory {}: {e}", dir.display()));
+            r.problems
+                .push(format!("cannot list journal directory {}: {e}", dir.display()));
             return;
         }
     };
@@ -90,7 +91,9 @@ fn inspect_journal(dir: &Path, r: &mut Report) {
                     e.1 = e.1.max(a.entry);
                     e.2 += 1;
                 }
-                Err(e) => r.problems.push(format!("{}: record ending at offset {end}: {e}", path.display())),
+                Err(e) => r
+                    .problems
+                    .push(format!("{}: record ending at offset {end}: {e}", path.display())),
             }
         }
         r.journal_records += exam.records.len() as u64;
@@ -118,7 +121,10 @@ fn inspect_journal(dir: &Path, r: &mut Report) {
                 }
             );
             if torn {
-                let _ = writeln!(r.text, "    torn tail (a crash mid-write; truncated on next start): {msg}");
+                let _ = writeln!(
+                    r.text,
+                    "    torn tail (a crash mid-write; truncated on next start): {msg}"
+                );
             } else {
                 r.problems.push(msg);
             }
@@ -130,7 +136,8 @@ fn inspect_entry_logs(dir: &Path, r: &mut Report) {
     let files = match entry_log::list_files(dir) {
         Ok(f) => f,
         Err(e) => {
-            r.problems.push(format!("cannot list entry log directory {}: {e}", dir.display()));
+            r.problems
+                .push(format!("cannot list entry log directory {}: {e}", dir.display()));
             return;
         }
     };
@@ -162,7 +169,9 @@ fn inspect_entry_logs(dir: &Path, r: &mut Report) {
                     }
                     *per_ledger.entry(e.ledger).or_default() += 1;
                 }
-                Err(e) => r.problems.push(format!("{}: record ending at offset {end}: {e}", path.display())),
+                Err(e) => r
+                    .problems
+                    .push(format!("{}: record ending at offset {end}: {e}", path.display())),
             }
         }
         r.entry_log_records += exam.records.len() as u64;
@@ -200,12 +209,17 @@ fn inspect_index(data_dir: &Path, r: &mut Report) -> Result<()> {
             .entry(loc.log)
             .or_insert_with(|| std::fs::File::open(logs_dir.join(entry_log::file_name(loc.log))).ok());
         let Some(file) = file else {
-            r.problems.push(format!("index: ledger {ledger} entry {entry} points into missing entry log {}", loc.log));
+            r.problems.push(format!(
+                "index: ledger {ledger} entry {entry} points into missing entry log {}",
+                loc.log
+            ));
             continue;
         };
         let len = loc.len as usize;
         if len > format::RECORD_HEADER_LEN + format::MAX_RECORD_BODY {
-            r.problems.push(format!("index: ledger {ledger} entry {entry} has impossible length {len}"));
+            r.problems.push(format!(
+                "index: ledger {ledger} entry {entry} has impossible length {len}"
+            ));
             continue;
         }
         let mut buf = vec![0u8; len];
@@ -231,7 +245,12 @@ fn inspect_index(data_dir: &Path, r: &mut Report) -> Result<()> {
         }
     }
     r.indexed_entries = locations.len() as u64;
-    let _ = writeln!(r.text, "  {} ledger(s), {} deleted (tombstones)", live.len(), dead.len());
+    let _ = writeln!(
+        r.text,
+        "  {} ledger(s), {} deleted (tombstones)",
+        live.len(),
+        dead.len()
+    );
     for (id, m) in &live {
         let _ = writeln!(
             r.text,

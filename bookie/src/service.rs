@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Add requests one stream may have in flight before the bookie stops reading more
 /// (back-pressure to the client through HTTP/2 flow control).
-const MAX_INFLIGHT_REQUESTS: usize = 4096;
+const MAX_INFLIGHT_REQUESTS: usize = 1024;
 /// Largest gRPC message accepted: a batch of entries. Entries themselves are limited by
 /// `max_entry_bytes`.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -59,9 +59,7 @@ fn to_add_request(e: pb::AddEntry) -> storage::AddRequest {
 
 async fn add_batch(storage: Arc<Storage>, req: pb::AddRequest) -> pb::AddResponse {
     let ids: Vec<(u64, u64)> = req.entries.iter().map(|e| (e.ledger_id, e.entry_id)).collect();
-    let results = storage
-        .add(req.entries.into_iter().map(to_add_request).collect())
-        .await;
+    let results = storage.add(req.entries.into_iter().map(to_add_request).collect()).await;
     pb::AddResponse {
         results: ids
             .into_iter()
@@ -136,10 +134,7 @@ impl pb::bookie_server::Bookie for BookieService {
         Ok(Response::new(read_response(r.ledger_id, res)))
     }
 
-    async fn read_stream(
-        &self,
-        request: Request<pb::ReadRequest>,
-    ) -> Result<Response<Self::ReadStreamStream>, Status> {
+    async fn read_stream(&self, request: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStreamStream>, Status> {
         let r = request.into_inner();
         // Fail the call itself (not the stream) when the first entry cannot be read.
         let first = self
@@ -154,7 +149,10 @@ impl pb::bookie_server::Bookie for BookieService {
                 return;
             }
             while let Some(from) = next.filter(|n| *n <= r.last_entry) {
-                match storage.read(r.ledger_id, from, r.last_entry, r.max_bytes as usize).await {
+                match storage
+                    .read(r.ledger_id, from, r.last_entry, r.max_bytes as usize)
+                    .await
+                {
                     Ok(res) => {
                         next = res.entries.last().map(|e| e.entry + 1);
                         if tx.send(Ok(read_response(r.ledger_id, res))).await.is_err() {
@@ -249,7 +247,9 @@ pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: Cancellatio
 
 /// Serves an already open storage; see [`run`].
 pub async fn serve(storage: Arc<Storage>, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-    let addr = listener.local_addr().map_err(|e| BookieError::io("listener address", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BookieError::io("listener address", e))?;
     let svc = pb::bookie_server::BookieServer::new(BookieService::new(storage.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

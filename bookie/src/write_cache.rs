@@ -117,7 +117,11 @@ impl WriteCache {
     /// Highest cached entry of a ledger.
     pub fn last_entry(&self, ledger: u64) -> Option<u64> {
         let g = self.lock();
-        let a = g.active.ledgers.get(&ledger).and_then(|m| m.keys().next_back().copied());
+        let a = g
+            .active
+            .ledgers
+            .get(&ledger)
+            .and_then(|m| m.keys().next_back().copied());
         let f = g
             .flushing
             .as_ref()

@@ -44,12 +44,19 @@ pub async fn run(a: BookiePerfArgs) -> anyhow::Result<()> {
         bail!("--entries, --inflight and --ledgers must be greater than 0");
     }
     let client = BookieClient::connect(&a.target).await?;
-    let info = client.node_info().await.context("asking the bookie for its node info")?;
+    let info = client
+        .node_info()
+        .await
+        .context("asking the bookie for its node info")?;
     if info.read_only {
         bail!("bookie {} is read-only: {}", a.target, info.read_only_reason);
     }
     if a.size as u64 > info.max_entry_bytes {
-        bail!("--size {} is over the bookie's max_entry_bytes {}", a.size, info.max_entry_bytes);
+        bail!(
+            "--size {} is over the bookie's max_entry_bytes {}",
+            a.size,
+            info.max_entry_bytes
+        );
     }
     // Ledger ids unique to this run, so repeated runs never collide.
     let base = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64 * 1000;
@@ -120,7 +127,10 @@ pub async fn run(a: BookiePerfArgs) -> anyhow::Result<()> {
     let mut last_done = 0u64;
     while done < a.entries {
         let Some(outcomes) = rx.next().await? else {
-            bail!("the bookie closed the add stream after {done} of {} acknowledgements", a.entries);
+            bail!(
+                "the bookie closed the add stream after {done} of {} acknowledgements",
+                a.entries
+            );
         };
         let now = start.elapsed().as_nanos() as u64;
         let n = outcomes.len();

@@ -80,7 +80,10 @@ impl BookieProcess {
         let config = dir.join("bookie.toml");
         std::fs::write(&config, extra_config).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = dir.join(format!("bookie-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
+        let log = dir.join(format!(
+            "bookie-{}.log",
+            Instant::now().elapsed().as_nanos() ^ rand_suffix()
+        ));
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["bookie", "--data-dir"])
             .arg(&data_dir)
@@ -112,7 +115,11 @@ impl BookieProcess {
             {
                 return c;
             }
-            assert!(Instant::now() < deadline, "bookie not ready in 60 s; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "bookie not ready in 60 s; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -128,7 +135,9 @@ impl BookieProcess {
 
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.wait_exit(Duration::from_secs(30))
     }
 

@@ -169,7 +169,9 @@ impl JournalHandle {
 }
 
 fn poisoned_error() -> BookieError {
-    BookieError::Io("journal is poisoned by an earlier write or fsync failure; restart the bookie after checking its disk".into())
+    BookieError::Io(
+        "journal is poisoned by an earlier write or fsync failure; restart the bookie after checking its disk".into(),
+    )
 }
 
 /// Settings of the writer thread.
@@ -203,14 +205,7 @@ pub fn start(opts: JournalOptions, first_file_id: u64) -> Result<(JournalHandle,
         .name("journal-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| BookieError::io("spawning the journal thread", e))?;
-    Ok((
-        JournalHandle {
-            tx,
-            poisoned,
-            durable,
-        },
-        thread,
-    ))
+    Ok((JournalHandle { tx, poisoned, durable }, thread))
 }
 
 /// Creates journal file `id` with its header, durable (file and directory fsynced).

@@ -85,8 +85,8 @@ pub struct Replayed {
 /// Truncates a torn tail (or, with `repair`, any damage) on disk so the next start does
 /// not meet it again.
 pub fn replay_file(path: &Path, expected_id: u64, start: u64, newest: bool, repair: bool) -> Result<Replayed> {
-    let data = std::fs::read(path)
-        .map_err(|e| BookieError::io(format!("reading journal file {}", path.display()), e))?;
+    let data =
+        std::fs::read(path).map_err(|e| BookieError::io(format!("reading journal file {}", path.display()), e))?;
     let data = Bytes::from(data);
     let header = format::decode_file_header(FileKind::Journal, &data);
     match header {
@@ -101,8 +101,7 @@ pub fn replay_file(path: &Path, expected_id: u64, start: u64, newest: bool, repa
             // A crash while creating the newest file can leave it without a full header:
             // nothing in it was ever acknowledged.
             tracing::warn!(file = %path.display(), error = %e, "journal file has no valid header; it holds no acknowledged entries, removing it");
-            std::fs::remove_file(path)
-                .map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
+            std::fs::remove_file(path).map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
             return Ok(Replayed {
                 adds: Vec::new(),
                 valid_end: 0,
@@ -216,7 +215,11 @@ mod tests {
             let r = replay_file(&p, 1, 0, true, false).unwrap();
             let complete = starts.iter().skip(1).filter(|s| **s <= cut).count() + usize::from(cut == full.len());
             assert_eq!(r.adds.len(), complete, "cut at {cut}");
-            assert_eq!(std::fs::metadata(&p).unwrap().len(), r.valid_end, "file truncated to the last good record");
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().len(),
+                r.valid_end,
+                "file truncated to the last good record"
+            );
         }
     }
 

@@ -145,7 +145,9 @@ impl Flusher {
                 for (id, path) in files.into_iter().filter(|(id, _)| *id < mark.file_id) {
                     match std::fs::remove_file(&path) {
                         Ok(()) => tracing::debug!(file_id = id, "removed checkpointed journal file"),
-                        Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot remove checkpointed journal file"),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot remove checkpointed journal file")
+                        }
                     }
                 }
             }
@@ -215,7 +217,12 @@ impl Flusher {
                 continue;
             }
             let w = self.writer()?;
-            moved.push((e.ledger, e.entry, old, w.append(e.ledger, e.entry, e.checksum, &e.payload)?));
+            moved.push((
+                e.ledger,
+                e.entry,
+                old,
+                w.append(e.ledger, e.entry, e.checksum, &e.payload)?,
+            ));
         }
         if let Some(d) = exam.damage {
             // Only a crash mid-flush leaves a bad tail, and such records were never indexed.
@@ -258,7 +265,11 @@ pub(super) fn check_disk(shared: &Shared, dir: &Path) {
     let mut ro = shared.read_only.lock().expect("read-only lock");
     if used > shared.cfg.disk_usage_threshold {
         if ro.is_none() {
-            tracing::warn!(used, threshold = shared.cfg.disk_usage_threshold, "disk usage over threshold; bookie is now read-only (reads still served)");
+            tracing::warn!(
+                used,
+                threshold = shared.cfg.disk_usage_threshold,
+                "disk usage over threshold; bookie is now read-only (reads still served)"
+            );
         }
         *ro = Some(format!(
             "disk {:.1}% full, over disk_usage_threshold {:.1}%; {} bytes free",

@@ -394,7 +394,11 @@ impl Storage {
             )));
         }
         let l = self.shared.ledger(ledger).ok_or(BookieError::NoSuchLedger(ledger))?;
-        let max_bytes = if max_bytes == 0 { DEFAULT_READ_BYTES } else { max_bytes.min(DEFAULT_READ_BYTES) };
+        let max_bytes = if max_bytes == 0 {
+            DEFAULT_READ_BYTES
+        } else {
+            max_bytes.min(DEFAULT_READ_BYTES)
+        };
         let shared = self.shared.clone();
         let entries = tokio::task::spawn_blocking(move || -> Result<Vec<ReadEntry>> {
             let mut out = Vec::new();

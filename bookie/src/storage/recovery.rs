@@ -80,7 +80,9 @@ pub(super) fn open(cfg: BookieConfig) -> Result<Storage> {
     super::flusher::check_disk(&shared, &data_dir);
     let flusher = FlusherHandle::start(flusher, journal.clone(), data_dir.clone())?;
     if !cfg.journal_sync {
-        tracing::warn!("journal_sync is off: acknowledged entries can be lost on power failure; use only for benchmarks");
+        tracing::warn!(
+            "journal_sync is off: acknowledged entries can be lost on power failure; use only for benchmarks"
+        );
     }
     Ok(Storage {
         shared,
@@ -133,9 +135,14 @@ fn replay_journal(
             if let Some(lac) = lac {
                 ledger.advance_lac(lac);
             }
-            shared.cache.insert(add.ledger, add.entry, add.checksum, add.payload, lac);
+            shared
+                .cache
+                .insert(add.ledger, add.entry, add.checksum, add.payload, lac);
             replayed += 1;
-            mark = JournalPos { file_id: *id, offset: end };
+            mark = JournalPos {
+                file_id: *id,
+                offset: end,
+            };
             if shared.cache.active_bytes() >= shared.cfg.flush_threshold_bytes {
                 flusher.flush(mark)?;
             }
