@@ -80,6 +80,11 @@ fn be(b: &[u8]) -> u64 {
     u64::from_be_bytes(b.try_into().expect("8-byte key part"))
 }
 
+/// Live ledgers with their state, and the ids of deleted ones.
+pub type LedgerList = (Vec<(u64, LedgerMeta)>, Vec<u64>);
+/// Per entry log: the bytes each ledger has in it.
+pub type LogUsage = Vec<(u64, Vec<(u64, u64)>)>;
+
 /// One write of index changes, applied atomically.
 #[derive(Default)]
 pub struct IndexBatch {
@@ -174,7 +179,7 @@ impl Index {
     }
 
     /// Every ledger's state and every tombstone.
-    pub fn ledgers(&self) -> Result<(Vec<(u64, LedgerMeta)>, Vec<u64>)> {
+    pub fn ledgers(&self) -> Result<LedgerList> {
         let mut live = Vec::new();
         for kv in self.db.iterator(IteratorMode::From(b"l", Direction::Forward)) {
             let (k, v) = kv?;
@@ -255,8 +260,8 @@ impl Index {
     }
 
     /// Usage of every entry log: log → [(ledger, bytes)].
-    pub fn usage(&self) -> Result<Vec<(u64, Vec<(u64, u64)>)>> {
-        let mut out: Vec<(u64, Vec<(u64, u64)>)> = Vec::new();
+    pub fn usage(&self) -> Result<LogUsage> {
+        let mut out: LogUsage = Vec::new();
         for kv in self.db.iterator(IteratorMode::From(b"u", Direction::Forward)) {
             let (k, v) = kv?;
             if k[0] != b'u' {
