@@ -9,12 +9,12 @@
 //! was written; a read verifies the record CRC and that the record is the entry the index
 //! said it is. Files are only removed by garbage collection once nothing points at them.
 
+use crate::direct::DirectAppender;
 use crate::error::{BookieError, Result};
 use crate::format::{self, FileKind};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -196,24 +196,15 @@ impl EntryLogs {
     /// Creates entry log `id` and returns its writer; readers can open it at once.
     pub fn create(&self, id: u64) -> Result<EntryLogWriter> {
         let path = self.path(id);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .append(true)
-            .open(&path)
+        let mut out = DirectAppender::create(&path, WRITE_BUFFER)
             .map_err(|e| BookieError::io(format!("creating entry log {}", path.display()), e))?;
-        file.write_all(&format::encode_file_header(FileKind::EntryLog, id))
-            .and_then(|_| file.sync_all())
+        out.append(&[&format::encode_file_header(FileKind::EntryLog, id)])
+            .and_then(|_| out.sync())
             .and_then(|_| File::open(&self.dir)?.sync_all())
             .map_err(|e| BookieError::io(format!("initialising entry log {}", path.display()), e))?;
         let reader = File::open(&path).map_err(|e| BookieError::io(format!("opening {}", path.display()), e))?;
         self.files.write().expect("entry log map").insert(id, Arc::new(reader));
-        Ok(EntryLogWriter {
-            id,
-            file,
-            offset: format::FILE_HEADER_LEN as u64,
-            buf: Vec::with_capacity(WRITE_BUFFER),
-        })
+        Ok(EntryLogWriter { id, out })
     }
 
     /// Removes entry log `id` from disk. Readers holding the file keep reading it.
@@ -238,15 +229,13 @@ impl EntryLogs {
 /// Appends records to one entry log. Owned by the flusher thread.
 pub struct EntryLogWriter {
     pub id: u64,
-    file: File,
-    offset: u64,
-    buf: Vec<u8>,
+    out: DirectAppender,
 }
 
 impl EntryLogWriter {
     /// Bytes in the file once buffered data is written.
     pub fn size(&self) -> u64 {
-        self.offset
+        self.out.position()
     }
 
     /// Appends one entry; its location is valid once [`EntryLogWriter::sync`] returned.
@@ -256,35 +245,21 @@ impl EntryLogWriter {
         fixed[8..16].copy_from_slice(&entry.to_le_bytes());
         fixed[16..20].copy_from_slice(&checksum.to_le_bytes());
         let frame = format::encode_record_frame(FileKind::EntryLog, &fixed, payload);
-        let len = frame.len() + FIXED_LEN + payload.len();
-        if self.buf.len() + len > WRITE_BUFFER {
-            self.write_buffer()?;
-        }
-        self.buf.extend_from_slice(&frame);
-        self.buf.extend_from_slice(&fixed);
-        self.buf.extend_from_slice(payload);
-        let loc = Location {
-            log: self.id,
-            offset: self.offset,
-            len: len as u32,
-        };
-        self.offset += len as u64;
-        Ok(loc)
-    }
-
-    fn write_buffer(&mut self) -> Result<()> {
-        self.file
-            .write_all(&self.buf)
+        let offset = self.out.position();
+        self.out
+            .append(&[&frame, &fixed, payload])
             .map_err(|e| BookieError::io(format!("writing entry log {}", self.id), e))?;
-        self.buf.clear();
-        Ok(())
+        Ok(Location {
+            log: self.id,
+            offset,
+            len: (self.out.position() - offset) as u32,
+        })
     }
 
     /// Writes buffered records and fdatasyncs the file.
     pub fn sync(&mut self) -> Result<()> {
-        self.write_buffer()?;
-        self.file
-            .sync_data()
-            .map_err(|e| BookieError::io(format!("fdatasync of entry log {}", self.id), e))
+        self.out
+            .sync()
+            .map_err(|e| BookieError::io(format!("writing and syncing entry log {}", self.id), e))
     }
 }

@@ -10,8 +10,6 @@
 //! Invariants: a length read from disk is checked against [`MAX_RECORD_BODY`] before any
 //! allocation; nothing here trusts a byte it has not checksummed.
 
-use std::io::{self, IoSlice, Write};
-
 /// Header size of every journal and entry log file.
 pub const FILE_HEADER_LEN: usize = 32;
 /// Size of a record's frame (magic, length, CRC) before its body.
@@ -170,20 +168,6 @@ pub fn find_valid_record_after(kind: FileKind, buf: &[u8], from: usize) -> Optio
         pos += 1;
     }
     None
-}
-
-/// Writes every slice completely (a vectored `write_all`).
-pub fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match out.write_vectored(slices) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Little-endian field reader over a checksummed record body.

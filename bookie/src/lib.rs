@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod direct;
 pub mod entry_log;
 pub mod error;
 pub mod format;
