@@ -161,6 +161,18 @@ impl Shared {
         self.tombstones.read().expect("tombstones").contains(&id)
     }
 
+    /// Writes a ledger's current state to the index. The state is read under the index
+    /// lock, the lock flushes also write ledger state under, so the last write always
+    /// carries the newest flags (a fence is never overwritten by an older snapshot), and a
+    /// deleted ledger is never written back. Blocking.
+    fn persist_ledger(&self, id: u64, ledger: &Ledger) -> Result<()> {
+        let _g = self.index_lock.lock().expect("index lock");
+        if self.is_tombstoned(id) {
+            return Ok(());
+        }
+        self.index.put_ledger(id, &ledger.meta())
+    }
+
     /// Reads one entry from the cache or the entry logs. Blocking.
     fn read_entry(&self, ledger: u64, entry: u64) -> Result<Option<ReadEntry>> {
         if let Some(c) = self.cache.get(ledger, entry) {
@@ -282,9 +294,9 @@ impl Storage {
         ledger
             .persisted
             .get_or_try_init(|| async {
-                let meta = ledger.meta();
                 let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || shared.index.put_ledger(id, &meta))
+                let ledger = ledger.clone();
+                tokio::task::spawn_blocking(move || shared.persist_ledger(id, &ledger))
                     .await
                     .map_err(|e| BookieError::io("index write task", e))?
             })
@@ -294,6 +306,10 @@ impl Storage {
 
     /// Adds a batch of entries. Returns one result per request, in order; `Ok` means the
     /// entry is durable in the journal.
+    ///
+    /// Cancellation: dropping the future after entries entered the write cache leaves them
+    /// there (and later in entry logs) without an acknowledgement — the state of any add
+    /// that was never acknowledged, which writers must tolerate anyway.
     pub async fn add(&self, reqs: Vec<AddRequest>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(reqs.len());
         let mut accepted: Vec<(usize, Arc<Ledger>)> = Vec::with_capacity(reqs.len());
@@ -468,7 +484,7 @@ impl Storage {
             return Err(BookieError::ShuttingDown);
         }
         let l = self.ledger_for_write(ledger, &token, true)?;
-        let meta = {
+        {
             let mut g = l.lock();
             if g.deleted {
                 return Err(BookieError::NoSuchLedger(ledger));
@@ -476,16 +492,13 @@ impl Storage {
             if g.token != token {
                 return Err(BookieError::Unauthorized(ledger));
             }
+            // Set before persisting: every state write from here on carries the flag.
             g.fenced = true;
-            LedgerMeta {
-                fenced: true,
-                lac: *l.lac.borrow(),
-                token: g.token.clone(),
-            }
-        };
+        }
         let shared = self.shared.clone();
+        let state = l.clone();
         let last_entry = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
-            shared.index.put_ledger(ledger, &meta)?;
+            shared.persist_ledger(ledger, &state)?;
             Ok(shared.cache.last_entry(ledger).max(shared.index.last_entry(ledger)?))
         })
         .await
@@ -505,15 +518,25 @@ impl Storage {
         let shared = self.shared.clone();
         let existed = tokio::task::spawn_blocking(move || -> Result<bool> {
             let _g = shared.index_lock.lock().expect("index lock");
-            let removed = shared.ledgers.write().expect("ledger map").remove(&ledger);
-            if let Some(l) = &removed {
-                l.lock().deleted = true;
-            }
+            // The map stays locked until the tombstone is in place, so no add can recreate
+            // the ledger in between.
+            let mut map = shared.ledgers.write().expect("ledger map");
+            let removed = map.remove(&ledger);
             if removed.is_none() && shared.is_tombstoned(ledger) {
                 return Ok(false);
             }
-            shared.index.delete_ledger(ledger)?;
+            if let Some(l) = &removed {
+                l.lock().deleted = true;
+            }
+            if let Err(e) = shared.index.delete_ledger(ledger) {
+                if let Some(l) = removed {
+                    l.lock().deleted = false;
+                    map.insert(ledger, l);
+                }
+                return Err(e);
+            }
             shared.tombstones.write().expect("tombstones").insert(ledger);
+            drop(map);
             shared.cache.remove_ledger(ledger);
             Ok(removed.is_some())
         })

@@ -28,15 +28,16 @@ pub(super) fn open(cfg: BookieConfig) -> Result<Storage> {
     }
     let index = Index::open(&data_dir.join("index"))?;
     let (live, dead) = index.ledgers()?;
+    let tombstones: HashSet<u64> = dead.into_iter().collect();
     let ledgers: HashMap<u64, Arc<Ledger>> = live
         .into_iter()
+        .filter(|(id, _)| !tombstones.contains(id))
         .map(|(id, m)| {
             let l = Ledger::new(m.token, m.fenced, m.lac);
             let _ = l.persisted.set(());
             (id, Arc::new(l))
         })
         .collect();
-    let tombstones: HashSet<u64> = dead.into_iter().collect();
     let (logs, max_log) = EntryLogs::open(&logs_dir)?;
     let checkpoint = index.checkpoint()?;
     let shared = Arc::new(Shared {
@@ -157,13 +158,19 @@ fn replay_journal(
     if replayed > 0 {
         tracing::info!(entries = replayed, ?mark, "replayed journal");
     }
-    // Ledgers created in the index but whose persisted flag was set above are fine; make
-    // sure recreated ones are durable too.
-    for (id, l) in shared.ledgers.read().expect("ledger map").iter() {
-        if l.persisted.get().is_none() {
-            shared.index.put_ledger(*id, &l.meta())?;
-            let _ = l.persisted.set(());
-        }
+    // Ledgers recreated above must be durable too. (Collected first: the index lock is
+    // never taken while holding the ledger map.)
+    let unpersisted: Vec<(u64, Arc<Ledger>)> = shared
+        .ledgers
+        .read()
+        .expect("ledger map")
+        .iter()
+        .filter(|(_, l)| l.persisted.get().is_none())
+        .map(|(id, l)| (*id, l.clone()))
+        .collect();
+    for (id, l) in &unpersisted {
+        shared.persist_ledger(*id, l)?;
+        let _ = l.persisted.set(());
     }
     Ok(mark)
 }
