@@ -50,6 +50,20 @@ async fn add(
     out
 }
 
+/// Sends one raw AddRequest (any field values) and returns the bookie's answer.
+async fn raw_add(client: &BookieClient, req: pb::AddRequest) -> pb::AddResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(req).await.unwrap();
+    drop(tx);
+    let mut resp = client
+        .raw()
+        .add(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    resp.message().await.unwrap().unwrap()
+}
+
 fn code(r: Result<impl std::fmt::Debug, BookieError>) -> ErrorCode {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -94,29 +108,22 @@ async fn fenced_ledgers_reject_adds_also_after_restart() {
     assert_eq!(add(&client, b"w1", 1, 10..11, 100).await, vec![Some(ErrorCode::Fenced)]);
     assert_eq!(add(&client, b"w2", 2, 0..1, 10).await, vec![Some(ErrorCode::Fenced)]);
     // A recovery add (re-replicating the tail) is allowed on a fenced ledger.
-    let mut raw = client.raw();
     let p = payload(1, 10, 100);
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::AddRequest {
-        entries: vec![pb::AddEntry {
-            ledger_id: 1,
-            entry_id: 10,
-            writer_token: Bytes::from_static(b"w1"),
-            lac: None,
-            checksum: entry_checksum(lid(1), EntryId::new(10), &p),
-            payload: p,
-            recovery: true,
-        }],
-    })
-    .await
-    .unwrap();
-    drop(tx);
-    let mut resp = raw
-        .add(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = resp.message().await.unwrap().unwrap();
+    let r = raw_add(
+        &client,
+        pb::AddRequest {
+            entries: vec![pb::AddEntry {
+                ledger_id: 1,
+                entry_id: 10,
+                writer_token: Bytes::from_static(b"w1"),
+                lac: None,
+                checksum: entry_checksum(lid(1), EntryId::new(10), &p),
+                payload: p,
+                recovery: true,
+            }],
+        },
+    )
+    .await;
     assert_eq!(r.results[0].code, pb::ErrorCode::Ok as i32, "{}", r.results[0].message);
     assert!(bookie.sigterm().success());
 }
@@ -228,6 +235,24 @@ async fn read_only_mode_rejects_adds_and_serves_reads() {
     assert_eq!(got.len(), 20);
     assert_eq!(got[7].payload, payload(1, 7, 500));
     assert!(bookie.sigterm().success());
+    // The absolute threshold works the same way.
+    let mut bookie = BookieProcess::start(
+        dir.path(),
+        "min_free_bytes = 1000000000000000000
+",
+    );
+    let client = bookie.ready().await;
+    let info = client.node_info().await.unwrap();
+    assert!(
+        info.read_only && info.read_only_reason.contains("min_free_bytes"),
+        "{info:?}"
+    );
+    assert_eq!(
+        add(&client, b"t", 1, 20..21, 500).await,
+        vec![Some(ErrorCode::ReadOnly)]
+    );
+    assert_eq!(client.read(lid(1), 19, 19).await.unwrap().len(), 1);
+    assert!(bookie.sigterm().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,24 +331,18 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
             recovery: false,
         }
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::AddRequest {
-        entries: vec![
-            bad(3, 1, Bytes::new()),
-            bad(0, 0, Bytes::new()),
-            bad(3, 0, Bytes::from(vec![7u8; 65])),
-            bad(3, 0, Bytes::new()),
-        ],
-    })
-    .await
-    .unwrap();
-    drop(tx);
-    let mut resp = raw
-        .add(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = resp.message().await.unwrap().unwrap();
+    let r = raw_add(
+        &client,
+        pb::AddRequest {
+            entries: vec![
+                bad(3, 1, Bytes::new()),
+                bad(0, 0, Bytes::new()),
+                bad(3, 0, Bytes::from(vec![7u8; 65])),
+                bad(3, 0, Bytes::new()),
+            ],
+        },
+    )
+    .await;
     let codes: Vec<i32> = r.results.iter().map(|r| r.code).collect();
     assert_eq!(
         codes,

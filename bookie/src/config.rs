@@ -47,6 +47,9 @@ pub struct BookieConfig {
     /// Become writable again once usage drops below this fraction (hysteresis, so the
     /// bookie does not flap at the threshold).
     pub disk_usage_lwm: f64,
+    /// Also turn read-only when fewer than this many bytes are free (0: only the fraction
+    /// above decides). Useful on large disks where 5% is still plenty.
+    pub min_free_bytes: u64,
     /// How often disk usage is checked.
     pub disk_check_interval_ms: u64,
     /// On start, truncate a damaged journal at the first bad record instead of refusing to
@@ -71,6 +74,7 @@ impl Default for BookieConfig {
             max_entry_bytes: 5 << 20,
             disk_usage_threshold: 0.95,
             disk_usage_lwm: 0.90,
+            min_free_bytes: 0,
             disk_check_interval_ms: 5_000,
             repair: false,
         }

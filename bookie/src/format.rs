@@ -170,6 +170,25 @@ pub fn find_valid_record_after(kind: FileKind, buf: &[u8], from: usize) -> Optio
     None
 }
 
+/// Lists files in `dir` named `<prefix><number>.log`, as (number, path) sorted by number.
+pub fn list_numbered(dir: &std::path::Path, prefix: &str) -> std::io::Result<Vec<(u64, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        if let Some(id) = name
+            .to_string_lossy()
+            .strip_prefix(prefix)
+            .and_then(|s| s.strip_suffix(".log"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push((id, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Little-endian field reader over a checksummed record body.
 pub struct Fields<'a> {
     buf: &'a [u8],

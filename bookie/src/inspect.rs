@@ -9,7 +9,10 @@ use crate::entry_log::{self, StoredEntry};
 use crate::error::Result;
 use crate::format::{self, FileKind};
 use crate::index::Index;
-use crate::journal::{self, JournalAdd, replay::examine};
+use crate::journal::{
+    self, JournalAdd,
+    replay::{Examination, examine},
+};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,6 +53,24 @@ pub fn inspect(data_dir: &Path) -> Result<Report> {
     Ok(r)
 }
 
+/// Reads a file and walks its records; a file that cannot be read or has a bad header is
+/// reported as a problem.
+fn read_file(kind: FileKind, path: &Path, r: &mut Report) -> Option<(Bytes, Examination)> {
+    let data = match std::fs::read(path) {
+        Ok(d) => Bytes::from(d),
+        Err(e) => {
+            r.problems.push(format!("{}: cannot read: {e}", path.display()));
+            return None;
+        }
+    };
+    if let Err(e) = format::decode_file_header(kind, &data) {
+        r.problems.push(format!("{}: bad header: {e}", path.display()));
+        return None;
+    }
+    let exam = examine(kind, &data, format::FILE_HEADER_LEN);
+    Some((data, exam))
+}
+
 fn inspect_journal(dir: &Path, r: &mut Report) {
     let files = match journal::list_files(dir) {
         Ok(f) => f,
@@ -62,18 +83,9 @@ fn inspect_journal(dir: &Path, r: &mut Report) {
     let _ = writeln!(r.text, "journal: {} file(s) in {}", files.len(), dir.display());
     let newest = files.last().map(|(id, _)| *id);
     for (id, path) in &files {
-        let data = match std::fs::read(path) {
-            Ok(d) => Bytes::from(d),
-            Err(e) => {
-                r.problems.push(format!("{}: cannot read: {e}", path.display()));
-                continue;
-            }
-        };
-        if let Err(e) = format::decode_file_header(FileKind::Journal, &data) {
-            r.problems.push(format!("{}: bad header: {e}", path.display()));
+        let Some((data, exam)) = read_file(FileKind::Journal, path, r) else {
             continue;
-        }
-        let exam = examine(FileKind::Journal, &data, format::FILE_HEADER_LEN);
+        };
         let mut ledgers: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
         for (body, end) in &exam.records {
             match JournalAdd::decode(data.slice(body.clone())) {
@@ -143,18 +155,9 @@ fn inspect_entry_logs(dir: &Path, r: &mut Report) {
     };
     let _ = writeln!(r.text, "entry logs: {} file(s) in {}", files.len(), dir.display());
     for (id, path) in &files {
-        let data = match std::fs::read(path) {
-            Ok(d) => Bytes::from(d),
-            Err(e) => {
-                r.problems.push(format!("{}: cannot read: {e}", path.display()));
-                continue;
-            }
-        };
-        if let Err(e) = format::decode_file_header(FileKind::EntryLog, &data) {
-            r.problems.push(format!("{}: bad header: {e}", path.display()));
+        let Some((data, exam)) = read_file(FileKind::EntryLog, path, r) else {
             continue;
-        }
-        let exam = examine(FileKind::EntryLog, &data, format::FILE_HEADER_LEN);
+        };
         let mut per_ledger: BTreeMap<u64, u64> = BTreeMap::new();
         for (body, end) in &exam.records {
             match StoredEntry::decode(data.slice(body.clone())) {

@@ -99,21 +99,7 @@ pub fn file_name(id: u64) -> String {
 
 /// Lists journal files in `dir` as (id, path), sorted by id.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if let Some(id) = name
-            .strip_prefix("journal-")
-            .and_then(|s| s.strip_suffix(".log"))
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push((id, e.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    format::list_numbered(dir, "journal-")
 }
 
 struct Batch {

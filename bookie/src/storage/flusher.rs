@@ -262,24 +262,35 @@ pub(super) fn check_disk(shared: &Shared, dir: &Path) {
         return;
     }
     let used = 1.0 - free as f64 / total as f64;
+    let cfg = &shared.cfg;
     let mut ro = shared.read_only.lock().expect("read-only lock");
-    if used > shared.cfg.disk_usage_threshold {
-        if ro.is_none() {
-            tracing::warn!(
-                used,
-                threshold = shared.cfg.disk_usage_threshold,
-                "disk usage over threshold; bookie is now read-only (reads still served)"
-            );
-        }
-        *ro = Some(format!(
-            "disk {:.1}% full, over disk_usage_threshold {:.1}%; {} bytes free",
+    let reason = if used > cfg.disk_usage_threshold {
+        Some(format!(
+            "disk {:.1}% full, over disk_usage_threshold {:.1}%; {free} bytes free",
             used * 100.0,
-            shared.cfg.disk_usage_threshold * 100.0,
-            free
-        ));
-    } else if used < shared.cfg.disk_usage_lwm && ro.is_some() {
-        tracing::info!(used, "disk usage under the low-water mark; bookie is writable again");
-        *ro = None;
+            cfg.disk_usage_threshold * 100.0
+        ))
+    } else if free < cfg.min_free_bytes {
+        Some(format!(
+            "{free} bytes free, under min_free_bytes {}",
+            cfg.min_free_bytes
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(why) => {
+            if ro.is_none() {
+                tracing::warn!(reason = %why, "bookie is now read-only (reads still served)");
+            }
+            *ro = Some(why);
+        }
+        // Hysteresis: writable again only well clear of both limits.
+        None if ro.is_some() && used < cfg.disk_usage_lwm && free >= cfg.min_free_bytes + cfg.min_free_bytes / 10 => {
+            tracing::info!(used, free, "disk has room again; bookie is writable");
+            *ro = None;
+        }
+        None => {}
     }
 }
 
