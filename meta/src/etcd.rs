@@ -1,0 +1,302 @@
+//! The etcd v3 backend (`etcd://host:port[,host:port…]`).
+//!
+//! Versions are etcd mod revisions; conditional writes are transactions comparing the
+//! key's mod revision (or create revision 0 for "absent"). Sessions are etcd leases kept
+//! alive every TTL/3; a session counts as lost when the lease expired, was revoked, or no
+//! keep-alive succeeded for a whole TTL (we can no longer be sure the lease is alive, so
+//! callers must stop acting on it).
+
+use crate::{
+    Condition, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch, WatchEvent,
+    check_key, check_ttl,
+};
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
+
+fn unavailable(e: etcd_client::Error) -> MetaError {
+    MetaError::Unavailable(format!("etcd: {e}"))
+}
+
+/// A metadata store on an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+}
+
+impl EtcdStore {
+    /// Connects to any of `endpoints` (`http://host:port`).
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("connecting to etcd at {endpoints:?}: {e}")))?;
+        Ok(Self { client })
+    }
+
+    fn compare(key: &str, cond: Condition) -> Option<Compare> {
+        match cond {
+            Condition::Any => None,
+            Condition::Absent => Some(Compare::create_revision(key, CompareOp::Equal, 0)),
+            Condition::Version(v) => Some(Compare::mod_revision(key, CompareOp::Equal, v as i64)),
+        }
+    }
+
+    async fn put_with(&self, key: &str, value: Bytes, cond: Condition, opts: Option<PutOptions>) -> Result<u64> {
+        check_key(key)?;
+        let mut kv = self.client.kv_client();
+        match Self::compare(key, cond) {
+            None => {
+                let r = kv.put(key, value.to_vec(), opts).await.map_err(map_put_error)?;
+                Ok(r.header().map_or(0, |h| h.revision() as u64))
+            }
+            Some(cmp) => {
+                let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key, value.to_vec(), opts)]);
+                let r = kv.txn(txn).await.map_err(map_put_error)?;
+                if !r.succeeded() {
+                    return Err(MetaError::BadVersion(key.to_string()));
+                }
+                Ok(r.header().map_or(0, |h| h.revision() as u64))
+            }
+        }
+    }
+}
+
+fn map_put_error(e: etcd_client::Error) -> MetaError {
+    // A put with an expired lease fails with "requested lease not found".
+    if e.to_string().contains("lease not found") {
+        return MetaError::SessionLost;
+    }
+    unavailable(e)
+}
+
+struct EtcdSession {
+    stop_keepalive: AtomicBool,
+    closed: Notify,
+}
+
+struct EtcdSessionHandle {
+    state: Arc<EtcdSession>,
+    client: Client,
+    lease: i64,
+}
+
+impl SessionControl for EtcdSessionHandle {
+    fn stop_keepalive(&self) {
+        self.state.stop_keepalive.store(true, Ordering::Release);
+    }
+
+    fn close(&self) {
+        self.state.stop_keepalive.store(true, Ordering::Release);
+        self.state.closed.notify_waiters();
+        let mut lease = self.client.lease_client();
+        let id = self.lease;
+        tokio::spawn(async move {
+            let _ = lease.revoke(id).await;
+        });
+    }
+}
+
+impl Drop for EtcdSessionHandle {
+    fn drop(&mut self) {
+        // Without handles nobody can use the session: stop keeping it alive; etcd expires
+        // it after its TTL.
+        self.state.stop_keepalive.store(true, Ordering::Release);
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>> {
+        check_key(key)?;
+        let r = self.client.kv_client().get(key, None).await.map_err(unavailable)?;
+        Ok(r.kvs().first().map(|kv| Versioned {
+            value: Bytes::copy_from_slice(kv.value()),
+            version: kv.mod_revision() as u64,
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, cond: Condition) -> Result<u64> {
+        self.put_with(key, value, cond, None).await
+    }
+
+    async fn put_ephemeral(&self, session: &Session, key: &str, value: Bytes, cond: Condition) -> Result<u64> {
+        if session.is_lost() {
+            return Err(MetaError::SessionLost);
+        }
+        self.put_with(key, value, cond, Some(PutOptions::new().with_lease(session.id as i64)))
+            .await
+    }
+
+    async fn delete(&self, key: &str, cond: Condition) -> Result<bool> {
+        check_key(key)?;
+        let mut kv = self.client.kv_client();
+        match cond {
+            Condition::Any => Ok(kv.delete(key, None).await.map_err(unavailable)?.deleted() > 0),
+            Condition::Absent => {
+                let exists = !kv.get(key, None).await.map_err(unavailable)?.kvs().is_empty();
+                if exists {
+                    Err(MetaError::BadVersion(key.to_string()))
+                } else {
+                    Ok(false)
+                }
+            }
+            Condition::Version(_) => {
+                let cmp = Self::compare(key, cond).expect("version compare");
+                let txn = Txn::new().when([cmp]).and_then([TxnOp::delete(key, None)]);
+                let r = kv.txn(txn).await.map_err(unavailable)?;
+                if !r.succeeded() {
+                    return Err(MetaError::BadVersion(key.to_string()));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>> {
+        let r = self
+            .client
+            .kv_client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv
+                    .key_str()
+                    .map_err(|_| MetaError::Corruption("non-UTF-8 key in etcd".into()))?
+                    .to_string();
+                Ok((
+                    key,
+                    Versioned {
+                        value: Bytes::copy_from_slice(kv.value()),
+                        version: kv.mod_revision() as u64,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<Watch> {
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = tx.closed() => return,
+                };
+                match msg {
+                    Ok(Some(resp)) => {
+                        if resp.canceled() {
+                            let _ = tx.send(WatchEvent::Resync).await;
+                            return;
+                        }
+                        for ev in resp.events() {
+                            let Some(kv) = ev.kv() else { continue };
+                            let key = String::from_utf8_lossy(kv.key()).into_owned();
+                            let event = match ev.event_type() {
+                                EventType::Put => WatchEvent::Put {
+                                    key,
+                                    value: Bytes::copy_from_slice(kv.value()),
+                                    version: kv.mod_revision() as u64,
+                                },
+                                EventType::Delete => WatchEvent::Delete { key },
+                            };
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        // The stream broke: events may be missing; the caller re-lists.
+                        let _ = tx.send(WatchEvent::Resync).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch { rx })
+    }
+
+    async fn session(&self, ttl: Duration) -> Result<Session> {
+        check_ttl(ttl)?;
+        let mut lease_client = self.client.lease_client();
+        let grant = lease_client
+            .grant(ttl.as_secs().max(1) as i64, None)
+            .await
+            .map_err(unavailable)?;
+        let lease = grant.id();
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let state = Arc::new(EtcdSession {
+            stop_keepalive: AtomicBool::new(false),
+            closed: Notify::new(),
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut last_ok = Instant::now();
+            let mut keeper = None;
+            loop {
+                let wait = tokio::time::sleep(ttl / 3);
+                tokio::select! {
+                    _ = wait => {}
+                    _ = st.closed.notified() => break,
+                }
+                if st.stop_keepalive.load(Ordering::Acquire) {
+                    // Nobody keeps it alive: it is lost once the TTL has passed.
+                    if last_ok.elapsed() >= ttl {
+                        break;
+                    }
+                    continue;
+                }
+                if keeper.is_none() {
+                    keeper = lease_client.keep_alive(lease).await.ok();
+                }
+                let alive = match keeper.as_mut() {
+                    Some((k, s)) => match k.keep_alive().await {
+                        Ok(()) => match tokio::time::timeout(ttl / 3, s.message()).await {
+                            Ok(Ok(Some(r))) => Some(r.ttl() > 0),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                match alive {
+                    Some(true) => last_ok = Instant::now(),
+                    Some(false) => break, // etcd says the lease is gone
+                    None => {
+                        keeper = None; // reconnect the keep-alive stream next round
+                        if last_ok.elapsed() >= ttl {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = lost_tx.send(true);
+        });
+        Ok(Session {
+            id: lease as u64,
+            lost: lost_rx,
+            control: Arc::new(EtcdSessionHandle {
+                state,
+                client: self.client.clone(),
+                lease,
+            }),
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! Strata's metadata store: the small, strongly consistent key-value state the cluster
+//! shares (bookies, ledgers, topics, cursors, ownership).
+//!
+//! One interface, [`MetadataStore`], three implementations behind one conformance suite:
+//! - `etcd://host:port[,host:port…]` — etcd v3, for clusters ([`etcd::EtcdStore`]);
+//! - `local:///path` — an embedded store on RocksDB for standalone mode; data survives
+//!   restarts, sessions are emulated in-process ([`local::LocalStore`]);
+//! - `memory://` — the same engine without persistence, for unit tests.
+//!
+//! Semantics every implementation keeps:
+//! - Every key has a **version** that changes on every write (etcd's mod revision). Writes
+//!   take a [`Condition`]; a failed condition is [`MetaError::BadVersion`], never a silent
+//!   overwrite.
+//! - **Ephemeral** keys belong to a [`Session`] with a TTL. When the session is lost (its
+//!   keep-alives stop reaching the store for a TTL), its keys are deleted and the session
+//!   reports it through [`Session::lost`]; losing a session is an event, not a log line.
+//! - **Watches** deliver every change under a prefix after the watch started, in order.
+//!   A watcher that falls too far behind receives [`WatchEvent::Resync`] and must re-list.
+
+pub mod etcd;
+pub mod local;
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What can go wrong, as decisions a caller makes.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum MetaError {
+    /// A conditional write found a different version (or presence) than expected.
+    #[error("version conflict on {0}: the key changed since it was read")]
+    BadVersion(String),
+    /// The session is gone; ephemeral writes with it are refused.
+    #[error("metadata session lost")]
+    SessionLost,
+    /// The store cannot be reached or failed; retrying later may work.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The request is malformed (bad URL, bad key).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt metadata: {0}")]
+    Corruption(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// A value with the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Bytes,
+    /// Changes on every write of the key; never 0 for a present key.
+    pub version: u64,
+}
+
+/// When a write may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Always.
+    Any,
+    /// Only if the key does not exist (create).
+    Absent,
+    /// Only if the key exists at exactly this version (compare-and-set).
+    Version(u64),
+}
+
+/// A change under a watched prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put {
+        key: String,
+        value: Bytes,
+        version: u64,
+    },
+    Delete {
+        key: String,
+    },
+    /// Events were dropped (the watcher fell behind, or the connection was re-established):
+    /// list the prefix again.
+    Resync,
+}
+
+/// A stream of watch events; dropping it cancels the watch.
+pub struct Watch {
+    rx: mpsc::Receiver<WatchEvent>,
+}
+
+impl Watch {
+    /// The next event; `None` once the store shut down.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// Buffer of a watch before it is declared lagging.
+pub(crate) const WATCH_BUFFER: usize = 4096;
+
+/// A lease that ephemeral keys are bound to. Kept alive in the background until dropped,
+/// closed, or lost.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) id: u64,
+    pub(crate) lost: watch::Receiver<bool>,
+    pub(crate) control: Arc<dyn SessionControl>,
+}
+
+pub(crate) trait SessionControl: Send + Sync {
+    /// Stops keep-alives (the session expires after its TTL). For tests of expiry.
+    fn stop_keepalive(&self);
+    /// Ends the session now, deleting its keys.
+    fn close(&self);
+}
+
+impl Session {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves once the session is lost.
+    pub async fn lost(&self) {
+        let mut rx = self.lost.clone();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    /// Stops sending keep-alives, as a frozen or partitioned process would; the store
+    /// expires the session after its TTL.
+    pub fn stop_keepalive(&self) {
+        self.control.stop_keepalive();
+    }
+
+    /// Ends the session at once; its ephemeral keys are deleted.
+    pub fn close(&self) {
+        self.control.close();
+    }
+}
+
+/// The metadata store interface.
+#[async_trait::async_trait]
+pub trait MetadataStore: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>>;
+    /// Writes `value` if `cond` holds; returns the new version.
+    async fn put(&self, key: &str, value: Bytes, cond: Condition) -> Result<u64>;
+    /// Writes an ephemeral key bound to `session`; returns the new version.
+    async fn put_ephemeral(&self, session: &Session, key: &str, value: Bytes, cond: Condition) -> Result<u64>;
+    /// Deletes `key` if `cond` holds; returns whether it existed.
+    async fn delete(&self, key: &str, cond: Condition) -> Result<bool>;
+    /// Every key under `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>>;
+    /// Watches every change under `prefix` from now on.
+    async fn watch(&self, prefix: &str) -> Result<Watch>;
+    /// Starts a session whose ephemeral keys live while it is kept alive. TTL at least 1 s.
+    async fn session(&self, ttl: Duration) -> Result<Session>;
+}
+
+/// Opens a store from its URL: `etcd://h:p[,h:p…]`, `local:///path` or `memory://`.
+pub async fn connect(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    if let Some(rest) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = rest
+            .trim_end_matches('/')
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("http://{s}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(MetaError::InvalidArgument(format!(
+                "metadata URL {url:?} names no etcd endpoint; use etcd://host:port[,host:port…]"
+            )));
+        }
+        return Ok(Arc::new(etcd::EtcdStore::connect(&endpoints).await?));
+    }
+    if let Some(path) = url.strip_prefix("local://") {
+        if path.is_empty() || !path.starts_with('/') {
+            return Err(MetaError::InvalidArgument(format!(
+                "metadata URL {url:?} needs an absolute path: local:///var/lib/strata/meta"
+            )));
+        }
+        let path = std::path::PathBuf::from(path);
+        return Ok(Arc::new(
+            tokio::task::spawn_blocking(move || local::LocalStore::open(&path))
+                .await
+                .map_err(|e| MetaError::Unavailable(e.to_string()))??,
+        ));
+    }
+    if url == "memory://" || url == "memory:" {
+        return Ok(Arc::new(local::LocalStore::memory()));
+    }
+    Err(MetaError::InvalidArgument(format!(
+        "unknown metadata URL {url:?}; expected etcd://host:port[,host:port…], local:///path or memory://"
+    )))
+}
+
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || !key.starts_with('/') {
+        return Err(MetaError::InvalidArgument(format!(
+            "metadata key {key:?} must start with '/'"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_secs(1) {
+        return Err(MetaError::InvalidArgument(format!(
+            "session TTL {ttl:?} is below the 1 s minimum"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! One conformance suite, run against every metadata store: a real etcd server (started
+//! here on free loopback ports), the embedded RocksDB store, and the in-memory store.
+
+use bytes::Bytes;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_meta::{Condition, MetaError, MetadataStore, WatchEvent, connect};
+
+/// A real etcd process on loopback, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "strata-test", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("strata-test=http://127.0.0.1:{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd must be installed (scripts/install-deps.sh installs Debian's etcd-server)");
+        let url = format!("etcd://127.0.0.1:{client}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(store) = connect(&url).await
+                && store.get("/ready").await.is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "etcd did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn next_event(w: &mut strata_meta::Watch) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("watch event in time")
+        .expect("watch open")
+}
+
+/// The whole suite against one store.
+async fn conformance(store: Arc<dyn MetadataStore>) {
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+
+    // Versions change on every write; get returns the latest.
+    assert_eq!(store.get("/t/a").await.unwrap(), None);
+    let v1 = store.put("/t/a", b("1"), Condition::Any).await.unwrap();
+    let v2 = store.put("/t/a", b("2"), Condition::Any).await.unwrap();
+    assert!(v2 > v1 && v1 > 0);
+    let got = store.get("/t/a").await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (b("2"), v2));
+
+    // Compare-and-set conflicts.
+    assert_eq!(
+        store.put("/t/a", b("x"), Condition::Absent).await,
+        Err(MetaError::BadVersion("/t/a".into()))
+    );
+    assert_eq!(
+        store.put("/t/a", b("x"), Condition::Version(v1)).await,
+        Err(MetaError::BadVersion("/t/a".into()))
+    );
+    let v3 = store.put("/t/a", b("3"), Condition::Version(v2)).await.unwrap();
+    assert!(store.put("/t/new", b("n"), Condition::Absent).await.is_ok());
+    assert!(matches!(
+        store.put("/t/missing", b("x"), Condition::Version(v3)).await,
+        Err(MetaError::BadVersion(_))
+    ));
+    // Two writers racing on the same version: exactly one wins.
+    let (r1, r2) = tokio::join!(
+        store.put("/t/a", b("w1"), Condition::Version(v3)),
+        store.put("/t/a", b("w2"), Condition::Version(v3))
+    );
+    assert_eq!(r1.is_ok() as u8 + r2.is_ok() as u8, 1, "{r1:?} {r2:?}");
+
+    // Deletes, conditional and not.
+    let cur = store.get("/t/a").await.unwrap().unwrap().version;
+    assert!(matches!(
+        store.delete("/t/a", Condition::Version(v1)).await,
+        Err(MetaError::BadVersion(_))
+    ));
+    assert!(store.delete("/t/a", Condition::Version(cur)).await.unwrap());
+    assert!(!store.delete("/t/a", Condition::Any).await.unwrap());
+    assert_eq!(store.get("/t/a").await.unwrap(), None);
+
+    // List by prefix: sorted, and nothing outside the prefix.
+    for k in ["/l/b", "/l/a", "/l/c/d", "/lx"] {
+        store.put(k, b(k), Condition::Any).await.unwrap();
+    }
+    let keys: Vec<String> = store.list("/l/").await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec!["/l/a", "/l/b", "/l/c/d"]);
+
+    // Watches see every change under the prefix, in order, and nothing else.
+    let mut w = store.watch("/w/").await.unwrap();
+    let pv = store.put("/w/1", b("a"), Condition::Any).await.unwrap();
+    store.put("/other", b("z"), Condition::Any).await.unwrap();
+    store.delete("/w/1", Condition::Any).await.unwrap();
+    store.put("/w/2", b("b"), Condition::Any).await.unwrap();
+    assert_eq!(
+        next_event(&mut w).await,
+        WatchEvent::Put {
+            key: "/w/1".into(),
+            value: b("a"),
+            version: pv
+        }
+    );
+    assert_eq!(next_event(&mut w).await, WatchEvent::Delete { key: "/w/1".into() });
+    assert!(matches!(next_event(&mut w).await, WatchEvent::Put { key, .. } if key == "/w/2"));
+
+    // Ephemeral keys live with their session; expiry deletes them and is an event.
+    let session = store.session(Duration::from_secs(2)).await.unwrap();
+    store
+        .put_ephemeral(&session, "/w/eph", b("e"), Condition::Absent)
+        .await
+        .unwrap();
+    assert!(matches!(next_event(&mut w).await, WatchEvent::Put { key, .. } if key == "/w/eph"));
+    // Kept alive, it outlives its TTL.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        store.get("/w/eph").await.unwrap().is_some(),
+        "a kept-alive session must not expire"
+    );
+    assert!(!session.is_lost());
+    let started = Instant::now();
+    session.stop_keepalive();
+    tokio::time::timeout(Duration::from_secs(20), session.lost())
+        .await
+        .expect("session loss is reported");
+    eventually("ephemeral key deleted", async || {
+        store.get("/w/eph").await.unwrap().is_none()
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "expired before its TTL");
+    assert_eq!(next_event(&mut w).await, WatchEvent::Delete { key: "/w/eph".into() });
+    assert_eq!(
+        store.put_ephemeral(&session, "/w/eph2", b("e"), Condition::Any).await,
+        Err(MetaError::SessionLost)
+    );
+
+    // Closing a session deletes its keys at once.
+    let s2 = store.session(Duration::from_secs(30)).await.unwrap();
+    store.put_ephemeral(&s2, "/e/x", b("x"), Condition::Any).await.unwrap();
+    s2.close();
+    eventually("closed session's key deleted", async || {
+        store.get("/e/x").await.unwrap().is_none()
+    })
+    .await;
+
+    // Bad input.
+    assert!(matches!(
+        store.get("no-slash").await,
+        Err(MetaError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.session(Duration::from_millis(10)).await,
+        Err(MetaError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_memory() {
+    conformance(connect("memory://").await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_embedded_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("local://{}", dir.path().join("meta").display());
+    conformance(connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_etcd() {
+    let etcd = Etcd::start().await;
+    conformance(connect(&etcd.url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_survives_restart_without_its_ephemeral_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("local://{}", dir.path().join("meta").display());
+    let version = {
+        let store = connect(&url).await.unwrap();
+        let s = store.session(Duration::from_secs(30)).await.unwrap();
+        store
+            .put_ephemeral(&s, "/eph", Bytes::from_static(b"e"), Condition::Any)
+            .await
+            .unwrap();
+        store
+            .put("/keep", Bytes::from_static(b"k"), Condition::Any)
+            .await
+            .unwrap()
+    };
+    let store = connect(&url).await.unwrap();
+    let got = store.get("/keep").await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (Bytes::from_static(b"k"), version));
+    assert_eq!(store.get("/eph").await.unwrap(), None);
+    // Versions keep increasing across restarts (CAS on an old version still fails).
+    let v = store
+        .put("/keep", Bytes::from_static(b"k2"), Condition::Version(version))
+        .await
+        .unwrap();
+    assert!(v > version);
+}
+
+#[tokio::test]
+async fn bad_urls_are_explained() {
+    for url in ["etcd://", "local://relative", "zk://x", ""] {
+        match connect(url).await {
+            Err(MetaError::InvalidArgument(msg)) => assert!(msg.contains("URL"), "{msg}"),
+            Err(e) => panic!("{url}: unexpected {e}"),
+            Ok(_) => panic!("{url}: accepted"),
+        }
+    }
+}
