@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::bookie::v1 as pb;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -26,6 +26,12 @@ use tonic::{Request, Response, Status, Streaming};
 /// Add requests one stream may have in flight before the bookie stops reading more
 /// (back-pressure to the client through HTTP/2 flow control).
 const MAX_INFLIGHT_REQUESTS: usize = 1024;
+/// Payload bytes one stream may have in flight (plus the one message being decoded).
+const MAX_STREAM_INFLIGHT_BYTES: usize = 64 << 20;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// How long a SIGTERM waits for clients to finish their streams before closing them.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 /// Largest gRPC message accepted: a batch of entries. Entries themselves are limited by
 /// `max_entry_bytes`.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -37,11 +43,22 @@ pub const CONNECTION_WINDOW: u32 = 64 << 20;
 pub struct BookieService {
     storage: Arc<Storage>,
     shutdown: CancellationToken,
+    /// Payload KiB accepted from all add streams and not yet answered.
+    add_budget: Arc<Semaphore>,
+    add_budget_kib: u32,
 }
 
 impl BookieService {
     pub fn new(storage: Arc<Storage>, shutdown: CancellationToken) -> Self {
-        Self { storage, shutdown }
+        // Twice the write cache: enough to keep the cache busy while a flush runs, and a
+        // hard bound on memory held by requests whatever the number of clients.
+        let kib = (storage.config().write_cache_max_bytes * 2 / 1024).clamp(1024, u32::MAX as u64 / 2) as u32;
+        Self {
+            storage,
+            shutdown,
+            add_budget: Arc::new(Semaphore::new(kib as usize)),
+            add_budget_kib: kib,
+        }
     }
 }
 
@@ -92,22 +109,40 @@ impl pb::bookie_server::Bookie for BookieService {
         let (tx, rx) = mpsc::channel(256);
         let storage = self.storage.clone();
         let shutdown = self.shutdown.clone();
+        let budget = self.add_budget.clone();
+        let budget_kib = self.add_budget_kib;
         tokio::spawn(async move {
+            // Each batch runs as its own task so it progresses while this loop waits for
+            // budget; completions come back here to be answered.
             let mut inflight = FuturesUnordered::new();
+            let mut stream_bytes = 0usize;
             let mut reading = true;
             loop {
                 tokio::select! {
                     biased;
-                    Some(resp) = inflight.next(), if !inflight.is_empty() => {
+                    Some(done) = inflight.next(), if !inflight.is_empty() => {
+                        let Ok((resp, bytes)) = done else { return };
+                        stream_bytes -= bytes;
                         if tx.send(Ok(resp)).await.is_err() {
-                            // The client went away; in-flight adds still complete (their
-                            // futures are dropped, the journal finishes them anyway).
+                            // The client went away; batches still in flight finish on their own.
                             return;
                         }
                     }
                     _ = shutdown.cancelled(), if reading => reading = false,
-                    msg = inbound.message(), if reading && inflight.len() < MAX_INFLIGHT_REQUESTS => match msg {
-                        Ok(Some(req)) => inflight.push(add_batch(storage.clone(), req)),
+                    msg = inbound.message(), if reading && inflight.len() < MAX_INFLIGHT_REQUESTS && stream_bytes < MAX_STREAM_INFLIGHT_BYTES => match msg {
+                        Ok(Some(req)) => {
+                            let bytes: usize = req.entries.iter().map(|e| e.payload.len()).sum();
+                            // Node-wide bound on bytes accepted but not yet answered.
+                            let kib = ((bytes / 1024) as u32 + 1).min(budget_kib);
+                            let Ok(permit) = budget.clone().acquire_many_owned(kib).await else { return };
+                            stream_bytes += bytes;
+                            let storage = storage.clone();
+                            inflight.push(tokio::spawn(async move {
+                                let resp = add_batch(storage, req).await;
+                                drop(permit);
+                                (resp, bytes)
+                            }));
+                        }
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, "add stream failed");
@@ -144,7 +179,7 @@ impl pb::bookie_server::Bookie for BookieService {
         let (tx, rx) = mpsc::channel(4);
         let storage = self.storage.clone();
         tokio::spawn(async move {
-            let mut next = first.entries.last().map(|e| e.entry + 1);
+            let mut next = first.entries.last().and_then(|e| e.entry.checked_add(1));
             if tx.send(Ok(read_response(r.ledger_id, first))).await.is_err() {
                 return;
             }
@@ -154,7 +189,7 @@ impl pb::bookie_server::Bookie for BookieService {
                     .await
                 {
                     Ok(res) => {
-                        next = res.entries.last().map(|e| e.entry + 1);
+                        next = res.entries.last().and_then(|e| e.entry.checked_add(1));
                         if tx.send(Ok(read_response(r.ledger_id, res))).await.is_err() {
                             return;
                         }
@@ -260,13 +295,20 @@ pub async fn serve(storage: Arc<Storage>, listener: TcpListener, shutdown: Cance
         s
     });
     tracing::info!(%addr, "bookie serving");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await
-        .map_err(|e| BookieError::io("gRPC server", e))?;
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| BookieError::io("gRPC server", e))?,
+        _ = drain_deadline => tracing::warn!(deadline = ?DRAIN_DEADLINE, "clients did not finish their streams in time; closing them"),
+    }
     tracing::info!("gRPC server stopped; flushing");
     storage.close().await?;
     tracing::info!("bookie stopped cleanly");

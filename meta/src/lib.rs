@@ -18,6 +18,7 @@
 //!   A watcher that falls too far behind receives [`WatchEvent::Resync`] and must re-list.
 
 pub mod etcd;
+pub mod keys;
 pub mod local;
 
 use bytes::Bytes;

@@ -97,9 +97,9 @@ pub fn replay_file(path: &Path, expected_id: u64, start: u64, newest: bool, repa
                 path.display()
             )));
         }
-        Err(e) if newest || repair => {
-            // A crash while creating the newest file can leave it without a full header:
-            // nothing in it was ever acknowledged.
+        Err(e) if repair || (newest && data.iter().skip(format::FILE_HEADER_LEN).all(|b| *b == 0)) => {
+            // A crash while creating the newest file can leave it without a full header;
+            // with nothing after the header, nothing in it was ever acknowledged.
             tracing::warn!(file = %path.display(), error = %e, "journal file has no valid header; it holds no acknowledged entries, removing it");
             std::fs::remove_file(path).map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
             return Ok(Replayed {
@@ -109,7 +109,7 @@ pub fn replay_file(path: &Path, expected_id: u64, start: u64, newest: bool, repa
         }
         Err(e) => {
             return Err(BookieError::Corruption(format!(
-                "journal file {} has a damaged header ({e}) and is not the newest journal file; refusing to start. Inspect with `strata bookie inspect`; start with --repair to drop it",
+                "journal file {} has a damaged header ({e}) and holds records (or is not the newest journal file); refusing to start. Inspect with `strata bookie inspect`; start with --repair to drop the file",
                 path.display()
             )));
         }
@@ -250,5 +250,22 @@ mod tests {
         bad[starts2[1] + 15] ^= 0xff;
         std::fs::write(&p2, &bad).unwrap();
         assert!(replay_file(&p2, 2, 0, false, false).is_err());
+    }
+
+    #[test]
+    fn a_damaged_header_only_drops_a_file_that_holds_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, _) = journal(d.path(), 1, 3);
+        let mut data = std::fs::read(&p).unwrap();
+        data[3] ^= 0xff;
+        std::fs::write(&p, &data).unwrap();
+        let err = replay_file(&p, 1, 0, true, false).unwrap_err().to_string();
+        assert!(err.contains("damaged header"), "{err}");
+        // A header-only (or zero-filled) newest file held nothing: removed with a warning.
+        let mut empty = data[..format::FILE_HEADER_LEN].to_vec();
+        empty.extend([0u8; 100]);
+        std::fs::write(&p, &empty).unwrap();
+        assert_eq!(replay_file(&p, 1, 0, true, false).unwrap().adds.len(), 0);
+        assert!(!p.exists());
     }
 }

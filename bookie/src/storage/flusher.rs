@@ -203,6 +203,16 @@ impl Flusher {
         format::decode_file_header(FileKind::EntryLog, &data)
             .map_err(|e| BookieError::Corruption(format!("entry log {log}: {e}")))?;
         let exam = examine(FileKind::EntryLog, &data, format::FILE_HEADER_LEN);
+        if let Some(d) = &exam.damage
+            && let Some(next) = d.valid_after
+        {
+            // Damage with good records after it: indexed entries may sit beyond it, so the
+            // file must not go away. Leave it for an operator (`strata bookie inspect`).
+            return Err(BookieError::Corruption(format!(
+                "entry log {log} is damaged at offset {} ({}) with valid records from offset {next}; not compacting it",
+                d.offset, d.error
+            )));
+        }
         let mut moved = Vec::new();
         let mut offset = format::FILE_HEADER_LEN as u64;
         for (body, end) in &exam.records {
@@ -225,7 +235,8 @@ impl Flusher {
             ));
         }
         if let Some(d) = exam.damage {
-            // Only a crash mid-flush leaves a bad tail, and such records were never indexed.
+            // A bad tail with nothing valid after it is what a crash mid-flush leaves, and
+            // such records were never indexed.
             tracing::warn!(log, offset = d.offset, error = %d.error, "entry log has an unreadable tail; records there were never indexed");
         }
         if let Some(w) = self.writer.as_mut() {

@@ -38,6 +38,8 @@ use tokio::sync::{OnceCell, watch};
 pub const MAX_TOKEN_BYTES: usize = 64;
 /// Default and maximum bytes of one read response.
 pub const DEFAULT_READ_BYTES: usize = 4 << 20;
+/// Most entries in one read response (many tiny entries must not make one huge response).
+pub const MAX_READ_ENTRIES: usize = 10_000;
 /// Longest a LAC long-poll may wait.
 pub const MAX_LAC_WAIT: Duration = Duration::from_secs(60);
 
@@ -168,7 +170,7 @@ impl Shared {
     fn persist_ledger(&self, id: u64, ledger: &Ledger) -> Result<()> {
         let _g = self.index_lock.lock().expect("index lock");
         if self.is_tombstoned(id) {
-            return Ok(());
+            return Err(BookieError::NoSuchLedger(id));
         }
         self.index.put_ledger(id, &ledger.meta())
     }
@@ -244,6 +246,12 @@ impl Storage {
 
     fn validate_add(&self, a: &AddRequest) -> Result<()> {
         LedgerId::new(a.ledger).map_err(|e| BookieError::InvalidArgument(e.to_string()))?;
+        if a.entry == u64::MAX {
+            return Err(BookieError::InvalidArgument(format!(
+                "entry id {} is reserved",
+                u64::MAX
+            )));
+        }
         let max = self.shared.cfg.max_entry_bytes as usize;
         if a.payload.len() > max {
             return Err(BookieError::TooLarge {
@@ -430,7 +438,7 @@ impl Storage {
                         }
                         bytes += r.payload.len();
                         out.push(r);
-                        if bytes >= max_bytes {
+                        if bytes >= max_bytes || out.len() >= MAX_READ_ENTRIES {
                             break;
                         }
                     }

@@ -1,0 +1,34 @@
+//! The metadata key layout, in one place. Every key lives under [`ROOT`]; the `v1` in it
+//! is the layout version, bumped (with a migration) if the layout ever changes.
+//!
+//! - `/strata/v1/bookies/<address>`      ephemeral, JSON `BookieInfo` (bookie crate)
+//! - `/strata/v1/ledgers/<ledger-id>`    JSON `LedgerMetadata` (bookie crate), 20-digit id
+//! - `/strata/v1/ledger-id`              the last ledger id handed out (decimal)
+
+/// Root of every Strata key.
+pub const ROOT: &str = "/strata/v1";
+
+/// Prefix of bookie registrations.
+pub fn bookies_prefix() -> String {
+    format!("{ROOT}/bookies/")
+}
+
+/// Registration key of the bookie reachable at `address`.
+pub fn bookie(address: &str) -> String {
+    format!("{ROOT}/bookies/{address}")
+}
+
+/// Prefix of ledger metadata.
+pub fn ledgers_prefix() -> String {
+    format!("{ROOT}/ledgers/")
+}
+
+/// Metadata key of a ledger; zero-padded so keys sort by id.
+pub fn ledger(id: u64) -> String {
+    format!("{ROOT}/ledgers/{id:020}")
+}
+
+/// The ledger id counter.
+pub fn ledger_id_counter() -> String {
+    format!("{ROOT}/ledger-id")
+}
