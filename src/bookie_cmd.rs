@@ -38,6 +38,13 @@ struct RunArgs {
     /// Address to serve gRPC on [default: 127.0.0.1:3181].
     #[arg(long, env = "STRATA_BOOKIE_LISTEN")]
     listen: Option<String>,
+    /// Register in this metadata store: etcd://host:port[,host:port…], local:///path or
+    /// memory://. Without it the bookie runs unregistered.
+    #[arg(long, env = "STRATA_METADATA_URL")]
+    metadata_url: Option<String>,
+    /// Address published in the registry for clients [default: the --listen address].
+    #[arg(long, env = "STRATA_BOOKIE_ADVERTISED_ADDRESS")]
+    advertised_address: Option<String>,
     /// Truncate a damaged journal at the first bad record instead of refusing to start.
     /// Entries after the damage are lost: inspect first.
     #[arg(long)]
@@ -84,6 +91,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         cfg.listen = l;
     }
     cfg.repair |= args.repair;
+    if args.metadata_url.is_some() {
+        cfg.metadata_url = args.metadata_url;
+    }
+    if args.advertised_address.is_some() {
+        cfg.advertised_address = args.advertised_address;
+    }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid bookie configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

@@ -44,6 +44,7 @@ pub struct AddOutcome {
 pub struct AddSender {
     tx: mpsc::Sender<pb::AddRequest>,
     token: Bytes,
+    recovery: bool,
 }
 
 impl AddSender {
@@ -59,7 +60,7 @@ impl AddSender {
                     lac: e.lac,
                     checksum: entry_checksum(e.ledger, e.entry, &e.payload),
                     payload: e.payload,
-                    recovery: false,
+                    recovery: self.recovery,
                 })
                 .collect(),
         };
@@ -142,6 +143,17 @@ impl BookieClient {
 
     /// Opens an add stream for a writer identified by `token`.
     pub async fn add_stream(&self, token: Bytes, buffer: usize) -> Result<(AddSender, AddReceiver)> {
+        self.add_stream_with(token, buffer, false).await
+    }
+
+    /// Opens an add stream; `recovery` marks every add as a recovery add (allowed on a
+    /// fenced ledger, used only by ledger recovery).
+    pub async fn add_stream_with(
+        &self,
+        token: Bytes,
+        buffer: usize,
+        recovery: bool,
+    ) -> Result<(AddSender, AddReceiver)> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let resp = self
             .inner
@@ -150,7 +162,7 @@ impl BookieClient {
             .await
             .map_err(status_to_error)?;
         Ok((
-            AddSender { tx, token },
+            AddSender { tx, token, recovery },
             AddReceiver {
                 inner: resp.into_inner(),
             },

@@ -52,6 +52,15 @@ pub struct BookieConfig {
     pub min_free_bytes: u64,
     /// How often disk usage is checked.
     pub disk_check_interval_ms: u64,
+    /// Metadata store to register in (`etcd://…`, `local:///…`, `memory://`); none means
+    /// the bookie runs unregistered (tests, single-node tools).
+    pub metadata_url: Option<String>,
+    /// Address published for clients; defaults to `listen`. Set it when listening on
+    /// 0.0.0.0 or behind NAT.
+    pub advertised_address: Option<String>,
+    /// TTL of the bookie's metadata session: a dead bookie disappears from the registry
+    /// this long after it stops. 10 s, like Pulsar's ZooKeeper session default.
+    pub session_ttl_ms: u64,
     /// On start, truncate a damaged journal at the first bad record instead of refusing to
     /// start. Entries after the damage are lost; use only after inspecting the damage.
     pub repair: bool,
@@ -77,6 +86,9 @@ impl Default for BookieConfig {
             min_free_bytes: 0,
             disk_check_interval_ms: 5_000,
             repair: false,
+            metadata_url: None,
+            advertised_address: None,
+            session_ttl_ms: 10_000,
         }
     }
 }
@@ -99,6 +111,9 @@ impl BookieConfig {
         positive("gc_interval_ms", self.gc_interval_ms)?;
         positive("max_entry_bytes", self.max_entry_bytes)?;
         positive("disk_check_interval_ms", self.disk_check_interval_ms)?;
+        if self.session_ttl_ms < 1000 {
+            return Err("session_ttl_ms must be at least 1000".into());
+        }
         let max_body = crate::format::MAX_RECORD_BODY as u64 - 1024;
         if self.max_entry_bytes > max_body {
             return Err(format!("max_entry_bytes must be at most {max_body}"));

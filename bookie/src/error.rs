@@ -37,6 +37,15 @@ pub enum BookieError {
     Corruption(String),
     #[error("bookie is shutting down")]
     ShuttingDown,
+    /// Fewer writable bookies than needed (ledger client).
+    #[error("not enough writable bookies: {needed} needed, {available} available")]
+    NotEnoughBookies { needed: usize, available: usize },
+    /// The ledger is closed (ledger client).
+    #[error("ledger {0} is closed")]
+    LedgerClosed(u64),
+    /// The metadata store failed (ledger client).
+    #[error("metadata store: {0}")]
+    Metadata(String),
     /// An error a remote bookie reported (client side).
     #[error("bookie replied {code}: {message}")]
     Remote { code: ErrorCode, message: String },
@@ -61,6 +70,9 @@ impl BookieError {
             BookieError::ShuttingDown => ErrorCode::ShuttingDown,
             BookieError::Remote { code, .. } => *code,
             BookieError::Transport(_) => ErrorCode::IoError,
+            BookieError::NotEnoughBookies { .. } => ErrorCode::NotEnoughBookies,
+            BookieError::LedgerClosed(_) => ErrorCode::LedgerClosed,
+            BookieError::Metadata(_) => ErrorCode::MetadataError,
         }
     }
 

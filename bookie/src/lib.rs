@@ -18,6 +18,8 @@ pub mod format;
 pub mod index;
 pub mod inspect;
 pub mod journal;
+pub mod ledger;
+pub mod registration;
 pub mod service;
 pub mod storage;
 pub mod write_cache;

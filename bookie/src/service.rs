@@ -272,12 +272,37 @@ fn read_response(ledger_id: u64, r: storage::ReadResult) -> pb::ReadResponse {
 /// Opens the storage in `cfg.data_dir` and serves the Bookie service on `listener` until
 /// `shutdown` fires; then drains in-flight adds, flushes and returns.
 pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let metadata = match &cfg.metadata_url {
+        Some(url) => Some(
+            strata_meta::connect(url)
+                .await
+                .map_err(|e| BookieError::InvalidArgument(format!("metadata_url {url}: {e}")))?,
+        ),
+        None => None,
+    };
+    let advertised = cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone());
+    let ttl = Duration::from_millis(cfg.session_ttl_ms);
     let storage = Arc::new(
         tokio::task::spawn_blocking(move || Storage::open(cfg))
             .await
             .map_err(|e| BookieError::io("opening storage", e))??,
     );
-    serve(storage, listener, shutdown).await
+    // Register only once the storage is open and about to serve.
+    let registration = metadata.map(|store| {
+        tokio::spawn(crate::registration::keep_registered(
+            store,
+            storage.clone(),
+            advertised,
+            ttl,
+            shutdown.clone(),
+        ))
+    });
+    let served = serve(storage, listener, shutdown.clone()).await;
+    if let Some(r) = registration {
+        shutdown.cancel();
+        let _ = r.await;
+    }
+    served
 }
 
 /// Serves an already open storage; see [`run`].

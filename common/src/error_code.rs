@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Unauthorized,
     IoError,
     ShuttingDown,
+    NotEnoughBookies,
+    LedgerClosed,
+    MetadataError,
 }
 
 impl ErrorCode {
@@ -37,6 +40,8 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => Code::InvalidArgument,
             ErrorCode::Unauthorized => Code::PermissionDenied,
             ErrorCode::IoError => Code::Internal,
+            ErrorCode::NotEnoughBookies | ErrorCode::MetadataError => Code::Unavailable,
+            ErrorCode::LedgerClosed => Code::FailedPrecondition,
         }
     }
 
@@ -57,6 +62,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => pb::ErrorCode::Unauthorized,
             ErrorCode::IoError => pb::ErrorCode::IoError,
             ErrorCode::ShuttingDown => pb::ErrorCode::ShuttingDown,
+            ErrorCode::NotEnoughBookies => pb::ErrorCode::NotEnoughBookies,
+            ErrorCode::LedgerClosed => pb::ErrorCode::LedgerClosed,
+            ErrorCode::MetadataError => pb::ErrorCode::MetadataError,
         }
     }
 
@@ -76,6 +84,9 @@ impl ErrorCode {
             pb::ErrorCode::Unauthorized => Some(ErrorCode::Unauthorized),
             pb::ErrorCode::IoError => Some(ErrorCode::IoError),
             pb::ErrorCode::ShuttingDown => Some(ErrorCode::ShuttingDown),
+            pb::ErrorCode::NotEnoughBookies => Some(ErrorCode::NotEnoughBookies),
+            pb::ErrorCode::LedgerClosed => Some(ErrorCode::LedgerClosed),
+            pb::ErrorCode::MetadataError => Some(ErrorCode::MetadataError),
         })
     }
 
@@ -112,7 +123,7 @@ mod tonic_code {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::Fenced,
         ErrorCode::NoSuchLedger,
         ErrorCode::NoSuchEntry,
@@ -123,12 +134,15 @@ mod tests {
         ErrorCode::Unauthorized,
         ErrorCode::IoError,
         ErrorCode::ShuttingDown,
+        ErrorCode::NotEnoughBookies,
+        ErrorCode::LedgerClosed,
+        ErrorCode::MetadataError,
     ];
 
     #[test]
     fn wire_numbers_are_stable() {
         let numbers: Vec<i32> = ALL.iter().map(|c| c.to_proto() as i32).collect();
-        assert_eq!(numbers, (1..=10).collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=13).collect::<Vec<_>>());
     }
 
     #[test]

@@ -20,6 +20,8 @@
 pub mod etcd;
 pub mod keys;
 pub mod local;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use bytes::Bytes;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! is one JSON object following BENCHMARK.md's output contract.
 
 mod bookie;
+mod ledger;
 mod report;
 
 use clap::{Args, Subcommand};
@@ -17,10 +18,13 @@ pub struct PerfArgs {
 enum PerfCommand {
     /// B1: pipelined adds against one running bookie.
     Bookie(bookie::BookiePerfArgs),
+    /// B1 across bookies: a replicated ledger (E/Qw/Qa) through the ledger client.
+    Ledger(ledger::LedgerPerfArgs),
 }
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     match args.command {
         PerfCommand::Bookie(a) => bookie::run(a).await,
+        PerfCommand::Ledger(a) => ledger::run(a).await,
     }
 }

@@ -1,0 +1,501 @@
+//! The ledger writer: one task (an actor) owns the ledger's write state; appends, bookie
+//! acknowledgements and failures arrive as messages, so no lock is shared with the network.
+//!
+//! - Entries get consecutive ids and go to their write set on one add stream per bookie,
+//!   each carrying the current LAC (piggybacked).
+//! - An entry completes once Qa bookies of its *current* write set acknowledged it and every
+//!   earlier entry completed; the LAC is the last completed entry.
+//! - A bookie that fails (stream error, error reply other than FENCED, or no answer within
+//!   `add_timeout`) is replaced: a new fragment starting at LAC+1 names a replacement, the
+//!   metadata is updated by compare-and-set, and every pending entry whose write set now
+//!   includes the replacement is sent to it. Appends do not see the failure.
+//! - FENCED from any bookie, or a compare-and-set that finds the ledger no longer Open,
+//!   means a recovery took the ledger over: every pending and later append fails with
+//!   `Fenced`.
+
+use super::LedgerClient;
+use super::metadata::{Fragment, LedgerMetadata, LedgerState};
+use crate::client::{AddSender, NewEntry};
+use crate::error::{BookieError, Result};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_common::{EntryId, ErrorCode, LedgerId};
+use strata_meta::{Condition, MetaError, keys};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+
+enum Cmd {
+    Append {
+        payload: Bytes,
+        done: oneshot::Sender<Result<u64>>,
+        permit: OwnedSemaphorePermit,
+    },
+    Close {
+        done: oneshot::Sender<Result<Option<u64>>>,
+    },
+}
+
+enum Event {
+    Ack {
+        bookie: String,
+        entry: u64,
+        error: Option<(ErrorCode, String)>,
+    },
+    StreamFailed {
+        bookie: String,
+        error: String,
+    },
+}
+
+/// Writes one ledger. Cheap to clone; appends from clones are ordered by arrival.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    id: LedgerId,
+    tx: mpsc::Sender<Cmd>,
+    permits: Arc<Semaphore>,
+    lac: watch::Receiver<Option<u64>>,
+}
+
+impl LedgerWriter {
+    pub(super) fn start(client: LedgerClient, id: LedgerId, md: LedgerMetadata, version: u64) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        // Acks are bounded by pending entries × Qw (pending entries are bounded by
+        // `max_pending_entries`), so this channel cannot grow without limit.
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (lac_tx, lac) = watch::channel(None);
+        let permits = Arc::new(Semaphore::new(client.cfg.max_pending_entries));
+        let actor = Actor {
+            token: md.token_bytes(),
+            client,
+            id,
+            md,
+            version,
+            next_entry: 0,
+            lac: None,
+            lac_tx,
+            pending: BTreeMap::new(),
+            streams: HashMap::new(),
+            unreplaced: HashSet::new(),
+            fatal: None,
+            closing: None,
+            bytes: 0,
+            ev_tx,
+        };
+        tokio::spawn(actor.run(rx, ev_rx));
+        Self { id, tx, permits, lac }
+    }
+
+    pub fn id(&self) -> LedgerId {
+        self.id
+    }
+
+    /// The last entry confirmed (written to an ack quorum, with all before it).
+    pub fn lac(&self) -> Option<u64> {
+        *self.lac.borrow()
+    }
+
+    /// Queues an append and returns a future of its entry id, resolved once the entry is
+    /// on an ack quorum. Waits only when `max_pending_entries` are outstanding.
+    pub async fn submit(&self, payload: Bytes) -> Result<impl std::future::Future<Output = Result<u64>> + use<>> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BookieError::LedgerClosed(self.id.get()))?;
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append { payload, done, permit })
+            .await
+            .map_err(|_| BookieError::LedgerClosed(self.id.get()))?;
+        let id = self.id.get();
+        Ok(async move { rx.await.map_err(|_| BookieError::LedgerClosed(id))? })
+    }
+
+    /// Appends and waits until the entry is on an ack quorum; returns its entry id.
+    pub async fn append(&self, payload: Bytes) -> Result<u64> {
+        self.submit(payload).await?.await
+    }
+
+    /// Waits for pending appends, then closes the ledger (metadata state Closed with its
+    /// last entry). Returns the last entry.
+    pub async fn close(&self) -> Result<Option<u64>> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Close { done })
+            .await
+            .map_err(|_| BookieError::LedgerClosed(self.id.get()))?;
+        rx.await.map_err(|_| BookieError::LedgerClosed(self.id.get()))?
+    }
+}
+
+struct Pending {
+    payload: Bytes,
+    acked: Vec<String>,
+    done: Option<oneshot::Sender<Result<u64>>>,
+    sent_at: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Actor {
+    client: LedgerClient,
+    id: LedgerId,
+    md: LedgerMetadata,
+    version: u64,
+    token: Bytes,
+    next_entry: u64,
+    lac: Option<u64>,
+    lac_tx: watch::Sender<Option<u64>>,
+    pending: BTreeMap<u64, Pending>,
+    streams: HashMap<String, AddSender>,
+    /// Failed bookies no replacement could be found for yet (retried every tick).
+    unreplaced: HashSet<String>,
+    fatal: Option<BookieError>,
+    closing: Option<oneshot::Sender<Result<Option<u64>>>>,
+    bytes: u64,
+    ev_tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Actor {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut events: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut cmds_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(ev) = events.recv() => {
+                    self.on_event(ev).await;
+                    while let Ok(ev) = events.try_recv() {
+                        self.on_event(ev).await;
+                    }
+                    self.complete();
+                }
+                cmd = cmds.recv(), if cmds_open && self.closing.is_none() => match cmd {
+                    Some(first) => {
+                        let mut appends = Vec::new();
+                        let mut next = Some(first);
+                        while let Some(cmd) = next.take() {
+                            match cmd {
+                                Cmd::Append { payload, done, permit } => appends.push((payload, done, permit)),
+                                Cmd::Close { done } => {
+                                    self.closing = Some(done);
+                                    break;
+                                }
+                            }
+                            if appends.len() >= 256 {
+                                break;
+                            }
+                            next = cmds.try_recv().ok();
+                        }
+                        if !appends.is_empty() {
+                            self.append(appends).await;
+                        }
+                        self.complete();
+                    }
+                    None => cmds_open = false,
+                },
+                _ = tick.tick() => {
+                    self.check_timeouts().await;
+                    self.complete();
+                }
+            }
+            if self.closing.is_some() && (self.pending.is_empty() || self.fatal.is_some()) {
+                let done = self.closing.take().expect("closing");
+                let _ = done.send(self.finish_close().await);
+                return;
+            }
+            if !cmds_open && self.pending.is_empty() {
+                // Every handle is gone (the writer crashed or was dropped): stop without
+                // closing; a later recovery closes the ledger.
+                return;
+            }
+        }
+    }
+
+    async fn append(&mut self, appends: Vec<(Bytes, oneshot::Sender<Result<u64>>, OwnedSemaphorePermit)>) {
+        let mut sends: HashMap<String, Vec<u64>> = HashMap::new();
+        for (payload, done, permit) in appends {
+            if let Some(e) = &self.fatal {
+                let _ = done.send(Err(e.clone()));
+                continue;
+            }
+            let entry = self.next_entry;
+            self.next_entry += 1;
+            self.bytes += payload.len() as u64;
+            for b in self.md.write_set(entry) {
+                sends.entry(b).or_default().push(entry);
+            }
+            self.pending.insert(
+                entry,
+                Pending {
+                    payload,
+                    acked: Vec::new(),
+                    done: Some(done),
+                    sent_at: Instant::now(),
+                    _permit: permit,
+                },
+            );
+        }
+        for (bookie, entries) in sends {
+            self.send(&bookie, &entries).await;
+        }
+    }
+
+    /// Sends `entries` to `bookie`, opening its stream if needed; a failure triggers an
+    /// ensemble change.
+    async fn send(&mut self, bookie: &str, entries: &[u64]) {
+        if !self.streams.contains_key(bookie) {
+            match self.open_stream(bookie).await {
+                Ok(s) => {
+                    self.streams.insert(bookie.to_string(), s);
+                }
+                Err(e) => {
+                    self.bookie_failed(bookie, &e.to_string()).await;
+                    return;
+                }
+            }
+        }
+        let batch: Vec<NewEntry> = entries
+            .iter()
+            .filter_map(|e| {
+                self.pending.get(e).map(|p| NewEntry {
+                    ledger: self.id,
+                    entry: EntryId::new(*e),
+                    payload: p.payload.clone(),
+                    lac: self.lac,
+                })
+            })
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let stream = self.streams.get(bookie).expect("stream just opened");
+        if let Err(e) = stream.send(batch).await {
+            self.bookie_failed(bookie, &e.to_string()).await;
+        }
+    }
+
+    async fn open_stream(&self, bookie: &str) -> Result<AddSender> {
+        let client = self.client.pool.get(bookie).await?;
+        let (tx, mut rx) = client.add_stream(self.token.clone(), 256).await?;
+        let events = self.ev_tx.clone();
+        let name = bookie.to_string();
+        tokio::spawn(async move {
+            loop {
+                match rx.next().await {
+                    Ok(Some(outcomes)) => {
+                        for o in outcomes {
+                            let _ = events.send(Event::Ack {
+                                bookie: name.clone(),
+                                entry: o.entry,
+                                error: o.error,
+                            });
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = events.send(Event::StreamFailed {
+                            bookie: name,
+                            error: "stream closed by the bookie".into(),
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::StreamFailed {
+                            bookie: name,
+                            error: e.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tx)
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Ack {
+                bookie,
+                entry,
+                error: None,
+            } => {
+                if let Some(p) = self.pending.get_mut(&entry)
+                    && self.md.write_set(entry).contains(&bookie)
+                    && !p.acked.contains(&bookie)
+                {
+                    p.acked.push(bookie);
+                }
+            }
+            Event::Ack {
+                error: Some((ErrorCode::Fenced, msg)),
+                ..
+            } => {
+                tracing::warn!(ledger = %self.id, %msg, "ledger fenced by a recovery; this writer stops");
+                self.fail_all(BookieError::Fenced(self.id.get()));
+            }
+            Event::Ack {
+                bookie,
+                entry,
+                error: Some((code, msg)),
+            } => {
+                tracing::warn!(ledger = %self.id, %bookie, entry, %code, %msg, "bookie rejected an add; replacing it");
+                self.bookie_failed(&bookie, &msg).await;
+            }
+            Event::StreamFailed { bookie, error } => {
+                if self.streams.contains_key(&bookie) {
+                    self.bookie_failed(&bookie, &error).await;
+                }
+            }
+        }
+    }
+
+    /// Completes entries in order while the first pending one has an ack quorum.
+    fn complete(&mut self) {
+        let qa = self.md.ack_quorum as usize;
+        let mut advanced = false;
+        while let Some(mut first) = self.pending.first_entry() {
+            if first.get().acked.len() < qa {
+                break;
+            }
+            let entry = *first.key();
+            if let Some(done) = first.get_mut().done.take() {
+                let _ = done.send(Ok(entry));
+            }
+            first.remove();
+            self.lac = Some(entry);
+            advanced = true;
+        }
+        if advanced {
+            self.lac_tx.send_replace(self.lac);
+        }
+    }
+
+    fn fail_all(&mut self, e: BookieError) {
+        for (_, mut p) in std::mem::take(&mut self.pending) {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+        self.fatal = Some(e);
+        self.streams.clear();
+    }
+
+    async fn check_timeouts(&mut self) {
+        let mut suspects: Vec<String> = self.unreplaced.iter().cloned().collect();
+        if let Some((&entry, p)) = self.pending.first_key_value()
+            && p.sent_at.elapsed() >= self.client.cfg.add_timeout
+        {
+            for b in self.md.write_set(entry) {
+                if !p.acked.contains(&b) && !suspects.contains(&b) {
+                    suspects.push(b);
+                }
+            }
+        }
+        for b in suspects {
+            self.bookie_failed(&b, "no answer within add_timeout").await;
+        }
+    }
+
+    /// Replaces `bookie` in the current ensemble (ensemble change).
+    async fn bookie_failed(&mut self, bookie: &str, why: &str) {
+        if self.fatal.is_some() {
+            return;
+        }
+        self.streams.remove(bookie);
+        self.client.pool.evict(bookie);
+        let Some(index) = self.md.last_fragment().bookies.iter().position(|b| b == bookie) else {
+            return; // already replaced
+        };
+        let exclude: Vec<String> = self
+            .md
+            .last_fragment()
+            .bookies
+            .iter()
+            .cloned()
+            .chain(self.unreplaced.iter().cloned())
+            .collect();
+        let replacement = match self.client.choose_bookies(1, &exclude).await {
+            Ok(mut v) => v.remove(0),
+            Err(e) => {
+                tracing::warn!(ledger = %self.id, %bookie, error = %e, "no replacement bookie yet; writing to the rest of the ensemble");
+                self.unreplaced.insert(bookie.to_string());
+                return;
+            }
+        };
+        let first = self.lac.map_or(0, |l| l + 1);
+        let mut md = self.md.clone();
+        let last = md.fragments.last_mut().expect("fragment");
+        if last.first_entry == first {
+            last.bookies[index] = replacement.clone();
+        } else {
+            let mut bookies = last.bookies.clone();
+            bookies[index] = replacement.clone();
+            md.fragments.push(Fragment {
+                first_entry: first,
+                bookies,
+            });
+        }
+        match self.store_metadata(md).await {
+            Ok(()) => {}
+            Err(e) => {
+                self.fail_all(e);
+                return;
+            }
+        }
+        self.unreplaced.remove(bookie);
+        tracing::info!(ledger = %self.id, failed = %bookie, %replacement, from_entry = first, %why, "ensemble changed");
+        // Acks from the replaced bookie no longer count; resend what the replacement holds.
+        let mut resend = Vec::new();
+        for (&e, p) in self.pending.iter_mut() {
+            p.acked.retain(|b| b != bookie);
+            if e >= first && self.md.write_set(e).contains(&replacement) {
+                p.sent_at = Instant::now();
+                resend.push(e);
+            }
+        }
+        if !resend.is_empty() {
+            Box::pin(self.send(&replacement, &resend)).await;
+        }
+    }
+
+    /// Compare-and-set of the metadata; a ledger that is no longer Open was taken over.
+    async fn store_metadata(&mut self, md: LedgerMetadata) -> Result<()> {
+        let key = keys::ledger(self.id.get());
+        loop {
+            match self
+                .client
+                .store
+                .put(&key, md.encode(), Condition::Version(self.version))
+                .await
+            {
+                Ok(v) => {
+                    self.version = v;
+                    self.md = md;
+                    return Ok(());
+                }
+                Err(MetaError::BadVersion(_)) => {
+                    let (current, version) = self.client.metadata(self.id).await?;
+                    if current.state != LedgerState::Open {
+                        return Err(BookieError::Fenced(self.id.get()));
+                    }
+                    self.version = version;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn finish_close(&mut self) -> Result<Option<u64>> {
+        if let Some(e) = &self.fatal {
+            return Err(e.clone());
+        }
+        let mut md = self.md.clone();
+        md.state = LedgerState::Closed;
+        md.last_entry = self.lac;
+        md.length = self.bytes;
+        let result = self.store_metadata(md).await;
+        self.streams.clear();
+        result.map(|_| self.lac)
+    }
+}

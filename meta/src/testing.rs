@@ -1,0 +1,66 @@
+//! Test support: a real etcd server on loopback, for this crate's and other crates' tests.
+//! Needs the `etcd` binary (Debian's etcd-server; `scripts/install-deps.sh` installs it).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A real etcd process on loopback, killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    /// Starts etcd on free loopback ports and waits (polling, bounded) until it answers.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "strata-test", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("strata-test=http://127.0.0.1:{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd must be installed (scripts/install-deps.sh installs Debian's etcd-server)");
+        let url = format!("etcd://127.0.0.1:{client}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(store) = crate::connect(&url).await
+                && store.get("/ready").await.is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "etcd did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

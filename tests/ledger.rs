@@ -1,0 +1,272 @@
+//! Replicated ledgers end to end: a real etcd, real `strata bookie` processes registered in
+//! it, and the ledger client — ensemble changes under SIGKILL, recovery and fencing,
+//! concurrent recoveries, LAC-bounded and tailing reads, and bad input.
+
+mod common;
+
+use bytes::Bytes;
+use common::{BookieProcess, payload};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_bookie::ledger::{LedgerClient, LedgerClientConfig, LedgerState};
+use strata_common::ErrorCode;
+use strata_meta::testing::Etcd;
+use strata_meta::{MetadataStore, keys};
+
+struct Cluster {
+    etcd: Etcd,
+    store: Arc<dyn MetadataStore>,
+    bookies: Vec<BookieProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let etcd = Etcd::start().await;
+        let store = strata_meta::connect(&etcd.url).await.unwrap();
+        let mut c = Cluster {
+            etcd,
+            store,
+            bookies: Vec::new(),
+            _dirs: Vec::new(),
+        };
+        for _ in 0..n {
+            c.add_bookie().await;
+        }
+        c
+    }
+
+    async fn add_bookie(&mut self) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = "session_ttl_ms = 2000\n";
+        let mut b = BookieProcess::start_with_args(dir.path(), cfg, &["--metadata-url", &self.etcd.url]);
+        b.ready().await;
+        self._dirs.push(dir);
+        self.bookies.push(b);
+        let want = self.bookies.iter_mut().map(|b| b.is_running()).filter(|r| *r).count();
+        self.wait_registered(want).await;
+    }
+
+    async fn wait_registered(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.store.list(&keys::bookies_prefix()).await.unwrap().len();
+            if got == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{got} bookies registered, expected {n}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn client(&self) -> LedgerClient {
+        LedgerClient::new(self.store.clone(), LedgerClientConfig::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_bookie_mid_stream_changes_the_ensemble_and_loses_nothing() {
+    // Three bookies for E=3 plus one spare to replace the one we kill.
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.client();
+    let writer = client.create(3, 3, 2).await.unwrap();
+    let (md, _) = client.metadata(writer.id()).await.unwrap();
+    let victim = md.fragments[0].bookies[1].clone();
+    const N: u64 = 100_000;
+    let mut inflight = FuturesUnordered::new();
+    let mut acked = 0u64;
+    let mut killed = false;
+    for i in 0..N {
+        let fut = writer.submit(payload(1, i, 100)).await.unwrap();
+        inflight.push(async move { (i, fut.await) });
+        while inflight.len() > 500 {
+            let (i, r) = inflight.next().await.unwrap();
+            assert_eq!(r.unwrap(), i, "entries are acknowledged with their own ids");
+            acked += 1;
+        }
+        if i == N / 2 && !killed {
+            let b = cluster.bookies.iter_mut().find(|b| b.addr == victim).unwrap();
+            b.sigkill();
+            killed = true;
+        }
+    }
+    while let Some((i, r)) = inflight.next().await {
+        assert_eq!(r.unwrap(), i);
+        acked += 1;
+    }
+    assert_eq!(acked, N, "no append failed");
+    assert_eq!(writer.close().await.unwrap(), Some(N - 1));
+    let (md, _) = client.metadata(writer.id()).await.unwrap();
+    assert_eq!(md.state, LedgerState::Closed);
+    assert!(
+        md.fragments.len() >= 2,
+        "an ensemble change was recorded: {:?}",
+        md.fragments
+    );
+    assert!(!md.last_fragment().bookies.contains(&victim));
+    // Every entry is readable and byte-identical, from the surviving replicas.
+    let reader = client.open(writer.id()).await.unwrap();
+    let mut next = 0;
+    while next < N {
+        let last = (next + 5000).min(N) - 1;
+        for e in reader.read(next, last).await.unwrap() {
+            assert_eq!(e.payload, payload(1, e.entry, 100), "entry {} differs", e.entry);
+        }
+        next = last + 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_fences_the_old_writer_and_concurrent_recoveries_agree() {
+    let cluster = Cluster::start(3).await;
+    let old = cluster.client();
+    let writer = old.create(3, 3, 2).await.unwrap();
+    let id = writer.id();
+    // The old writer streams appends and "dies" mid-stream: some are in flight when the
+    // recovery starts.
+    let mut last_acked = None;
+    for i in 0..500u64 {
+        last_acked = Some(writer.append(payload(2, i, 64)).await.unwrap());
+    }
+    let mut inflight = FuturesUnordered::new();
+    for i in 500..700u64 {
+        inflight.push(writer.submit(payload(2, i, 64)).await.unwrap());
+    }
+    // Two recoverers race.
+    let (r1, r2) = (cluster.client(), cluster.client());
+    let (a, b) = tokio::join!(r1.recover(id), r2.recover(id));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_closed() && b.is_closed());
+    assert_eq!(a.last_readable(), b.last_readable(), "concurrent recoveries agree");
+    let recovered = a.last_readable().unwrap();
+    while let Some(r) = inflight.next().await {
+        if let Ok(e) = r {
+            last_acked = last_acked.max(Some(e));
+        }
+    }
+    assert!(
+        recovered >= last_acked.unwrap(),
+        "recovered last entry {recovered} < acknowledged {last_acked:?}"
+    );
+    // Any add the old writer sends now fails: the ledger is fenced.
+    let err = writer.append(Bytes::from_static(b"late")).await.unwrap_err();
+    assert!(
+        matches!(err.code(), ErrorCode::Fenced | ErrorCode::LedgerClosed),
+        "{err}"
+    );
+    // And the bookies themselves refuse the old writer's token.
+    let (md, _) = old.metadata(id).await.unwrap();
+    for b in &md.last_fragment().bookies {
+        let c = strata_bookie::client::BookieClient::connect(b).await.unwrap();
+        let (tx, mut rx) = c.add_stream(md.token_bytes(), 1).await.unwrap();
+        tx.send(vec![strata_bookie::client::NewEntry {
+            ledger: id,
+            entry: strata_common::EntryId::new(recovered + 1),
+            payload: Bytes::from_static(b"late"),
+            lac: None,
+        }])
+        .await
+        .unwrap();
+        let out = rx.next().await.unwrap().unwrap();
+        assert_eq!(out[0].error.as_ref().map(|e| e.0), Some(ErrorCode::Fenced));
+    }
+    // Everything up to the recovered last entry reads back.
+    let got = a.read(0, recovered).await.unwrap();
+    assert_eq!(got.len() as u64, recovered + 1);
+    for e in got {
+        assert_eq!(e.payload, payload(2, e.entry, 64));
+    }
+    // Recovering a closed ledger again changes nothing.
+    assert_eq!(
+        cluster.client().recover(id).await.unwrap().last_readable(),
+        Some(recovered)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_pass_the_lac_and_tailing_readers_follow_it() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    let writer = client.create(3, 2, 2).await.unwrap();
+    for i in 0..10u64 {
+        writer.append(payload(3, i, 32)).await.unwrap();
+    }
+    let mut reader = client.open(writer.id()).await.unwrap();
+    // The LAC travels with the next add, so a reader sees at least up to entry 8.
+    let limit = reader.last_readable().unwrap();
+    assert!((8..=9).contains(&limit), "limit {limit}");
+    assert_eq!(reader.read(0, limit).await.unwrap().len() as u64, limit + 1);
+    let err = reader.read(0, limit + 1).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    // A tailing reader waits (long-poll) and wakes when the writer confirms more.
+    let tail = tokio::spawn(async move {
+        let t = Instant::now();
+        let new = reader.wait_for_more(Duration::from_secs(20)).await.unwrap();
+        (new, t.elapsed(), reader)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the poll start waiting
+    for i in 10..20u64 {
+        writer.append(payload(3, i, 32)).await.unwrap();
+    }
+    let (new, waited, reader) = tail.await.unwrap();
+    assert!(new > Some(limit), "tailing reader saw the LAC advance");
+    assert!(waited < Duration::from_secs(10), "woken by the add, not the timeout");
+    let upto = new.unwrap();
+    let got = reader.read(limit + 1, upto).await.unwrap();
+    assert_eq!(got.last().unwrap().payload, payload(3, upto, 32));
+    // Once closed, everything is readable.
+    assert_eq!(writer.close().await.unwrap(), Some(19));
+    let closed = client.open(writer.id()).await.unwrap();
+    assert_eq!(closed.read(0, 19).await.unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    for (e, qw, qa, what) in [
+        (2, 3, 2, "ensemble size"),
+        (3, 1, 2, "write quorum"),
+        (3, 3, 0, "ack quorum"),
+    ] {
+        let err = client.create(e, qw, qa).await.err().unwrap();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    let err = client.create(5, 3, 2).await.err().unwrap();
+    assert_eq!(err.code(), ErrorCode::NotEnoughBookies);
+    assert!(err.to_string().contains("5 needed, 3 available"), "{err}");
+    let err = client
+        .open(strata_common::LedgerId::new(424242).unwrap())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), ErrorCode::NoSuchLedger);
+    let writer = client.create(3, 3, 2).await.unwrap();
+    writer.append(Bytes::from_static(b"x")).await.unwrap();
+    writer.close().await.unwrap();
+    let err = writer.append(Bytes::from_static(b"y")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::LedgerClosed, "{err}");
+    // Deleting removes metadata and bookie data.
+    client.delete(writer.id()).await.unwrap();
+    assert_eq!(
+        client.open(writer.id()).await.err().unwrap().code(),
+        ErrorCode::NoSuchLedger
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookies_come_and_go_in_the_registry() {
+    let mut cluster = Cluster::start(2).await;
+    let bookies = cluster.store.list(&keys::bookies_prefix()).await.unwrap();
+    let info = strata_bookie::registration::BookieInfo::decode(&bookies[0].1.value).unwrap();
+    assert!(info.free_bytes > 0 && !info.read_only);
+    // Graceful stop deregisters at once; SIGKILL after the session TTL.
+    assert!(cluster.bookies[0].sigterm().success());
+    cluster.wait_registered(1).await;
+    cluster.add_bookie().await;
+    cluster.bookies[1].sigkill();
+    cluster.wait_registered(1).await;
+}
