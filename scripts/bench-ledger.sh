@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Benchmark B1 across bookies (issue: replicated ledgers): etcd and three bookies on
+# 127.0.0.1, E=3 Qw=3 Qa=2, 1 KiB entries, 256 in flight, 3 runs, with the disk ceiling
+# measured first in the same run.
+# Usage: scripts/bench-ledger.sh [WORKDIR]   (WORKDIR must be on the disk to measure)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-$PWD/target/bench-ledger}
+rm -rf "$work" && mkdir -p "$work"
+cargo build --release --quiet
+strata=$PWD/target/release/strata
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
+echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+cp=$(free_port); pp=$(free_port)
+etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$cp" \
+  --advertise-client-urls "http://127.0.0.1:$cp" --listen-peer-urls "http://127.0.0.1:$pp" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$pp" --initial-cluster "bench=http://127.0.0.1:$pp" \
+  >"$work/etcd.log" 2>&1 &
+pids+=($!)
+meta="etcd://127.0.0.1:$cp"
+for i in 1 2 3; do
+  port=$(free_port)
+  "$strata" bookie --data-dir "$work/bookie$i" --listen "127.0.0.1:$port" --metadata-url "$meta" 2>"$work/bookie$i.log" &
+  pids+=($!)
+done
+deadline=$((SECONDS + 60))
+until "$strata" perf ledger --metadata-url "$meta" --entries 10 --size 10 --inflight 1 >/dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || { echo "cluster did not start" >&2; tail "$work"/*.log >&2; exit 1; }
+  sleep 0.2
+done
+for run in 1 2 3; do
+  echo "strata perf ledger --metadata-url $meta --ensemble 3 --write-quorum 3 --ack-quorum 2 --entries 300000 --size 1024 --inflight 256 --json"
+  "$strata" perf ledger --metadata-url "$meta" --ensemble 3 --write-quorum 3 --ack-quorum 2 \
+    --entries 300000 --size 1024 --inflight 256 --json 2>/dev/null | tail -1
+done
