@@ -47,6 +47,15 @@ fn info(storage: &Storage, address: &str) -> BookieInfo {
     }
 }
 
+/// Whether the state changed enough to write it again: any change of read-only state, or
+/// free space moving by more than 1% of the disk (not every byte, which would write to the
+/// metadata store every refresh under load).
+fn worth_publishing(old: &BookieInfo, new: &BookieInfo) -> bool {
+    old.read_only != new.read_only
+        || old.read_only_reason != new.read_only_reason
+        || old.free_bytes.abs_diff(new.free_bytes) > new.total_bytes / 100
+}
+
 /// How often the published state is compared with the current one.
 const REFRESH: Duration = Duration::from_secs(2);
 
@@ -77,7 +86,7 @@ pub async fn keep_registered(
         let mut published: Option<BookieInfo> = None;
         loop {
             let now = info(&storage, &address);
-            if published.as_ref() != Some(&now) {
+            if published.as_ref().is_none_or(|p| worth_publishing(p, &now)) {
                 let value = Bytes::from(serde_json::to_vec(&now).expect("bookie info serialises"));
                 match store.put_ephemeral(&session, &key, value, Condition::Any).await {
                     Ok(_) => {
