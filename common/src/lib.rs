@@ -6,6 +6,8 @@
 
 pub mod error_code;
 pub mod ids;
+pub mod topic;
 
 pub use error_code::ErrorCode;
 pub use ids::{EntryId, IdError, LedgerId};
+pub use topic::{NameError, Position, SubscriptionName, TopicName};
