@@ -4,6 +4,7 @@
 //! - `/strata/v1/bookies/<address>`      ephemeral, JSON `BookieInfo` (bookie crate)
 //! - `/strata/v1/ledgers/<ledger-id>`    JSON `LedgerMetadata` (bookie crate), 20-digit id
 //! - `/strata/v1/ledger-id`              the last ledger id handed out (decimal)
+//! - `/strata/v1/topics/<tenant>/<ns>/<topic>`  JSON `ManagedLedgerInfo` (broker crate)
 
 /// Root of every Strata key.
 pub const ROOT: &str = "/strata/v1";
@@ -31,4 +32,9 @@ pub fn ledger(id: u64) -> String {
 /// The ledger id counter.
 pub fn ledger_id_counter() -> String {
     format!("{ROOT}/ledger-id")
+}
+
+/// Managed-ledger key of a topic (`path` is `tenant/namespace/topic`).
+pub fn topic(path: &str) -> String {
+    format!("{ROOT}/topics/{path}")
 }

@@ -33,6 +33,11 @@ impl LedgerReader {
         Ok(r)
     }
 
+    /// A reader bounded by a limit the caller knows (the writer's own LAC).
+    pub(super) fn with_limit(client: LedgerClient, id: LedgerId, md: LedgerMetadata, limit: Option<u64>) -> Self {
+        Self { client, id, md, limit }
+    }
+
     pub fn id(&self) -> LedgerId {
         self.id
     }

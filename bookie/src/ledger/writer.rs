@@ -55,6 +55,9 @@ pub struct LedgerWriter {
     tx: mpsc::Sender<Cmd>,
     permits: Arc<Semaphore>,
     lac: watch::Receiver<Option<u64>>,
+    /// The metadata as of the last ensemble change, for reads through the writer.
+    md: watch::Receiver<LedgerMetadata>,
+    client: LedgerClient,
 }
 
 impl LedgerWriter {
@@ -64,8 +67,11 @@ impl LedgerWriter {
         // `max_pending_entries`), so this channel cannot grow without limit.
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (lac_tx, lac) = watch::channel(None);
+        let (md_tx, md_rx) = watch::channel(md.clone());
         let permits = Arc::new(Semaphore::new(client.cfg.max_pending_entries));
+        let handle_client = client.clone();
         let actor = Actor {
+            md_tx,
             token: md.token_bytes(),
             client,
             id,
@@ -83,7 +89,31 @@ impl LedgerWriter {
             ev_tx,
         };
         tokio::spawn(actor.run(rx, ev_rx));
-        Self { id, tx, permits, lac }
+        Self {
+            id,
+            tx,
+            permits,
+            lac,
+            md: md_rx,
+            client: handle_client,
+        }
+    }
+
+    /// Reads confirmed entries (`last` at most the LAC) of the ledger being written, from
+    /// its bookies. The writer knows its own LAC, so it reads one entry further than a
+    /// separate reader (which learns the LAC from the next add).
+    pub async fn read(&self, first: u64, last: u64) -> Result<Vec<crate::client::Entry>> {
+        let md = self.md.borrow().clone();
+        super::reader::LedgerReader::with_limit(self.client.clone(), self.id, md, self.lac())
+            .read(first, last)
+            .await
+    }
+
+    /// Resolves once the LAC passes `previous` (or right away if it already has).
+    pub async fn wait_for_lac(&self, previous: Option<u64>) -> Option<u64> {
+        let mut rx = self.lac.clone();
+        let _ = rx.wait_for(|l| *l > previous).await;
+        *rx.borrow()
     }
 
     pub fn id(&self) -> LedgerId {
@@ -139,6 +169,7 @@ struct Pending {
 }
 
 struct Actor {
+    md_tx: watch::Sender<LedgerMetadata>,
     client: LedgerClient,
     id: LedgerId,
     md: LedgerMetadata,
@@ -471,6 +502,7 @@ impl Actor {
             {
                 Ok(v) => {
                     self.version = v;
+                    self.md_tx.send_replace(md.clone());
                     self.md = md;
                     return Ok(());
                 }

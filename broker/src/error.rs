@@ -1,0 +1,48 @@
+//! The broker's error type: one variant per decision a caller makes.
+
+use strata_bookie::BookieError;
+use strata_common::ErrorCode;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// Another broker took the topic over (its recovery fenced our ledger, or changed the
+    /// topic's ledger list); stop serving it.
+    #[error("topic {0} is now owned elsewhere: {1}")]
+    Fenced(String, String),
+    /// The topic was closed (shutdown, unload).
+    #[error("topic {0} is closed")]
+    Closed(String),
+    /// Bad input from a caller; the message names it.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The metadata store failed; retry.
+    #[error("metadata store: {0}")]
+    Metadata(String),
+    /// Stored metadata could not be decoded.
+    #[error("corrupt metadata: {0}")]
+    Corruption(String),
+    /// The ledger layer failed.
+    #[error("storage: {0}")]
+    Storage(#[from] BookieError),
+}
+
+impl BrokerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::Fenced(..) => ErrorCode::Fenced,
+            BrokerError::Closed(_) => ErrorCode::LedgerClosed,
+            BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            BrokerError::Metadata(_) => ErrorCode::MetadataError,
+            BrokerError::Corruption(_) => ErrorCode::IoError,
+            BrokerError::Storage(e) => e.code(),
+        }
+    }
+}
+
+impl From<strata_meta::MetaError> for BrokerError {
+    fn from(e: strata_meta::MetaError) -> Self {
+        BrokerError::Metadata(e.to_string())
+    }
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -1,0 +1,446 @@
+//! The managed ledger: one topic's storage as an ordered list of replicated ledgers, the
+//! last one open for appends (Pulsar's ManagedLedger).
+//!
+//! The list lives at `/strata/v1/topics/<tenant>/<ns>/<topic>` ([`ManagedLedgerInfo`]) and
+//! every change to it is a compare-and-set, so two brokers can never both extend it.
+//!
+//! Opening a topic is how ownership changes hands safely (DESIGN.md §3): the new owner
+//! first **recovers** the last ledger — fencing it on its bookies so the old owner cannot
+//! append another entry — and only then adds a new ledger of its own. An old owner that
+//! tries to append afterwards gets `Fenced` from its bookies, or a version conflict on the
+//! list, and must stop serving the topic.
+//!
+//! Rollover: the current ledger is closed and a new one started once it holds
+//! `max_entries_per_ledger` entries, `max_ledger_bytes` bytes, or is older than
+//! `max_ledger_age`. Appends wait during a rollover; none fails because of it.
+
+use crate::error::{BrokerError, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_bookie::BookieError;
+use strata_bookie::ledger::{LedgerClient, LedgerReader, LedgerState, LedgerWriter};
+use strata_common::{EntryId, ErrorCode, LedgerId, Position, TopicName};
+use strata_meta::{Condition, MetaError, MetadataStore, keys};
+use tokio::sync::{Mutex, watch};
+
+/// Format of [`ManagedLedgerInfo`].
+pub const INFO_FORMAT: u32 = 1;
+
+/// How a topic's ledgers are created and rolled.
+#[derive(Debug, Clone)]
+pub struct ManagedLedgerConfig {
+    pub ensemble: u32,
+    pub write_quorum: u32,
+    pub ack_quorum: u32,
+    /// 50,000 entries (batches) per ledger, Pulsar's default.
+    pub max_entries_per_ledger: u64,
+    /// 2 GiB per ledger: bounds recovery and offload units.
+    pub max_ledger_bytes: u64,
+    /// 4 hours per ledger, so retention can delete old data in steps.
+    pub max_ledger_age: Duration,
+}
+
+impl Default for ManagedLedgerConfig {
+    fn default() -> Self {
+        Self {
+            ensemble: 1,
+            write_quorum: 1,
+            ack_quorum: 1,
+            max_entries_per_ledger: 50_000,
+            max_ledger_bytes: 2 << 30,
+            max_ledger_age: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// One ledger of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerInfo {
+    pub id: u64,
+    /// Entries in the ledger; final once the ledger is closed (0 while it is current).
+    pub entries: u64,
+    /// Payload bytes, when known (ledgers closed by their writer).
+    pub bytes: u64,
+    pub created_ms: u64,
+}
+
+/// The stored list of a topic's ledgers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedLedgerInfo {
+    pub format: u32,
+    pub ledgers: Vec<LedgerInfo>,
+}
+
+impl ManagedLedgerInfo {
+    fn decode(topic: &TopicName, b: &[u8]) -> Result<Self> {
+        let info: Self = serde_json::from_slice(b)
+            .map_err(|e| BrokerError::Corruption(format!("ledger list of {topic}: {e}")))?;
+        if info.format != INFO_FORMAT {
+            return Err(BrokerError::Corruption(format!(
+                "ledger list of {topic} has format {}; this build reads {INFO_FORMAT}",
+                info.format
+            )));
+        }
+        Ok(info)
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("managed ledger info serialises"))
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+struct State {
+    info: ManagedLedgerInfo,
+    version: u64,
+    writer: Option<LedgerWriter>,
+    entries: u64,
+    bytes: u64,
+    created: Instant,
+    /// Set once the topic was taken over or closed; every later append fails with it.
+    failed: Option<BrokerError>,
+}
+
+/// A topic's storage. Share it behind an `Arc`.
+pub struct ManagedLedger {
+    topic: TopicName,
+    key: String,
+    client: LedgerClient,
+    store: Arc<dyn MetadataStore>,
+    cfg: ManagedLedgerConfig,
+    state: Mutex<State>,
+    /// The last appended (confirmed) position, for tailing readers.
+    last_confirmed: watch::Sender<Option<Position>>,
+    readers: std::sync::Mutex<HashMap<u64, Arc<LedgerReader>>>,
+}
+
+impl ManagedLedger {
+    /// Opens (creating if needed) a topic's managed ledger: recovers the previous owner's
+    /// last ledger, then starts a new one. Fails with `Fenced` if another broker opened
+    /// the topic concurrently.
+    pub async fn open(
+        topic: TopicName,
+        client: LedgerClient,
+        store: Arc<dyn MetadataStore>,
+        cfg: ManagedLedgerConfig,
+    ) -> Result<Arc<Self>> {
+        strata_bookie::ledger::validate_quorum(cfg.ensemble, cfg.write_quorum, cfg.ack_quorum)?;
+        let key = keys::topic(&topic.path());
+        let (mut info, version) = loop {
+            match store.get(&key).await? {
+                Some(v) => break (ManagedLedgerInfo::decode(&topic, &v.value)?, v.version),
+                None => {
+                    let info = ManagedLedgerInfo {
+                        format: INFO_FORMAT,
+                        ledgers: Vec::new(),
+                    };
+                    match store.put(&key, info.encode(), Condition::Absent).await {
+                        Ok(v) => break (info, v),
+                        Err(MetaError::BadVersion(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        };
+        // Close the previous owner's ledger where it really ends (fencing it first).
+        if let Some(last) = info.ledgers.last_mut() {
+            let id = LedgerId::new(last.id).map_err(|e| BrokerError::Corruption(e.to_string()))?;
+            let reader = match client.metadata(id).await {
+                Ok((md, _)) if md.state == LedgerState::Closed => client.open(id).await?,
+                Ok(_) => {
+                    tracing::info!(%topic, ledger = %id, "recovering the previous owner's ledger");
+                    client.recover(id).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            last.entries = reader.last_readable().map_or(0, |e| e + 1);
+            if reader.metadata().length > 0 {
+                last.bytes = reader.metadata().length;
+            }
+        }
+        let last_confirmed = info
+            .ledgers
+            .iter()
+            .rev()
+            .find(|l| l.entries > 0)
+            .map(|l| Position {
+                ledger: LedgerId::new(l.id).expect("stored ids are valid"),
+                entry: EntryId::new(l.entries - 1),
+            });
+        let ml = Arc::new(Self {
+            topic,
+            key,
+            client,
+            store,
+            cfg,
+            state: Mutex::new(State {
+                info,
+                version,
+                writer: None,
+                entries: 0,
+                bytes: 0,
+                created: Instant::now(),
+                failed: None,
+            }),
+            last_confirmed: watch::Sender::new(last_confirmed),
+            readers: std::sync::Mutex::new(HashMap::new()),
+        });
+        {
+            let mut st = ml.state.lock().await;
+            ml.start_ledger(&mut st).await?;
+        }
+        Ok(ml)
+    }
+
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The ledgers of the topic, oldest first.
+    pub async fn ledgers(&self) -> Vec<LedgerInfo> {
+        self.state.lock().await.info.ledgers.clone()
+    }
+
+    /// The last confirmed position, if any entry was ever written.
+    pub fn last_confirmed(&self) -> Option<Position> {
+        *self.last_confirmed.borrow()
+    }
+
+    /// Resolves once an entry after `after` is confirmed.
+    pub async fn wait_for_entries_after(&self, after: Option<Position>) {
+        let mut rx = self.last_confirmed.subscribe();
+        let _ = rx.wait_for(|p| *p > after).await;
+    }
+
+    /// Starts a new ledger and records it in the list (compare-and-set).
+    async fn start_ledger(&self, st: &mut State) -> Result<()> {
+        let writer = self
+            .client
+            .create(self.cfg.ensemble, self.cfg.write_quorum, self.cfg.ack_quorum)
+            .await?;
+        let mut info = st.info.clone();
+        info.ledgers.push(LedgerInfo {
+            id: writer.id().get(),
+            entries: 0,
+            bytes: 0,
+            created_ms: now_ms(),
+        });
+        if let Err(e) = self.store_info(st, info).await {
+            let _ = self.client.delete(writer.id()).await;
+            return Err(e);
+        }
+        st.writer = Some(writer);
+        st.entries = 0;
+        st.bytes = 0;
+        st.created = Instant::now();
+        Ok(())
+    }
+
+    async fn store_info(&self, st: &mut State, info: ManagedLedgerInfo) -> Result<()> {
+        match self.store.put(&self.key, info.encode(), Condition::Version(st.version)).await {
+            Ok(v) => {
+                st.version = v;
+                st.info = info;
+                Ok(())
+            }
+            Err(MetaError::BadVersion(_)) => {
+                let e = BrokerError::Fenced(self.topic.to_string(), "its ledger list was changed by another broker".into());
+                st.failed = Some(e.clone());
+                Err(e)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Closes the current ledger (waiting for its appends) and records its size.
+    async fn close_current(&self, st: &mut State) -> Result<()> {
+        let Some(writer) = st.writer.take() else {
+            return Ok(());
+        };
+        let last = writer.close().await.map_err(|e| self.storage_error(e))?;
+        let mut info = st.info.clone();
+        if let Some(l) = info.ledgers.iter_mut().find(|l| l.id == writer.id().get()) {
+            l.entries = last.map_or(0, |e| e + 1);
+            l.bytes = st.bytes;
+        }
+        self.store_info(st, info).await
+    }
+
+    fn storage_error(&self, e: BookieError) -> BrokerError {
+        match e.code() {
+            ErrorCode::Fenced => BrokerError::Fenced(
+                self.topic.to_string(),
+                "another broker recovered its ledger".into(),
+            ),
+            _ => BrokerError::Storage(e),
+        }
+    }
+
+    /// Appends one entry; returns its position once it is on an ack quorum. Appends are
+    /// positioned in call order.
+    pub async fn append(&self, payload: Bytes) -> Result<Position> {
+        let (ledger, pending) = {
+            let mut st = self.state.lock().await;
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            let full = st.entries >= self.cfg.max_entries_per_ledger
+                || st.bytes >= self.cfg.max_ledger_bytes
+                || st.created.elapsed() >= self.cfg.max_ledger_age;
+            if full || st.writer.is_none() {
+                self.close_current(&mut st).await?;
+                self.start_ledger(&mut st).await?;
+            }
+            st.entries += 1;
+            st.bytes += payload.len() as u64;
+            let writer = st.writer.as_ref().expect("a current ledger");
+            (writer.id(), writer.submit(payload).await.map_err(|e| self.storage_error(e))?)
+        };
+        match pending.await {
+            Ok(entry) => {
+                let pos = Position {
+                    ledger,
+                    entry: EntryId::new(entry),
+                };
+                self.last_confirmed.send_if_modified(|cur| {
+                    if *cur < Some(pos) {
+                        *cur = Some(pos);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                Ok(pos)
+            }
+            Err(e) => {
+                let e = self.storage_error(e);
+                if matches!(e, BrokerError::Fenced(..)) {
+                    self.state.lock().await.failed = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past
+    /// the last confirmed position.
+    pub async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, Bytes)>> {
+        let (ledgers, current) = {
+            let st = self.state.lock().await;
+            (st.info.ledgers.clone(), st.writer.clone())
+        };
+        let mut out = Vec::new();
+        let mut idx = match ledgers.iter().position(|l| l.id >= from.ledger.get()) {
+            Some(i) => i,
+            None => return Ok(out),
+        };
+        let mut first = if ledgers[idx].id == from.ledger.get() { from.entry.get() } else { 0 };
+        while out.len() < max && idx < ledgers.len() {
+            let info = &ledgers[idx];
+            let id = LedgerId::new(info.id).expect("stored ids are valid");
+            let want = (max - out.len()) as u64;
+            let entries = match current.as_ref().filter(|w| w.id() == id) {
+                Some(w) => match w.lac() {
+                    Some(lac) if first <= lac => w.read(first, lac.min(first + want - 1)).await?,
+                    _ => Vec::new(),
+                },
+                None if first < info.entries => {
+                    let reader = self.reader(id).await?;
+                    reader.read(first, (info.entries - 1).min(first + want - 1)).await?
+                }
+                None => Vec::new(),
+            };
+            let n = entries.len() as u64;
+            out.extend(entries.into_iter().map(|e| {
+                (
+                    Position {
+                        ledger: id,
+                        entry: EntryId::new(e.entry),
+                    },
+                    e.payload,
+                )
+            }));
+            if n == 0 || current.as_ref().is_some_and(|w| w.id() == id) {
+                if n == 0 {
+                    idx += 1;
+                    first = 0;
+                    continue;
+                }
+                break;
+            }
+            first += n;
+            if first >= info.entries {
+                idx += 1;
+                first = 0;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reader(&self, id: LedgerId) -> Result<Arc<LedgerReader>> {
+        if let Some(r) = self.readers.lock().expect("reader cache").get(&id.get()) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.client.open(id).await?);
+        self.readers.lock().expect("reader cache").insert(id.get(), r.clone());
+        Ok(r)
+    }
+
+    /// The first position of the topic (oldest retained entry), if any.
+    pub async fn first_position(&self) -> Option<Position> {
+        let st = self.state.lock().await;
+        st.info
+            .ledgers
+            .iter()
+            .find(|l| l.entries > 0 || st.writer.as_ref().is_some_and(|w| w.id().get() == l.id))
+            .map(|l| Position {
+                ledger: LedgerId::new(l.id).expect("stored ids are valid"),
+                entry: EntryId::new(0),
+            })
+    }
+
+    /// Deletes every closed ledger that lies wholly before `pos` (all cursors have passed
+    /// it): removed from the list first (compare-and-set), then from the bookies.
+    pub async fn trim_before(&self, pos: Position) -> Result<usize> {
+        let doomed: Vec<u64> = {
+            let mut st = self.state.lock().await;
+            let current = st.writer.as_ref().map(|w| w.id().get());
+            let doomed: Vec<u64> = st
+                .info
+                .ledgers
+                .iter()
+                .filter(|l| l.id < pos.ledger.get() && Some(l.id) != current)
+                .map(|l| l.id)
+                .collect();
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let mut info = st.info.clone();
+            info.ledgers.retain(|l| !doomed.contains(&l.id));
+            self.store_info(&mut st, info).await?;
+            doomed
+        };
+        for id in &doomed {
+            self.readers.lock().expect("reader cache").remove(id);
+            let lid = LedgerId::new(*id).expect("stored ids are valid");
+            if let Err(e) = self.client.delete(lid).await {
+                tracing::warn!(topic = %self.topic, ledger = id, error = %e, "ledger removed from the topic but not yet deleted from bookies");
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Closes the current ledger cleanly (used on unload and shutdown). Later appends fail.
+    pub async fn close(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let r = self.close_current(&mut st).await;
+        st.failed.get_or_insert(BrokerError::Closed(self.topic.to_string()));
+        r
+    }
+}
