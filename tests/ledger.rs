@@ -270,3 +270,43 @@ async fn bookies_come_and_go_in_the_registry() {
     cluster.bookies[1].sigkill();
     cluster.wait_registered(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_spare_bookie_a_restarted_bookie_gets_the_pending_entries_again() {
+    // One bookie, E=Qw=Qa=1, as in standalone mode: nothing to replace it with.
+    let mut cluster = Cluster::start(1).await;
+    let client = cluster.client();
+    let writer = client.create(1, 1, 1).await.unwrap();
+    for i in 0..100u64 {
+        writer.append(payload(5, i, 100)).await.unwrap();
+    }
+    let addr = cluster.bookies[0].addr.clone();
+    cluster.bookies[0].sigkill();
+    // Appends issued while the bookie is down complete once it is back.
+    let mut inflight = FuturesUnordered::new();
+    for i in 100..200u64 {
+        inflight.push(writer.submit(payload(5, i, 100)).await.unwrap());
+    }
+    let dir = cluster._dirs[0].path().to_path_buf();
+    let cfg = "session_ttl_ms = 2000\n";
+    let mut restarted = BookieProcess::start_at(&dir, cfg, &["--metadata-url", &cluster.etcd.url], &addr);
+    restarted.ready().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = 0;
+    while let Some(r) = tokio::time::timeout_at(deadline.into(), inflight.next())
+        .await
+        .expect("appends resumed")
+    {
+        r.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, 100);
+    assert_eq!(writer.close().await.unwrap(), Some(199));
+    let reader = client.open(writer.id()).await.unwrap();
+    let got = reader.read(0, 199).await.unwrap();
+    assert_eq!(got.len(), 200);
+    for e in got {
+        assert_eq!(e.payload, payload(5, e.entry, 100));
+    }
+    cluster.bookies.push(restarted);
+}

@@ -48,9 +48,8 @@ pub struct AddSender {
 }
 
 impl AddSender {
-    /// Queues a batch; waits only when the stream's send buffer is full.
-    pub async fn send(&self, entries: Vec<NewEntry>) -> Result<()> {
-        let req = pb::AddRequest {
+    fn request(&self, entries: Vec<NewEntry>) -> pb::AddRequest {
+        pb::AddRequest {
             entries: entries
                 .into_iter()
                 .map(|e| pb::AddEntry {
@@ -63,11 +62,26 @@ impl AddSender {
                     recovery: self.recovery,
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// Queues a batch; waits only when the stream's send buffer is full.
+    pub async fn send(&self, entries: Vec<NewEntry>) -> Result<()> {
         self.tx
-            .send(req)
+            .send(self.request(entries))
             .await
             .map_err(|_| BookieError::Transport("add stream closed".into()))
+    }
+
+    /// Queues a batch without waiting; a full buffer is an error (the bookie is not
+    /// keeping up, or not answering).
+    pub fn try_send(&self, entries: Vec<NewEntry>) -> Result<()> {
+        self.tx.try_send(self.request(entries)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                BookieError::Transport("add stream buffer full: the bookie is not keeping up".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => BookieError::Transport("add stream closed".into()),
+        })
     }
 }
 
@@ -124,6 +138,10 @@ impl BookieClient {
             .map_err(|e| BookieError::InvalidArgument(format!("bookie address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // Notice a bookie that vanished without a TCP reset (partition, frozen host).
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .connect()
@@ -186,7 +204,16 @@ impl BookieClient {
             .into_inner();
         resp.entries
             .into_iter()
-            .map(|e| {
+            .take_while(|e| e.entry_id <= last)
+            .enumerate()
+            .map(|(i, e)| {
+                if e.entry_id != first + i as u64 {
+                    return Err(BookieError::Transport(format!(
+                        "bookie returned entry {} where entry {} was expected",
+                        e.entry_id,
+                        first + i as u64
+                    )));
+                }
                 let actual = entry_checksum(ledger, EntryId::new(e.entry_id), &e.payload);
                 if actual != e.checksum {
                     return Err(BookieError::BadChecksum {

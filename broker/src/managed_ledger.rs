@@ -76,8 +76,8 @@ pub struct ManagedLedgerInfo {
 
 impl ManagedLedgerInfo {
     fn decode(topic: &TopicName, b: &[u8]) -> Result<Self> {
-        let info: Self = serde_json::from_slice(b)
-            .map_err(|e| BrokerError::Corruption(format!("ledger list of {topic}: {e}")))?;
+        let info: Self =
+            serde_json::from_slice(b).map_err(|e| BrokerError::Corruption(format!("ledger list of {topic}: {e}")))?;
         if info.format != INFO_FORMAT {
             return Err(BrokerError::Corruption(format!(
                 "ledger list of {topic} has format {}; this build reads {INFO_FORMAT}",
@@ -93,7 +93,9 @@ impl ManagedLedgerInfo {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct State {
@@ -164,15 +166,10 @@ impl ManagedLedger {
                 last.bytes = reader.metadata().length;
             }
         }
-        let last_confirmed = info
-            .ledgers
-            .iter()
-            .rev()
-            .find(|l| l.entries > 0)
-            .map(|l| Position {
-                ledger: LedgerId::new(l.id).expect("stored ids are valid"),
-                entry: EntryId::new(l.entries - 1),
-            });
+        let last_confirmed = info.ledgers.iter().rev().find(|l| l.entries > 0).map(|l| Position {
+            ledger: LedgerId::new(l.id).expect("stored ids are valid"),
+            entry: EntryId::new(l.entries - 1),
+        });
         let ml = Arc::new(Self {
             topic,
             key,
@@ -243,14 +240,21 @@ impl ManagedLedger {
     }
 
     async fn store_info(&self, st: &mut State, info: ManagedLedgerInfo) -> Result<()> {
-        match self.store.put(&self.key, info.encode(), Condition::Version(st.version)).await {
+        match self
+            .store
+            .put(&self.key, info.encode(), Condition::Version(st.version))
+            .await
+        {
             Ok(v) => {
                 st.version = v;
                 st.info = info;
                 Ok(())
             }
             Err(MetaError::BadVersion(_)) => {
-                let e = BrokerError::Fenced(self.topic.to_string(), "its ledger list was changed by another broker".into());
+                let e = BrokerError::Fenced(
+                    self.topic.to_string(),
+                    "its ledger list was changed by another broker".into(),
+                );
                 st.failed = Some(e.clone());
                 Err(e)
             }
@@ -274,10 +278,9 @@ impl ManagedLedger {
 
     fn storage_error(&self, e: BookieError) -> BrokerError {
         match e.code() {
-            ErrorCode::Fenced => BrokerError::Fenced(
-                self.topic.to_string(),
-                "another broker recovered its ledger".into(),
-            ),
+            ErrorCode::Fenced => {
+                BrokerError::Fenced(self.topic.to_string(), "another broker recovered its ledger".into())
+            }
             _ => BrokerError::Storage(e),
         }
     }
@@ -300,7 +303,10 @@ impl ManagedLedger {
             st.entries += 1;
             st.bytes += payload.len() as u64;
             let writer = st.writer.as_ref().expect("a current ledger");
-            (writer.id(), writer.submit(payload).await.map_err(|e| self.storage_error(e))?)
+            (
+                writer.id(),
+                writer.submit(payload).await.map_err(|e| self.storage_error(e))?,
+            )
         };
         match pending.await {
             Ok(entry) => {
@@ -340,7 +346,11 @@ impl ManagedLedger {
             Some(i) => i,
             None => return Ok(out),
         };
-        let mut first = if ledgers[idx].id == from.ledger.get() { from.entry.get() } else { 0 };
+        let mut first = if ledgers[idx].id == from.ledger.get() {
+            from.entry.get()
+        } else {
+            0
+        };
         while out.len() < max && idx < ledgers.len() {
             let info = &ledgers[idx];
             let id = LedgerId::new(info.id).expect("stored ids are valid");

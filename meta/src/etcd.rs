@@ -2,9 +2,9 @@
 //!
 //! Versions are etcd mod revisions; conditional writes are transactions comparing the
 //! key's mod revision (or create revision 0 for "absent"). Sessions are etcd leases kept
-//! alive every TTL/3; a session counts as lost when the lease expired, was revoked, or no
-//! keep-alive succeeded for a whole TTL (we can no longer be sure the lease is alive, so
-//! callers must stop acting on it).
+//! alive every TTL/3; a session counts as lost when the lease expired, was revoked, or a
+//! whole TTL passed since the send time of the last acknowledged keep-alive — never later
+//! than etcd itself could expire it, so a holder stops acting on it in time.
 
 use crate::{
     Condition, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch, WatchEvent,
@@ -17,7 +17,7 @@ use etcd_client::{
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 fn unavailable(e: etcd_client::Error) -> MetaError {
     MetaError::Unavailable(format!("etcd: {e}"))
@@ -80,7 +80,8 @@ fn map_put_error(e: etcd_client::Error) -> MetaError {
 
 struct EtcdSession {
     stop_keepalive: AtomicBool,
-    closed: Notify,
+    /// Set once the session is closed (a flag, so a close is never missed).
+    closed: watch::Sender<bool>,
 }
 
 struct EtcdSessionHandle {
@@ -96,7 +97,7 @@ impl SessionControl for EtcdSessionHandle {
 
     fn close(&self) {
         self.state.stop_keepalive.store(true, Ordering::Release);
-        self.state.closed.notify_waiters();
+        self.state.closed.send_replace(true);
         let mut lease = self.client.lease_client();
         let id = self.lease;
         tokio::spawn(async move {
@@ -236,55 +237,55 @@ impl MetadataStore for EtcdStore {
     async fn session(&self, ttl: Duration) -> Result<Session> {
         check_ttl(ttl)?;
         let mut lease_client = self.client.lease_client();
+        // etcd leases have whole seconds: round up, never down.
         let grant = lease_client
-            .grant(ttl.as_secs().max(1) as i64, None)
+            .grant(ttl.as_secs_f64().ceil() as i64, None)
             .await
             .map_err(unavailable)?;
         let lease = grant.id();
+        // The TTL etcd granted (it may raise a small one to its minimum).
+        let ttl = Duration::from_secs(grant.ttl().max(1) as u64);
         let (lost_tx, lost_rx) = watch::channel(false);
+        let (closed_tx, mut closed_rx) = watch::channel(false);
         let state = Arc::new(EtcdSession {
             stop_keepalive: AtomicBool::new(false),
-            closed: Notify::new(),
+            closed: closed_tx,
         });
         let st = state.clone();
         tokio::spawn(async move {
-            let mut last_ok = Instant::now();
+            // The lease certainly lives until `expiry`: etcd refreshed it after we sent the
+            // keep-alive that was acknowledged, so the server's deadline is later than ours.
+            let mut expiry = Instant::now() + ttl;
             let mut keeper = None;
             loop {
-                let wait = tokio::time::sleep(ttl / 3);
+                let next = (Instant::now() + ttl / 3).min(expiry);
                 tokio::select! {
-                    _ = wait => {}
-                    _ = st.closed.notified() => break,
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    _ = closed_rx.wait_for(|c| *c) => break,
+                }
+                if Instant::now() >= expiry {
+                    break; // no acknowledged keep-alive for a whole TTL: assume it is gone
                 }
                 if st.stop_keepalive.load(Ordering::Acquire) {
-                    // Nobody keeps it alive: it is lost once the TTL has passed.
-                    if last_ok.elapsed() >= ttl {
-                        break;
-                    }
                     continue;
                 }
-                if keeper.is_none() {
-                    keeper = lease_client.keep_alive(lease).await.ok();
-                }
-                let alive = match keeper.as_mut() {
-                    Some((k, s)) => match k.keep_alive().await {
-                        Ok(()) => match tokio::time::timeout(ttl / 3, s.message()).await {
-                            Ok(Ok(Some(r))) => Some(r.ttl() > 0),
-                            _ => None,
-                        },
-                        Err(_) => None,
-                    },
-                    None => None,
-                };
-                match alive {
-                    Some(true) => last_ok = Instant::now(),
-                    Some(false) => break, // etcd says the lease is gone
-                    None => {
-                        keeper = None; // reconnect the keep-alive stream next round
-                        if last_ok.elapsed() >= ttl {
-                            break;
-                        }
+                let sent = Instant::now();
+                let budget = expiry.saturating_duration_since(sent).min(ttl / 3);
+                let alive = tokio::time::timeout(budget, async {
+                    if keeper.is_none() {
+                        keeper = lease_client.keep_alive(lease).await.ok();
                     }
+                    let (k, s) = keeper.as_mut()?;
+                    k.keep_alive().await.ok()?;
+                    s.message().await.ok().flatten().map(|r| r.ttl() > 0)
+                })
+                .await
+                .ok()
+                .flatten();
+                match alive {
+                    Some(true) => expiry = sent + ttl,
+                    Some(false) => break,  // etcd says the lease is gone
+                    None => keeper = None, // reconnect the keep-alive stream next round
                 }
             }
             let _ = lost_tx.send(true);

@@ -76,10 +76,15 @@ impl BookieProcess {
     }
 
     pub fn start_with_args(dir: &Path, extra_config: &str, args: &[&str]) -> Self {
+        Self::start_at(dir, extra_config, args, &format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// Starts a bookie on a given address (to restart one where clients expect it).
+    pub fn start_at(dir: &Path, extra_config: &str, args: &[&str], addr: &str) -> Self {
         let data_dir = dir.join("data");
         let config = dir.join("bookie.toml");
         std::fs::write(&config, extra_config).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = addr.to_string();
         let log = dir.join(format!(
             "bookie-{}.log",
             Instant::now().elapsed().as_nanos() ^ rand_suffix()

@@ -86,7 +86,43 @@ impl LedgerMetadata {
                 md.format
             )));
         }
+        md.validate()
+            .map_err(|e| BookieError::Corruption(format!("metadata of ledger {id}: {e}")))?;
         Ok(md)
+    }
+
+    /// Checks what every other method relies on: valid quorums, at least one fragment,
+    /// each naming exactly E distinct bookies, starting at increasing entries, a hex token.
+    fn validate(&self) -> Result<(), String> {
+        validate_quorum(self.ensemble_size, self.write_quorum, self.ack_quorum).map_err(|e| e.to_string())?;
+        if self.fragments.is_empty() {
+            return Err("no fragments".into());
+        }
+        let mut prev: Option<u64> = None;
+        for f in &self.fragments {
+            if f.bookies.len() != self.ensemble_size as usize {
+                return Err(format!(
+                    "fragment at entry {} names {} bookies, not {}",
+                    f.first_entry,
+                    f.bookies.len(),
+                    self.ensemble_size
+                ));
+            }
+            let mut distinct = f.bookies.clone();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() != f.bookies.len() {
+                return Err(format!("fragment at entry {} names a bookie twice", f.first_entry));
+            }
+            if prev.is_some_and(|p| f.first_entry <= p) {
+                return Err("fragments do not start at increasing entries".into());
+            }
+            prev = Some(f.first_entry);
+        }
+        if self.token.len() % 2 != 0 || !self.token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("writer token is not hex".into());
+        }
+        Ok(())
     }
 
     /// The fragment holding `entry`.

@@ -226,10 +226,25 @@ impl LedgerClient {
         LedgerReader::open(self.clone(), id).await
     }
 
-    /// Deletes a ledger's entries from its bookies (best effort: unreachable bookies are
-    /// logged) and then its metadata.
+    /// Deletes a ledger: its metadata first (compare-and-set, so a concurrent writer or
+    /// recovery makes the delete fail rather than leave metadata pointing at deleted
+    /// entries), then its entries on the bookies (best effort: unreachable bookies are
+    /// logged; their space is reclaimed when an operator deletes the ledger there).
     pub async fn delete(&self, id: LedgerId) -> Result<()> {
         let (md, version) = self.metadata(id).await?;
+        match self
+            .store
+            .delete(&keys::ledger(id.get()), Condition::Version(version))
+            .await
+        {
+            Ok(_) => {}
+            Err(MetaError::BadVersion(_)) => {
+                return Err(BookieError::Metadata(format!(
+                    "ledger {id} changed while being deleted; retry"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let mut bookies: Vec<&String> = md.fragments.iter().flat_map(|f| f.bookies.iter()).collect();
         bookies.sort();
         bookies.dedup();
@@ -239,19 +254,9 @@ impl LedgerClient {
                 Err(e) => Err(e),
             };
             if let Err(e) = res {
-                tracing::warn!(ledger = %id, bookie = %b, error = %e, "could not delete ledger on bookie; its space is reclaimed when it is next reachable");
+                tracing::warn!(ledger = %id, bookie = %b, error = %e, "could not delete ledger on bookie");
             }
         }
-        match self
-            .store
-            .delete(&keys::ledger(id.get()), Condition::Version(version))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(MetaError::BadVersion(_)) => Err(BookieError::Metadata(format!(
-                "ledger {id} changed while being deleted; retry"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 }

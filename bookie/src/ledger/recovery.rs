@@ -43,6 +43,7 @@ pub(super) async fn recover(client: &LedgerClient, id: LedgerId) -> Result<()> {
         }
         let frag = md.last_fragment().clone();
         let token = md.token_bytes();
+        let timeout = client.cfg.add_timeout;
         let (e, qw, qa) = (
             md.ensemble_size as usize,
             md.write_quorum as usize,
@@ -52,10 +53,10 @@ pub(super) async fn recover(client: &LedgerClient, id: LedgerId) -> Result<()> {
         // 2. Fence.
         let fences = join_all(frag.bookies.iter().map(|b| {
             let (pool, token, b) = (client.pool.clone(), token.clone(), b.clone());
-            async move {
+            bounded(timeout, async move {
                 let c = pool.get(&b).await?;
                 c.fence(id, token).await
-            }
+            })
         }))
         .await;
         let mut fenced = 0;
@@ -83,10 +84,10 @@ pub(super) async fn recover(client: &LedgerClient, id: LedgerId) -> Result<()> {
             let ws = md.write_set(next);
             let reads = join_all(ws.iter().map(|b| {
                 let (pool, b) = (client.pool.clone(), b.clone());
-                async move {
+                bounded(timeout, async move {
                     let c = pool.get(&b).await?;
                     c.read(id, next, next).await
-                }
+                })
             }))
             .await;
             let mut found = None;
@@ -158,20 +159,23 @@ async fn replicate(
             });
         }
     }
+    let timeout = client.cfg.add_timeout;
     let results = join_all(per_bookie.into_iter().map(|(b, entries)| {
         let (pool, token) = (client.pool.clone(), token.clone());
-        async move {
+        bounded(timeout, async move {
             let n = entries.len();
             let c = pool.get(&b).await?;
             let (tx, mut rx) = c.add_stream_with(token, 4, true).await?;
             tx.send(entries).await?;
-            let mut ok = Vec::new();
-            while ok.len() < n {
+            drop(tx); // the bookie ends the stream once it answered everything
+            let (mut answered, mut ok) = (0, Vec::new());
+            while answered < n {
                 let Some(outcomes) = rx.next().await? else { break };
+                answered += outcomes.len();
                 ok.extend(outcomes.into_iter().filter(|o| o.error.is_none()).map(|o| o.entry));
             }
             Ok::<Vec<u64>, BookieError>(ok)
-        }
+        })
     }))
     .await;
     let mut copies: HashMap<u64, usize> = HashMap::new();
@@ -195,4 +199,11 @@ async fn replicate(
         }
     }
     Ok(())
+}
+
+/// Runs a bookie call with a deadline, so one unreachable bookie cannot stall recovery.
+async fn bounded<T>(timeout: std::time::Duration, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .map_err(|_| BookieError::Transport(format!("no answer within {timeout:?}")))?
 }

@@ -44,9 +44,16 @@ enum Event {
     },
     StreamFailed {
         bookie: String,
+        /// Which stream to that bookie failed (an old one must not tear down its successor).
+        generation: u64,
         error: String,
     },
 }
+
+/// How often a failed bookie without a replacement is reconnected.
+const UNREPLACED_RETRY: Duration = Duration::from_secs(2);
+/// How long a failed bookie is not chosen again as a replacement.
+const FAILED_BOOKIE_QUARANTINE: Duration = Duration::from_secs(60);
 
 /// Writes one ledger. Cheap to clone; appends from clones are ordered by arrival.
 #[derive(Clone)]
@@ -82,7 +89,9 @@ impl LedgerWriter {
             lac_tx,
             pending: BTreeMap::new(),
             streams: HashMap::new(),
+            next_generation: 0,
             unreplaced: HashSet::new(),
+            quarantine: HashMap::new(),
             fatal: None,
             closing: None,
             bytes: 0,
@@ -179,9 +188,13 @@ struct Actor {
     lac: Option<u64>,
     lac_tx: watch::Sender<Option<u64>>,
     pending: BTreeMap<u64, Pending>,
-    streams: HashMap<String, AddSender>,
+    /// One add stream per bookie, with its generation.
+    streams: HashMap<String, (AddSender, u64)>,
+    next_generation: u64,
     /// Failed bookies no replacement could be found for yet (retried every tick).
     unreplaced: HashSet<String>,
+    /// Bookies that failed recently, not to be chosen as replacements.
+    quarantine: HashMap<String, Instant>,
     fatal: Option<BookieError>,
     closing: Option<oneshot::Sender<Result<Option<u64>>>>,
     bytes: u64,
@@ -276,16 +289,17 @@ impl Actor {
     /// Sends `entries` to `bookie`, opening its stream if needed; a failure triggers an
     /// ensemble change.
     async fn send(&mut self, bookie: &str, entries: &[u64]) {
+        if let Err(e) = self.try_send(bookie, entries).await {
+            self.bookie_failed(bookie, &e.to_string()).await;
+        }
+    }
+
+    /// Sends without reacting to failure. Never blocks on a slow bookie: a full stream
+    /// buffer is an error, so the actor keeps serving acks and ticks.
+    async fn try_send(&mut self, bookie: &str, entries: &[u64]) -> Result<()> {
         if !self.streams.contains_key(bookie) {
-            match self.open_stream(bookie).await {
-                Ok(s) => {
-                    self.streams.insert(bookie.to_string(), s);
-                }
-                Err(e) => {
-                    self.bookie_failed(bookie, &e.to_string()).await;
-                    return;
-                }
-            }
+            let s = self.open_stream(bookie).await?;
+            self.streams.insert(bookie.to_string(), s);
         }
         let batch: Vec<NewEntry> = entries
             .iter()
@@ -299,17 +313,23 @@ impl Actor {
             })
             .collect();
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
-        let stream = self.streams.get(bookie).expect("stream just opened");
-        if let Err(e) = stream.send(batch).await {
-            self.bookie_failed(bookie, &e.to_string()).await;
-        }
+        let (stream, _) = self.streams.get(bookie).expect("stream just opened");
+        stream.try_send(batch)
     }
 
-    async fn open_stream(&self, bookie: &str) -> Result<AddSender> {
-        let client = self.client.pool.get(bookie).await?;
-        let (tx, mut rx) = client.add_stream(self.token.clone(), 256).await?;
+    async fn open_stream(&mut self, bookie: &str) -> Result<(AddSender, u64)> {
+        let timeout = self.client.cfg.add_timeout;
+        let opened = tokio::time::timeout(timeout, async {
+            let client = self.client.pool.get(bookie).await?;
+            client.add_stream(self.token.clone(), 1024).await
+        })
+        .await
+        .map_err(|_| BookieError::Transport(format!("no add stream to {bookie} within {timeout:?}")))?;
+        let (tx, mut rx) = opened?;
+        self.next_generation += 1;
+        let generation = self.next_generation;
         let events = self.ev_tx.clone();
         let name = bookie.to_string();
         tokio::spawn(async move {
@@ -327,6 +347,7 @@ impl Actor {
                     Ok(None) => {
                         let _ = events.send(Event::StreamFailed {
                             bookie: name,
+                            generation,
                             error: "stream closed by the bookie".into(),
                         });
                         return;
@@ -334,6 +355,7 @@ impl Actor {
                     Err(e) => {
                         let _ = events.send(Event::StreamFailed {
                             bookie: name,
+                            generation,
                             error: e.to_string(),
                         });
                         return;
@@ -341,7 +363,7 @@ impl Actor {
                 }
             }
         });
-        Ok(tx)
+        Ok((tx, generation))
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -373,8 +395,12 @@ impl Actor {
                 tracing::warn!(ledger = %self.id, %bookie, entry, %code, %msg, "bookie rejected an add; replacing it");
                 self.bookie_failed(&bookie, &msg).await;
             }
-            Event::StreamFailed { bookie, error } => {
-                if self.streams.contains_key(&bookie) {
+            Event::StreamFailed {
+                bookie,
+                generation,
+                error,
+            } => {
+                if self.streams.get(&bookie).is_some_and(|(_, g)| *g == generation) {
                     self.bookie_failed(&bookie, &error).await;
                 }
             }
@@ -412,17 +438,30 @@ impl Actor {
         self.streams.clear();
     }
 
+    /// Suspects every bookie that has not acknowledged an entry sent to it more than
+    /// `add_timeout` ago (not only for the oldest entry: a slow bookie behind a quorum of
+    /// fast ones must be noticed too), and retries unreplaced bookies.
     async fn check_timeouts(&mut self) {
-        let mut suspects: Vec<String> = self.unreplaced.iter().cloned().collect();
-        if let Some((&entry, p)) = self.pending.first_key_value()
-            && p.sent_at.elapsed() >= self.client.cfg.add_timeout
-        {
+        let timeout = self.client.cfg.add_timeout;
+        // Unreplaced bookies are retried at most every UNREPLACED_RETRY (a reconnect to a
+        // partitioned host can take seconds, during which the actor serves nothing else).
+        let mut suspects: Vec<String> = self
+            .unreplaced
+            .iter()
+            .filter(|b| self.quarantine.get(*b).is_none_or(|t| t.elapsed() >= UNREPLACED_RETRY))
+            .cloned()
+            .collect();
+        for (&entry, p) in &self.pending {
+            if p.sent_at.elapsed() < timeout {
+                continue;
+            }
             for b in self.md.write_set(entry) {
                 if !p.acked.contains(&b) && !suspects.contains(&b) {
                     suspects.push(b);
                 }
             }
         }
+        self.quarantine.retain(|_, t| t.elapsed() < FAILED_BOOKIE_QUARANTINE);
         for b in suspects {
             self.bookie_failed(&b, "no answer within add_timeout").await;
         }
@@ -438,6 +477,7 @@ impl Actor {
         let Some(index) = self.md.last_fragment().bookies.iter().position(|b| b == bookie) else {
             return; // already replaced
         };
+        self.quarantine.insert(bookie.to_string(), Instant::now());
         let exclude: Vec<String> = self
             .md
             .last_fragment()
@@ -445,12 +485,37 @@ impl Actor {
             .iter()
             .cloned()
             .chain(self.unreplaced.iter().cloned())
+            .chain(self.quarantine.keys().cloned())
             .collect();
         let replacement = match self.client.choose_bookies(1, &exclude).await {
             Ok(mut v) => v.remove(0),
             Err(e) => {
-                tracing::warn!(ledger = %self.id, %bookie, error = %e, "no replacement bookie yet; writing to the rest of the ensemble");
+                // No spare bookie: keep the ensemble, reconnect to this bookie and resend
+                // what it has not acknowledged (it may have restarted). Retried every tick.
                 self.unreplaced.insert(bookie.to_string());
+                let resend: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|(e, p)| {
+                        !p.acked.iter().any(|b| b == bookie) && self.md.write_set(**e).iter().any(|b| b == bookie)
+                    })
+                    .map(|(e, _)| *e)
+                    .collect();
+                match self.try_send(bookie, &resend).await {
+                    Ok(()) => {
+                        self.unreplaced.remove(bookie);
+                        tracing::info!(ledger = %self.id, %bookie, resent = resend.len(), "no replacement bookie; reconnected to the same one");
+                    }
+                    Err(send_err) => {
+                        self.streams.remove(bookie);
+                        tracing::warn!(ledger = %self.id, %bookie, error = %e, reconnect = %send_err, "no replacement bookie yet; writing to the rest of the ensemble");
+                    }
+                }
+                for e in &resend {
+                    if let Some(p) = self.pending.get_mut(e) {
+                        p.sent_at = Instant::now();
+                    }
+                }
                 return;
             }
         };
@@ -485,8 +550,12 @@ impl Actor {
                 resend.push(e);
             }
         }
-        if !resend.is_empty() {
-            Box::pin(self.send(&replacement, &resend)).await;
+        if !resend.is_empty()
+            && let Err(e) = self.try_send(&replacement, &resend).await
+        {
+            // Not recursing here: the tick retries via the timeout of these entries.
+            tracing::warn!(ledger = %self.id, %replacement, error = %e, "replacement bookie failed at once; it will be replaced on timeout");
+            self.streams.remove(&replacement);
         }
     }
 
