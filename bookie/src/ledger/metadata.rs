@@ -119,7 +119,7 @@ impl LedgerMetadata {
             }
             prev = Some(f.first_entry);
         }
-        if self.token.len() % 2 != 0 || !self.token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !self.token.len().is_multiple_of(2) || !self.token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("writer token is not hex".into());
         }
         Ok(())
