@@ -1,0 +1,210 @@
+//! The managed ledger over real bookies (served in-process on loopback) and the in-memory
+//! metadata store: rollover, reads across ledgers, reopen, takeover by a new owner (the old
+//! one is fenced), trimming.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
+use strata_bookie::{BookieConfig, Storage};
+use strata_broker::managed_ledger::{ManagedLedger, ManagedLedgerConfig};
+use strata_common::{EntryId, ErrorCode, Position, TopicName};
+use strata_meta::{MetadataStore, keys};
+use tokio_util::sync::CancellationToken;
+
+struct Bookies {
+    store: Arc<dyn MetadataStore>,
+    stop: CancellationToken,
+    servers: Vec<tokio::task::JoinHandle<strata_bookie::Result<()>>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Bookies {
+    /// Stops every bookie and waits until each flushed and closed its storage (RocksDB
+    /// must not be torn down by process exit while its threads run).
+    async fn shutdown(self) {
+        self.stop.cancel();
+        for s in self.servers {
+            s.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Serves `n` bookies in this process, registered in a shared in-memory store.
+async fn bookies(n: usize) -> Bookies {
+    let store = strata_meta::connect("memory://").await.unwrap();
+    let stop = CancellationToken::new();
+    let mut dirs = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = BookieConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BookieConfig::default()
+        };
+        let storage = Arc::new(
+            tokio::task::spawn_blocking(move || Storage::open(cfg))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        tokio::spawn(strata_bookie::registration::keep_registered(
+            store.clone(),
+            storage.clone(),
+            addr,
+            Duration::from_secs(10),
+            stop.clone(),
+        ));
+        servers.push(tokio::spawn(strata_bookie::service::serve(
+            storage,
+            listener,
+            stop.clone(),
+        )));
+        dirs.push(dir);
+    }
+    // Wait (bounded) until all are registered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.list(&keys::bookies_prefix()).await.unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "bookies did not register");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Bookies {
+        store,
+        stop,
+        servers,
+        _dirs: dirs,
+    }
+}
+
+fn cfg(max_entries: u64) -> ManagedLedgerConfig {
+    ManagedLedgerConfig {
+        ensemble: 2,
+        write_quorum: 2,
+        ack_quorum: 2,
+        max_entries_per_ledger: max_entries,
+        ..Default::default()
+    }
+}
+
+fn msg(i: u64) -> Bytes {
+    Bytes::from(format!("message-{i}"))
+}
+
+async fn read_all(ml: &ManagedLedger, from: Position) -> Vec<(Position, Bytes)> {
+    let mut out: Vec<(Position, Bytes)> = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = ml.read(next, 37).await.unwrap();
+        let Some((last, _)) = batch.last().cloned() else { break };
+        out.extend(batch);
+        next = Position {
+            ledger: last.ledger,
+            entry: EntryId::new(last.entry.get() + 1),
+        };
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_roll_over_and_read_back_in_order_across_reopen() {
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let topic = TopicName::parse("persistent://t/ns/orders").unwrap();
+    let ml = ManagedLedger::open(topic.clone(), client.clone(), b.store.clone(), cfg(100))
+        .await
+        .unwrap();
+    let mut positions = Vec::new();
+    for i in 0..350u64 {
+        positions.push(ml.append(msg(i)).await.unwrap());
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase");
+    assert_eq!(ml.ledgers().await.len(), 4, "rolled over every 100 entries");
+    assert_eq!(ml.last_confirmed(), positions.last().copied());
+    let first = ml.first_position().await.unwrap();
+    let got = read_all(&ml, first).await;
+    assert_eq!(got.len(), 350);
+    for (i, (pos, payload)) in got.iter().enumerate() {
+        assert_eq!(*pos, positions[i]);
+        assert_eq!(*payload, msg(i as u64));
+    }
+    ml.close().await.unwrap();
+    assert!(ml.append(msg(0)).await.is_err(), "closed topics take no appends");
+
+    // Reopen: everything is there, and appends continue in a new ledger.
+    let ml = ManagedLedger::open(topic, client, b.store.clone(), cfg(100))
+        .await
+        .unwrap();
+    let p = ml.append(msg(350)).await.unwrap();
+    assert!(p > positions[349]);
+    let got = read_all(&ml, first).await;
+    assert_eq!(got.len(), 351);
+    assert_eq!(got[350].1, msg(350));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_fences_the_old_one_and_keeps_its_acknowledged_entries() {
+    let b = bookies(2).await;
+    let topic = TopicName::parse("persistent://t/ns/takeover").unwrap();
+    let old = ManagedLedger::open(
+        topic.clone(),
+        LedgerClient::new(b.store.clone(), LedgerClientConfig::default()),
+        b.store.clone(),
+        cfg(1000),
+    )
+    .await
+    .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50u64 {
+        acked.push(old.append(msg(i)).await.unwrap());
+    }
+    // A second broker opens the topic: it recovers (fences) the old owner's ledger.
+    let new = ManagedLedger::open(
+        topic,
+        LedgerClient::new(b.store.clone(), LedgerClientConfig::default()),
+        b.store.clone(),
+        cfg(1000),
+    )
+    .await
+    .unwrap();
+    let err = old.append(msg(999)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Fenced, "{err}");
+    assert!(old.append(msg(999)).await.is_err(), "stays fenced");
+    let p = new.append(msg(50)).await.unwrap();
+    let got = read_all(&new, acked[0]).await;
+    assert_eq!(got.len(), 51);
+    assert_eq!(got.last().unwrap().0, p);
+    for (i, (_, payload)) in got.iter().enumerate() {
+        assert_eq!(*payload, msg(i as u64));
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_deletes_ledgers_wholly_before_a_position() {
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let topic = TopicName::parse("persistent://t/ns/trim").unwrap();
+    let ml = ManagedLedger::open(topic, client.clone(), b.store.clone(), cfg(10))
+        .await
+        .unwrap();
+    let mut positions = Vec::new();
+    for i in 0..35u64 {
+        positions.push(ml.append(msg(i)).await.unwrap());
+    }
+    let before = ml.ledgers().await;
+    assert_eq!(before.len(), 4);
+    // Everything before entry 25 is consumed: the first two ledgers can go.
+    let removed = ml.trim_before(positions[25]).await.unwrap();
+    assert_eq!(removed, 2);
+    let after = ml.ledgers().await;
+    assert_eq!(after.len(), 2);
+    let gone = strata_common::LedgerId::new(before[0].id).unwrap();
+    assert_eq!(client.open(gone).await.err().unwrap().code(), ErrorCode::NoSuchLedger);
+    let got = read_all(&ml, ml.first_position().await.unwrap()).await;
+    assert_eq!(got.len(), 15);
+    assert_eq!(got[0].1, msg(20));
+    b.shutdown().await;
+}
