@@ -2,6 +2,7 @@
 //! of replicated ledgers. Dispatch, cursors, ownership and the client-facing services build
 //! on it (see the open issues).
 
+pub mod cursor;
 pub mod error;
 pub mod managed_ledger;
 

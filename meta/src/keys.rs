@@ -5,6 +5,7 @@
 //! - `/strata/v1/ledgers/<ledger-id>`    JSON `LedgerMetadata` (bookie crate), 20-digit id
 //! - `/strata/v1/ledger-id`              the last ledger id handed out (decimal)
 //! - `/strata/v1/topics/<tenant>/<ns>/<topic>`  JSON `ManagedLedgerInfo` (broker crate)
+//! - `/strata/v1/cursors/<tenant>/<ns>/<topic>/<sub>`  JSON `CursorInfo` (broker crate)
 
 /// Root of every Strata key.
 pub const ROOT: &str = "/strata/v1";
@@ -37,4 +38,9 @@ pub fn ledger_id_counter() -> String {
 /// Managed-ledger key of a topic (`path` is `tenant/namespace/topic`).
 pub fn topic(path: &str) -> String {
     format!("{ROOT}/topics/{path}")
+}
+
+/// Cursor key of subscription `sub` on a topic (`path` is `tenant/namespace/topic`).
+pub fn cursor(path: &str, sub: &str) -> String {
+    format!("{ROOT}/cursors/{path}/{sub}")
 }
