@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["strata/bookie/v1/bookie.proto"];
+const PROTOS: &[&str] = &[
+    "strata/bookie/v1/bookie.proto",
+    "strata/broker/v1/entry.proto",
+    "strata/v1/strata.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

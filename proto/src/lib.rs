@@ -9,5 +9,17 @@ pub mod bookie {
     }
 }
 
+/// The broker's storage format of entries (`strata/broker/v1/entry.proto`).
+pub mod broker {
+    pub mod v1 {
+        tonic::include_proto!("strata.broker.v1");
+    }
+}
+
+/// Public, client-facing API (`strata/v1/strata.proto`).
+pub mod v1 {
+    tonic::include_proto!("strata.v1");
+}
+
 /// The encoded `FileDescriptorSet` of every Strata `.proto` file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
