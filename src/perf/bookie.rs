@@ -2,7 +2,7 @@
 //! adds on one stream, keeping `--inflight` entries outstanding, striped over `--ledgers`
 //! ledgers, with random (incompressible) payloads.
 
-use super::report::{Summary, latency_histogram};
+use super::report::{Summary, latency_histogram, random_pool};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -64,17 +64,7 @@ pub async fn run(a: BookiePerfArgs) -> anyhow::Result<()> {
         .map(|i| LedgerId::new(base + i + 1))
         .collect::<Result<_, _>>()?;
     // A random pool: each entry takes a window at a different offset.
-    let pool = {
-        let mut x = base | 1;
-        let mut v = Vec::with_capacity(a.size + 4096);
-        while v.len() < a.size + 4096 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        Bytes::from(v)
-    };
+    let pool = random_pool(a.size, base | 1);
     let (tx, mut rx) = client.add_stream(Bytes::from_static(b"strata-perf"), 1024).await?;
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..a.entries).map(|_| AtomicU64::new(0)).collect());
     let permits = Arc::new(Semaphore::new(a.inflight));

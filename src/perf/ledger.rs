@@ -1,7 +1,7 @@
 //! B1 across bookies: a replicated ledger written through the ledger client, with
 //! `--inflight` appends outstanding, against the bookies registered in the metadata store.
 
-use super::report::{Summary, latency_histogram};
+use super::report::{Summary, latency_histogram, random_pool};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -56,17 +56,7 @@ pub async fn run(a: LedgerPerfArgs) -> anyhow::Result<()> {
         .create(a.ensemble, a.write_quorum, a.ack_quorum)
         .await
         .context("creating the ledger")?;
-    let pool = {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ a.size as u64;
-        let mut v = Vec::with_capacity(a.size + 4096);
-        while v.len() < a.size + 4096 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        Bytes::from(v)
-    };
+    let pool = random_pool(a.size, 0x9E37_79B9_7F4A_7C15u64 ^ a.size as u64);
     let mut hist = latency_histogram();
     let start = Instant::now();
     let mut inflight = FuturesUnordered::new();

@@ -4,6 +4,20 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::time::Duration;
 
+/// Random (incompressible) bytes: `size` plus 4 KiB, so each message can take a window at
+/// a different offset without generating data per message.
+pub fn random_pool(size: usize, seed: u64) -> bytes::Bytes {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(size + 4096 + 8);
+    while v.len() < size + 4096 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes::Bytes::from(v)
+}
+
 /// Per-message latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
