@@ -3,7 +3,6 @@
 
 use super::report::{Summary, latency_histogram, random_pool};
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
