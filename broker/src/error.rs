@@ -12,6 +12,13 @@ pub enum BrokerError {
     /// The topic was closed (shutdown, unload).
     #[error("topic {0} is closed")]
     Closed(String),
+    /// A message or batch is over the size limit.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// Bad input from a caller; the message names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -32,6 +39,7 @@ impl BrokerError {
             BrokerError::Fenced(..) => ErrorCode::Fenced,
             BrokerError::Closed(_) => ErrorCode::LedgerClosed,
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,
             BrokerError::Corruption(_) => ErrorCode::IoError,
             BrokerError::Storage(e) => e.code(),

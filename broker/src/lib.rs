@@ -6,5 +6,6 @@ pub mod cursor;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
+pub mod topic;
 
 pub use error::{BrokerError, Result};

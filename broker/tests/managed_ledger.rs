@@ -208,3 +208,63 @@ async fn trimming_deletes_ledgers_wholly_before_a_position() {
     assert_eq!(got[0].1, msg(20));
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_store_batches_and_read_back_messages_in_publish_order() {
+    use strata_broker::topic::Topic;
+    use strata_proto::broker::v1::StoredMessage;
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let name = TopicName::parse("persistent://t/ns/events-partition-2").unwrap();
+    let ml = ManagedLedger::open(name, client, b.store.clone(), cfg(4))
+        .await
+        .unwrap();
+    let topic = Topic::new(ml, 1024);
+    let mut firsts = Vec::new();
+    for batch in 0..10u64 {
+        let messages = (0..3)
+            .map(|i| StoredMessage {
+                payload: Bytes::from(format!("b{batch}m{i}")),
+                key: format!("k{i}"),
+                ..Default::default()
+            })
+            .collect();
+        firsts.push(topic.publish("producer-1", batch, messages).await.unwrap());
+    }
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(firsts[0].partition, 2, "partition index comes from the name");
+    let mut got = Vec::new();
+    let mut from = firsts[0].position;
+    loop {
+        let batch = topic.read(from, 3).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        from = Position {
+            ledger: last.id.position.ledger,
+            entry: EntryId::new(last.id.position.entry.get() + 1),
+        };
+        got.extend(batch);
+    }
+    assert_eq!(got.len(), 30);
+    for (n, m) in got.iter().enumerate() {
+        let (batch, i) = (n / 3, n % 3);
+        assert_eq!(m.message.payload, Bytes::from(format!("b{batch}m{i}")));
+        assert_eq!(m.id.position, firsts[batch].position);
+        assert_eq!(m.id.batch_index, i as u32);
+        assert_eq!(m.producer_name, "producer-1");
+    }
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids follow publish order");
+    // Bad input: an empty batch, an oversized one.
+    assert_eq!(
+        topic.publish("p", 99, vec![]).await.unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+    let big = StoredMessage {
+        payload: Bytes::from(vec![0u8; 1025]),
+        ..Default::default()
+    };
+    assert_eq!(
+        topic.publish("p", 99, vec![big]).await.unwrap_err().code(),
+        ErrorCode::TooLarge
+    );
+    b.shutdown().await;
+}

@@ -10,4 +10,4 @@ pub mod topic;
 
 pub use error_code::ErrorCode;
 pub use ids::{EntryId, IdError, LedgerId};
-pub use topic::{NameError, Position, SubscriptionName, TopicName};
+pub use topic::{MessageId, NameError, Position, SubscriptionName, TopicName};

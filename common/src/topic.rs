@@ -165,6 +165,21 @@ impl fmt::Display for Position {
     }
 }
 
+/// A message: the entry holding it, its index in the entry's batch, and the partition
+/// (`-1` when the topic is not partitioned). Ordered like the messages of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId {
+    pub position: Position,
+    pub batch_index: u32,
+    pub partition: i32,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.position, self.batch_index, self.partition)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,112 @@
+//! A topic on its owning broker: the managed ledger plus publishing (one producer batch =
+//! one entry) and reading back messages with their ids.
+//!
+//! Invariants: a publish returns only after its entry is on an ack quorum (the managed
+//! ledger's append); message ids are assigned by position, so publish order is id order.
+
+use crate::entry_format;
+use crate::error::{BrokerError, Result};
+use crate::managed_ledger::ManagedLedger;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use strata_common::{MessageId, Position, TopicName};
+use strata_proto::broker::v1::{StoredBatch, StoredMessage};
+
+/// 5 MiB, Pulsar's default maximum message (batch) size.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 5 << 20;
+
+/// A stored message with its id and batch-level metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadMessage {
+    pub id: MessageId,
+    pub message: StoredMessage,
+    pub producer_name: String,
+    pub publish_time_ms: u64,
+}
+
+pub struct Topic {
+    ml: Arc<ManagedLedger>,
+    partition: i32,
+    max_message_bytes: usize,
+}
+
+impl Topic {
+    pub fn new(ml: Arc<ManagedLedger>, max_message_bytes: usize) -> Self {
+        let partition = ml.topic().partition_of().map_or(-1, |(_, i)| i as i32);
+        Self {
+            ml,
+            partition,
+            max_message_bytes,
+        }
+    }
+
+    pub fn name(&self) -> &TopicName {
+        self.ml.topic()
+    }
+
+    pub fn managed_ledger(&self) -> &Arc<ManagedLedger> {
+        &self.ml
+    }
+
+    /// Stores a producer batch as one entry; returns the id of its first message.
+    pub async fn publish(&self, producer: &str, sequence_id: u64, messages: Vec<StoredMessage>) -> Result<MessageId> {
+        if messages.is_empty() {
+            return Err(BrokerError::InvalidArgument(
+                "a batch needs at least one message".into(),
+            ));
+        }
+        if messages.len() > entry_format::MAX_BATCH_MESSAGES {
+            return Err(BrokerError::InvalidArgument(format!(
+                "a batch holds at most {} messages, got {}",
+                entry_format::MAX_BATCH_MESSAGES,
+                messages.len()
+            )));
+        }
+        let size: usize = messages.iter().map(|m| m.payload.len()).sum();
+        if size > self.max_message_bytes {
+            return Err(BrokerError::TooLarge {
+                what: "message batch",
+                size,
+                limit: self.max_message_bytes,
+            });
+        }
+        let batch = StoredBatch {
+            producer_name: producer.to_string(),
+            sequence_id,
+            publish_time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            messages,
+        };
+        let position = self.ml.append(entry_format::encode(&batch)).await?;
+        Ok(MessageId {
+            position,
+            batch_index: 0,
+            partition: self.partition,
+        })
+    }
+
+    /// Reads the messages of up to `max_entries` entries from `from` on.
+    pub async fn read(&self, from: Position, max_entries: usize) -> Result<Vec<ReadMessage>> {
+        let mut out = Vec::new();
+        for (position, payload) in self.ml.read(from, max_entries).await? {
+            let batch = entry_format::decode(&payload).map_err(|e| match e {
+                BrokerError::Corruption(m) => BrokerError::Corruption(format!("{} entry {position}: {m}", self.name())),
+                other => other,
+            })?;
+            for (i, message) in batch.messages.into_iter().enumerate() {
+                out.push(ReadMessage {
+                    id: MessageId {
+                        position,
+                        batch_index: i as u32,
+                        partition: self.partition,
+                    },
+                    message,
+                    producer_name: batch.producer_name.clone(),
+                    publish_time_ms: batch.publish_time_ms,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
