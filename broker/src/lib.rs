@@ -3,6 +3,7 @@
 //! on it (see the open issues).
 
 pub mod cursor;
+pub mod dispatch;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;

@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 5 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadMessage {
     pub id: MessageId,
+    /// Messages in this message's entry (its batch), for entry-level acknowledgement.
+    pub batch_size: u32,
     pub message: StoredMessage,
     pub producer_name: String,
     pub publish_time_ms: u64,
@@ -94,8 +96,10 @@ impl Topic {
                 BrokerError::Corruption(m) => BrokerError::Corruption(format!("{} entry {position}: {m}", self.name())),
                 other => other,
             })?;
+            let batch_size = batch.messages.len() as u32;
             for (i, message) in batch.messages.into_iter().enumerate() {
                 out.push(ReadMessage {
+                    batch_size,
                     id: MessageId {
                         position,
                         batch_index: i as u32,

@@ -1,0 +1,562 @@
+//! Dispatch: which consumer of a subscription gets which message, as a state machine with
+//! no I/O (the subscription feeds it messages read from the topic and sends what it
+//! returns), so every rule is unit-tested.
+//!
+//! Rules by subscription type:
+//! - **Exclusive**: one consumer; a second is refused (`ConsumerBusy`). In order.
+//! - **Failover**: many consumers, the first connected is active and gets everything in
+//!   order; when it leaves, the next one takes over (its unacked messages are redelivered).
+//! - **Shared**: round-robin over consumers with permits; no ordering.
+//! - **Key_Shared**: a key's messages go to one consumer, in order. A key is assigned by
+//!   hash over the consumers, but stays with the consumer that holds unacknowledged
+//!   messages of it until they are acknowledged or redelivered, so a consumer joining or
+//!   leaving never reorders a key.
+//!
+//! Everywhere: a consumer receives at most as many messages as it granted permits;
+//! redeliveries (negative ack, ack timeout, consumer gone) go out before new messages, in
+//! id order, with their redelivery count incremented; a message is pending (delivered,
+//! unacknowledged) on exactly one consumer.
+
+use crate::topic::ReadMessage;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+use strata_common::MessageId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubType {
+    Exclusive,
+    Failover,
+    Shared,
+    KeyShared,
+}
+
+impl SubType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubType::Exclusive => "Exclusive",
+            SubType::Failover => "Failover",
+            SubType::Shared => "Shared",
+            SubType::KeyShared => "Key_Shared",
+        }
+    }
+}
+
+pub type ConsumerId = u64;
+
+/// Why a dispatcher call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    #[error("the Exclusive subscription already has a consumer")]
+    ConsumerBusy,
+    #[error("cumulative acknowledgement is not allowed on {0} subscriptions")]
+    CumulativeNotAllowed(&'static str),
+    #[error("message {0} is not pending on this consumer")]
+    UnknownMessage(MessageId),
+    #[error("unknown consumer {0}")]
+    UnknownConsumer(ConsumerId),
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub message: ReadMessage,
+    pub redelivery_count: u32,
+}
+
+struct Pending {
+    consumer: ConsumerId,
+    delivery: Delivery,
+    delivered_at: Instant,
+}
+
+struct ConsumerState {
+    id: ConsumerId,
+    permits: u32,
+}
+
+fn key_hash(key: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The dispatch state of one subscription.
+pub struct Dispatcher {
+    sub_type: SubType,
+    consumers: Vec<ConsumerState>,
+    pending: BTreeMap<MessageId, Pending>,
+    /// To deliver again before new messages, in id order.
+    replay: BTreeMap<MessageId, Delivery>,
+    /// Key_Shared: key hash → (consumer holding its unacked messages, how many).
+    key_owner: HashMap<u64, (ConsumerId, u32)>,
+    next_round_robin: usize,
+}
+
+impl Dispatcher {
+    pub fn new(sub_type: SubType) -> Self {
+        Self {
+            sub_type,
+            consumers: Vec::new(),
+            pending: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            key_owner: HashMap::new(),
+            next_round_robin: 0,
+        }
+    }
+
+    pub fn sub_type(&self) -> SubType {
+        self.sub_type
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Messages delivered and not yet acknowledged.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds a consumer (in join order).
+    pub fn add_consumer(&mut self, id: ConsumerId) -> Result<(), DispatchError> {
+        if self.sub_type == SubType::Exclusive && !self.consumers.is_empty() {
+            return Err(DispatchError::ConsumerBusy);
+        }
+        self.consumers.push(ConsumerState { id, permits: 0 });
+        Ok(())
+    }
+
+    /// Removes a consumer; everything it had not acknowledged is redelivered to others.
+    pub fn remove_consumer(&mut self, id: ConsumerId) {
+        self.consumers.retain(|c| c.id != id);
+        let theirs: Vec<MessageId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.consumer == id)
+            .map(|(m, _)| *m)
+            .collect();
+        for m in theirs {
+            self.requeue(m);
+        }
+        if self.next_round_robin >= self.consumers.len() {
+            self.next_round_robin = 0;
+        }
+    }
+
+    /// The consumer that receives messages on Exclusive and Failover subscriptions.
+    pub fn active_consumer(&self) -> Option<ConsumerId> {
+        self.consumers.first().map(|c| c.id)
+    }
+
+    pub fn add_permits(&mut self, id: ConsumerId, n: u32) -> Result<(), DispatchError> {
+        let c = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or(DispatchError::UnknownConsumer(id))?;
+        c.permits = c.permits.saturating_add(n);
+        Ok(())
+    }
+
+    /// Whether any consumer could take a message now (so reading more is useful).
+    pub fn has_permits(&self) -> bool {
+        match self.sub_type {
+            SubType::Exclusive | SubType::Failover => self.consumers.first().is_some_and(|c| c.permits > 0),
+            SubType::Shared | SubType::KeyShared => self.consumers.iter().any(|c| c.permits > 0),
+        }
+    }
+
+    /// Moves a pending message back to the replay queue with its count incremented.
+    fn requeue(&mut self, id: MessageId) {
+        if let Some(p) = self.pending.remove(&id) {
+            self.release_key(&p.delivery.message);
+            let mut d = p.delivery;
+            d.redelivery_count += 1;
+            self.replay.insert(id, d);
+        }
+    }
+
+    fn release_key(&mut self, m: &ReadMessage) {
+        if self.sub_type != SubType::KeyShared {
+            return;
+        }
+        let h = key_hash(&m.message.key);
+        if let Some((_, n)) = self.key_owner.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.key_owner.remove(&h);
+            }
+        }
+    }
+
+    /// Chooses the consumer for a message, if one can take it now.
+    fn choose(&mut self, m: &ReadMessage) -> Option<usize> {
+        match self.sub_type {
+            SubType::Exclusive | SubType::Failover => {
+                (self.consumers.first().is_some_and(|c| c.permits > 0)).then_some(0)
+            }
+            SubType::Shared => {
+                let n = self.consumers.len();
+                for k in 0..n {
+                    let i = (self.next_round_robin + k) % n;
+                    if self.consumers[i].permits > 0 {
+                        self.next_round_robin = (i + 1) % n;
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            SubType::KeyShared => {
+                let h = key_hash(&m.message.key);
+                let owner = match self.key_owner.get(&h) {
+                    Some((c, _)) => *c,
+                    None => {
+                        let n = self.consumers.len();
+                        if n == 0 {
+                            return None;
+                        }
+                        // Rendezvous hashing: a consumer leaving moves only its keys.
+                        self.consumers
+                            .iter()
+                            .max_by_key(|c| {
+                                let mut s = DefaultHasher::new();
+                                (h, c.id).hash(&mut s);
+                                s.finish()
+                            })
+                            .expect("consumers")
+                            .id
+                    }
+                };
+                let i = self.consumers.iter().position(|c| c.id == owner)?;
+                (self.consumers[i].permits > 0).then_some(i)
+            }
+        }
+    }
+
+    fn deliver(&mut self, i: usize, d: Delivery, out: &mut HashMap<ConsumerId, Vec<Delivery>>, now: Instant) {
+        let c = &mut self.consumers[i];
+        c.permits -= 1;
+        let id = c.id;
+        if self.sub_type == SubType::KeyShared {
+            let e = self
+                .key_owner
+                .entry(key_hash(&d.message.message.key))
+                .or_insert((id, 0));
+            e.1 += 1;
+        }
+        self.pending.insert(
+            d.message.id,
+            Pending {
+                consumer: id,
+                delivery: d.clone(),
+                delivered_at: now,
+            },
+        );
+        out.entry(id).or_default().push(d);
+    }
+
+    /// Hands out replays and then messages from `fresh` (in order) as permits allow.
+    /// Messages that cannot go out yet stay at the front of `fresh`, in order.
+    pub fn dispatch(&mut self, fresh: &mut VecDeque<ReadMessage>) -> HashMap<ConsumerId, Vec<Delivery>> {
+        let now = Instant::now();
+        let mut out: HashMap<ConsumerId, Vec<Delivery>> = HashMap::new();
+        // Keys (Key_Shared) or the whole stream (ordered types) that must wait: nothing
+        // may overtake a message that is waiting.
+        let mut blocked_keys: HashSet<u64> = HashSet::new();
+        let ordered = matches!(self.sub_type, SubType::Exclusive | SubType::Failover);
+        let replays: Vec<MessageId> = self.replay.keys().copied().collect();
+        let mut stream_blocked = false;
+        for id in replays {
+            let d = self.replay.get(&id).expect("listed").clone();
+            let h = key_hash(&d.message.message.key);
+            if stream_blocked || blocked_keys.contains(&h) {
+                continue;
+            }
+            match self.choose(&d.message) {
+                Some(i) => {
+                    self.replay.remove(&id);
+                    self.deliver(i, d, &mut out, now);
+                }
+                None if ordered => stream_blocked = true,
+                None => {
+                    blocked_keys.insert(h);
+                }
+            }
+        }
+        if stream_blocked
+            || (!self.replay.is_empty() && self.sub_type != SubType::KeyShared && self.sub_type != SubType::Shared)
+        {
+            return out;
+        }
+        let mut waiting = VecDeque::new();
+        while let Some(m) = fresh.pop_front() {
+            let h = key_hash(&m.message.key);
+            let must_wait = match self.sub_type {
+                SubType::KeyShared => blocked_keys.contains(&h),
+                _ => false,
+            };
+            if must_wait {
+                waiting.push_back(m);
+                continue;
+            }
+            match self.choose(&m) {
+                Some(i) => self.deliver(
+                    i,
+                    Delivery {
+                        message: m,
+                        redelivery_count: 0,
+                    },
+                    &mut out,
+                    now,
+                ),
+                None if self.sub_type == SubType::KeyShared => {
+                    blocked_keys.insert(h);
+                    waiting.push_back(m);
+                }
+                None => {
+                    waiting.push_back(m);
+                    break;
+                }
+            }
+            if !self.has_permits() && self.sub_type != SubType::KeyShared {
+                break;
+            }
+        }
+        // Put back what could not go out, ahead of the rest, in the original order.
+        while let Some(m) = waiting.pop_back() {
+            fresh.push_front(m);
+        }
+        out
+    }
+
+    /// Acknowledges one message delivered to `consumer`. Returns it (for entry-level
+    /// acknowledgement of its batch).
+    pub fn ack(&mut self, consumer: ConsumerId, id: MessageId) -> Result<ReadMessage, DispatchError> {
+        match self.pending.get(&id) {
+            Some(p) if p.consumer == consumer => {
+                let p = self.pending.remove(&id).expect("present");
+                self.release_key(&p.delivery.message);
+                Ok(p.delivery.message)
+            }
+            _ => Err(DispatchError::UnknownMessage(id)),
+        }
+    }
+
+    /// Acknowledges every pending message of `consumer` up to and including `id`
+    /// (Exclusive and Failover only).
+    pub fn ack_cumulative(&mut self, consumer: ConsumerId, id: MessageId) -> Result<Vec<ReadMessage>, DispatchError> {
+        if matches!(self.sub_type, SubType::Shared | SubType::KeyShared) {
+            return Err(DispatchError::CumulativeNotAllowed(self.sub_type.name()));
+        }
+        if !self.pending.get(&id).is_some_and(|p| p.consumer == consumer) {
+            return Err(DispatchError::UnknownMessage(id));
+        }
+        let ids: Vec<MessageId> = self
+            .pending
+            .range(..=id)
+            .filter(|(_, p)| p.consumer == consumer)
+            .map(|(m, _)| *m)
+            .collect();
+        Ok(ids
+            .into_iter()
+            .map(|m| self.pending.remove(&m).expect("listed").delivery.message)
+            .collect())
+    }
+
+    /// Negative acknowledgement: redeliver these (to any eligible consumer).
+    pub fn nack(&mut self, consumer: ConsumerId, ids: &[MessageId]) -> Result<(), DispatchError> {
+        for id in ids {
+            if !self.pending.get(id).is_some_and(|p| p.consumer == consumer) {
+                return Err(DispatchError::UnknownMessage(*id));
+            }
+        }
+        for id in ids {
+            self.requeue(*id);
+        }
+        Ok(())
+    }
+
+    /// Redelivers messages pending longer than `timeout` (ack timeout). Returns how many.
+    pub fn expire(&mut self, timeout: Duration) -> usize {
+        let now = Instant::now();
+        let expired: Vec<MessageId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.delivered_at) >= timeout)
+            .map(|(m, _)| *m)
+            .collect();
+        for m in &expired {
+            self.requeue(*m);
+        }
+        expired.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use strata_common::{EntryId, LedgerId, Position};
+    use strata_proto::broker::v1::StoredMessage;
+
+    fn msg(n: u64, key: &str) -> ReadMessage {
+        ReadMessage {
+            id: MessageId {
+                position: Position {
+                    ledger: LedgerId::new(1).unwrap(),
+                    entry: EntryId::new(n),
+                },
+                batch_index: 0,
+                partition: -1,
+            },
+            batch_size: 1,
+            message: StoredMessage {
+                payload: Bytes::from(n.to_string()),
+                key: key.to_string(),
+                ..Default::default()
+            },
+            producer_name: "p".into(),
+            publish_time_ms: 0,
+        }
+    }
+
+    fn queue(n: u64, keys: &[&str]) -> VecDeque<ReadMessage> {
+        (0..n).map(|i| msg(i, keys[(i as usize) % keys.len()])).collect()
+    }
+
+    fn ids(v: &[Delivery]) -> Vec<u64> {
+        v.iter().map(|d| d.message.id.position.entry.get()).collect()
+    }
+
+    #[test]
+    fn exclusive_refuses_a_second_consumer_and_respects_permits() {
+        let mut d = Dispatcher::new(SubType::Exclusive);
+        d.add_consumer(1).unwrap();
+        assert_eq!(d.add_consumer(2), Err(DispatchError::ConsumerBusy));
+        let mut q = queue(10, &[""]);
+        assert!(d.dispatch(&mut q).is_empty(), "no permits, nothing sent");
+        d.add_permits(1, 4).unwrap();
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&1]), vec![0, 1, 2, 3]);
+        assert_eq!(q.len(), 6);
+        assert_eq!(q[0].id.position.entry.get(), 4, "the rest waits in order");
+    }
+
+    #[test]
+    fn failover_moves_to_the_next_consumer_with_redelivery_in_order() {
+        let mut d = Dispatcher::new(SubType::Failover);
+        d.add_consumer(1).unwrap();
+        d.add_consumer(2).unwrap();
+        d.add_permits(1, 3).unwrap();
+        d.add_permits(2, 100).unwrap();
+        let mut q = queue(6, &[""]);
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&1]), vec![0, 1, 2]);
+        assert!(!out.contains_key(&2), "standby gets nothing");
+        d.ack(1, msg(0, "").id).unwrap();
+        d.remove_consumer(1);
+        assert_eq!(d.active_consumer(), Some(2));
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&2]), vec![1, 2, 3, 4, 5], "unacked first, then new, in order");
+        assert_eq!(out[&2][0].redelivery_count, 1);
+        assert_eq!(out[&2][2].redelivery_count, 0);
+    }
+
+    #[test]
+    fn shared_spreads_round_robin_and_nacks_come_back_counted() {
+        let mut d = Dispatcher::new(SubType::Shared);
+        for c in 1..=3 {
+            d.add_consumer(c).unwrap();
+            d.add_permits(c, 10).unwrap();
+        }
+        let mut q = queue(9, &[""]);
+        let out = d.dispatch(&mut q);
+        for c in 1..=3 {
+            assert_eq!(out[&c].len(), 3, "evenly spread");
+        }
+        let first_of_2 = out[&2][0].message.id;
+        d.nack(2, &[first_of_2]).unwrap();
+        assert_eq!(d.nack(1, &[first_of_2]), Err(DispatchError::UnknownMessage(first_of_2)));
+        let out = d.dispatch(&mut VecDeque::new());
+        let again: Vec<&Delivery> = out.values().flatten().collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message.id, first_of_2);
+        assert_eq!(again[0].redelivery_count, 1);
+        assert!(matches!(
+            d.ack_cumulative(1, first_of_2),
+            Err(DispatchError::CumulativeNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn key_shared_keeps_each_key_on_one_consumer_in_order_across_joins() {
+        let mut d = Dispatcher::new(SubType::KeyShared);
+        d.add_consumer(1).unwrap();
+        d.add_permits(1, 1000).unwrap();
+        let keys = ["a", "b", "c", "d", "e", "f"];
+        let mut q = queue(30, &keys);
+        let out = d.dispatch(&mut q);
+        assert_eq!(out[&1].len(), 30);
+        // A second consumer joins while everything is unacked: no key may move yet.
+        d.add_consumer(2).unwrap();
+        d.add_permits(2, 1000).unwrap();
+        let mut q: VecDeque<ReadMessage> = (30..60).map(|i| msg(i, keys[(i % 6) as usize])).collect();
+        let out = d.dispatch(&mut q);
+        assert!(!out.contains_key(&2), "keys with unacked messages stay put");
+        // Once consumer 1 acks everything, new messages of some keys may go to 2, and each
+        // key still has one consumer.
+        for i in 0..60 {
+            let _ = d.ack(1, msg(i, "").id);
+        }
+        let mut q: VecDeque<ReadMessage> = (60..120).map(|i| msg(i, keys[(i % 6) as usize])).collect();
+        let out = d.dispatch(&mut q);
+        let mut owner: HashMap<String, ConsumerId> = HashMap::new();
+        for (c, ds) in &out {
+            let mut last: HashMap<String, u64> = HashMap::new();
+            for x in ds {
+                let k = x.message.message.key.clone();
+                assert_eq!(*owner.entry(k.clone()).or_insert(*c), *c, "key {k} on two consumers");
+                let n = x.message.id.position.entry.get();
+                assert!(last.insert(k, n).is_none_or(|p| p < n), "per-key order");
+            }
+        }
+        assert!(out.len() == 2, "both consumers get keys: {:?}", out.keys());
+    }
+
+    #[test]
+    fn key_shared_waits_for_a_busy_owner_without_blocking_other_keys() {
+        let mut d = Dispatcher::new(SubType::KeyShared);
+        d.add_consumer(1).unwrap();
+        d.add_permits(1, 1).unwrap();
+        let mut q: VecDeque<ReadMessage> = vec![msg(0, "a"), msg(1, "a"), msg(2, "b")].into();
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&1]), vec![0]);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].id.position.entry.get(), 1, "order kept in the queue");
+        d.add_permits(1, 5).unwrap();
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&1]), vec![1, 2]);
+    }
+
+    #[test]
+    fn ack_timeout_and_cumulative_acks() {
+        let mut d = Dispatcher::new(SubType::Exclusive);
+        d.add_consumer(7).unwrap();
+        d.add_permits(7, 10).unwrap();
+        let mut q = queue(5, &[""]);
+        d.dispatch(&mut q);
+        let acked = d.ack_cumulative(7, msg(2, "").id).unwrap();
+        assert_eq!(acked.len(), 3);
+        assert_eq!(d.pending_count(), 2);
+        assert_eq!(d.expire(Duration::ZERO), 2);
+        let out = d.dispatch(&mut VecDeque::new());
+        assert_eq!(ids(&out[&7]), vec![3, 4]);
+        assert!(out[&7].iter().all(|x| x.redelivery_count == 1));
+        assert_eq!(
+            d.ack(7, msg(0, "").id),
+            Err(DispatchError::UnknownMessage(msg(0, "").id))
+        );
+    }
+}
