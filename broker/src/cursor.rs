@@ -54,6 +54,25 @@ impl Layout {
         }
     }
 
+    /// The position right before `p`, or `None` when `p` is the first of the topic.
+    pub fn prev(&self, p: Position) -> Option<Position> {
+        if p.entry.get() > 0 {
+            return Some(Position {
+                ledger: p.ledger,
+                entry: EntryId::new(p.entry.get() - 1),
+            });
+        }
+        let i = self.ledgers.iter().position(|(id, _)| *id == p.ledger.get())?;
+        self.ledgers[..i]
+            .iter()
+            .rev()
+            .find(|(_, n)| *n > 0)
+            .map(|(id, n)| Position {
+                ledger: LedgerId::new(*id).expect("stored ids are valid"),
+                entry: EntryId::new(n - 1),
+            })
+    }
+
     /// The first position of the topic.
     pub fn first(&self) -> Option<Position> {
         self.ledgers.first().map(|(id, _)| Position {
@@ -201,6 +220,8 @@ pub struct Cursor {
     sub_type: String,
     version: u64,
     dirty: bool,
+    /// Bumped on every change, so a write of an older state does not clear `dirty`.
+    generation: u64,
 }
 
 impl Cursor {
@@ -231,6 +252,7 @@ impl Cursor {
                     sub_type: info.sub_type,
                     version: v.version,
                     dirty: false,
+                    generation: 0,
                 });
             }
             let state = AckState {
@@ -247,6 +269,7 @@ impl Cursor {
                         sub_type: sub_type.to_string(),
                         version,
                         dirty: false,
+                        generation: 0,
                     });
                 }
                 Err(MetaError::BadVersion(_)) => continue, // created concurrently: load it
@@ -263,11 +286,13 @@ impl Cursor {
     pub fn ack(&mut self, p: Position, layout: &Layout) {
         self.state.ack(p, layout);
         self.dirty = true;
+        self.generation += 1;
     }
 
     pub fn ack_cumulative(&mut self, p: Position, layout: &Layout) {
         self.state.ack_cumulative(p, layout);
         self.dirty = true;
+        self.generation += 1;
     }
 
     /// Writes the state if it changed since the last write. A version conflict means
@@ -289,6 +314,41 @@ impl Cursor {
             )),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Seek: everything before `p` counts as acknowledged, nothing from `p` on.
+    pub fn reset_before(&mut self, p: Position, layout: &Layout) {
+        self.state = AckState {
+            mark_delete: layout.prev(p),
+            ranges: BTreeMap::new(),
+        };
+        self.dirty = true;
+        self.generation += 1;
+    }
+
+    /// The serialized state and the version to compare against, if there is anything to
+    /// write; with [`Cursor::persisted`], lets the caller write without holding a lock.
+    pub fn to_persist(&self) -> Option<(String, Bytes, u64, u64)> {
+        self.dirty.then(|| {
+            (
+                self.key.clone(),
+                Bytes::from(serde_json::to_vec(&self.state.to_info(&self.sub_type)).expect("cursor serialises")),
+                self.version,
+                self.generation,
+            )
+        })
+    }
+
+    /// Records a successful write of the state of `generation` at `version`.
+    pub fn persisted(&mut self, version: u64, generation: u64) {
+        self.version = version;
+        if self.generation == generation {
+            self.dirty = false;
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn MetadataStore> {
+        self.store.clone()
     }
 
     /// Deletes the cursor (unsubscribe).
@@ -317,8 +377,11 @@ mod tests {
     }
 
     #[test]
-    fn next_crosses_ledgers() {
+    fn next_and_prev_cross_ledgers() {
         let l = layout();
+        assert_eq!(l.prev(p(3, 0)), Some(p(1, 4)));
+        assert_eq!(l.prev(p(1, 0)), None);
+        assert_eq!(l.prev(p(7, 2)), Some(p(7, 1)));
         assert_eq!(l.next(p(1, 3)), p(1, 4));
         assert_eq!(l.next(p(1, 4)), p(3, 0));
         assert_eq!(l.next(p(3, 3)), p(7, 0));

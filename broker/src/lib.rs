@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
+pub mod subscription;
 pub mod topic;
 
 pub use error::{BrokerError, Result};

@@ -13,6 +13,11 @@
 //! Rollover: the current ledger is closed and a new one started once it holds
 //! `max_entries_per_ledger` entries, `max_ledger_bytes` bytes, or is older than
 //! `max_ledger_age`. Appends wait during a rollover; none fails because of it.
+//!
+//! Locking: one async mutex orders appends, rollover and list changes. It is held across
+//! the awaits of a rollover (close, create, compare-and-set) on purpose — that is what
+//! makes appends wait for the new ledger instead of racing it — but never across the wait
+//! for an append's durability, so appends stay pipelined.
 
 use crate::error::{BrokerError, Result};
 use bytes::Bytes;
@@ -197,6 +202,11 @@ impl ManagedLedger {
 
     pub fn topic(&self) -> &TopicName {
         &self.topic
+    }
+
+    /// The metadata store the topic lives in.
+    pub fn store(&self) -> Arc<dyn MetadataStore> {
+        self.store.clone()
     }
 
     /// The ledgers of the topic, oldest first.

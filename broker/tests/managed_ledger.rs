@@ -268,3 +268,189 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
     );
     b.shutdown().await;
 }
+
+mod subscriptions {
+    use super::*;
+    use strata_broker::dispatch::{Delivery, SubType};
+    use strata_broker::subscription::{InitialPosition, Subscription};
+    use strata_broker::topic::Topic;
+    use strata_common::SubscriptionName;
+    use strata_proto::broker::v1::StoredMessage;
+
+    async fn topic(b: &Bookies, name: &str) -> Arc<Topic> {
+        let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+        let ml = ManagedLedger::open(TopicName::parse(name).unwrap(), client, b.store.clone(), cfg(7))
+            .await
+            .unwrap();
+        Arc::new(Topic::new(ml, 1 << 20))
+    }
+
+    async fn publish(t: &Topic, from: u64, to: u64, keys: &[&str]) {
+        // Batches of up to 3 messages, so entries hold several messages.
+        let mut i = from;
+        while i < to {
+            let n = (to - i).min(3);
+            let messages = (i..i + n)
+                .map(|j| StoredMessage {
+                    payload: Bytes::from(format!("m{j}")),
+                    key: keys[(j as usize) % keys.len()].to_string(),
+                    ..Default::default()
+                })
+                .collect();
+            t.publish("p", i, messages).await.unwrap();
+            i += n;
+        }
+    }
+
+    async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<Delivery>>, n: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("deliveries in time")
+                .expect("channel open");
+            out.extend(batch);
+        }
+        out
+    }
+
+    fn payloads(v: &[Delivery]) -> Vec<String> {
+        v.iter()
+            .map(|d| String::from_utf8(d.message.message.payload.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exclusive_delivers_in_order_and_resumes_from_the_persisted_cursor() {
+        let b = bookies(2).await;
+        let t = topic(&b, "t/ns/excl").await;
+        publish(&t, 0, 40, &[""]).await;
+        let name = SubscriptionName::new("s").unwrap();
+        let sub = Subscription::open(t.clone(), name.clone(), SubType::Exclusive, InitialPosition::Earliest)
+            .await
+            .unwrap();
+        let runner = tokio::spawn(sub.clone().run());
+        let (c, mut rx) = sub.add_consumer(None).await.unwrap();
+        assert!(
+            sub.add_consumer(None).await.is_err(),
+            "exclusive refuses a second consumer"
+        );
+        sub.add_permits(c, 25).await.unwrap();
+        let got = recv(&mut rx, 25).await;
+        assert_eq!(payloads(&got), (0..25).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        // Cumulative ack of the first 20, then persist and stop.
+        sub.ack(c, &[got[19].message.id], true).await.unwrap();
+        sub.persist().await.unwrap();
+        runner.abort();
+        // A new instance (another broker, a restart) resumes after the acknowledged ones:
+        // the batch holding m18..m20 was only partly acknowledged, so it comes back whole.
+        let sub = Subscription::open(t.clone(), name, SubType::Exclusive, InitialPosition::Latest)
+            .await
+            .unwrap();
+        let runner = tokio::spawn(sub.clone().run());
+        let (c, mut rx) = sub.add_consumer(None).await.unwrap();
+        sub.add_permits(c, 100).await.unwrap();
+        let got = recv(&mut rx, 22).await;
+        assert_eq!(payloads(&got)[0], "m18");
+        assert_eq!(payloads(&got).last().unwrap(), "m39");
+        // Messages published now arrive too (tailing).
+        publish(&t, 40, 45, &[""]).await;
+        let more = recv(&mut rx, 5).await;
+        assert_eq!(payloads(&more), vec!["m40", "m41", "m42", "m43", "m44"]);
+        runner.abort();
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_spreads_and_redelivers_what_a_leaving_consumer_did_not_ack() {
+        let b = bookies(2).await;
+        let t = topic(&b, "t/ns/shared").await;
+        let name = SubscriptionName::new("work").unwrap();
+        let sub = Subscription::open(t.clone(), name, SubType::Shared, InitialPosition::Earliest)
+            .await
+            .unwrap();
+        let runner = tokio::spawn(sub.clone().run());
+        let (c1, mut rx1) = sub.add_consumer(None).await.unwrap();
+        let (c2, mut rx2) = sub.add_consumer(None).await.unwrap();
+        sub.add_permits(c1, 10).await.unwrap();
+        sub.add_permits(c2, 100).await.unwrap();
+        publish(&t, 0, 30, &[""]).await;
+        let a = recv(&mut rx1, 10).await;
+        let bb = recv(&mut rx2, 20).await;
+        let mut all: Vec<String> = payloads(&a).into_iter().chain(payloads(&bb)).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 30, "every message once");
+        // Consumer 1 acks half and leaves: the other half goes to consumer 2, counted.
+        let half: Vec<_> = a[..5].iter().map(|d| d.message.id).collect();
+        sub.ack(c1, &half, false).await.unwrap();
+        sub.remove_consumer(c1).await;
+        let again = recv(&mut rx2, 5).await;
+        assert!(again.iter().all(|d| d.redelivery_count == 1));
+        assert_eq!(payloads(&again), payloads(&a[5..]));
+        // A nacked message comes back with its count incremented again.
+        sub.nack(c2, &[again[0].message.id]).await.unwrap();
+        let back = recv(&mut rx2, 1).await;
+        assert_eq!(back[0].message.id, again[0].message.id);
+        assert_eq!(back[0].redelivery_count, 2);
+        // Unknown ids are refused by name.
+        assert!(sub.ack(c2, &half, false).await.is_err());
+        runner.abort();
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn key_shared_keeps_per_key_order_and_types_cannot_change() {
+        let b = bookies(2).await;
+        let t = topic(&b, "t/ns/keys").await;
+        let name = SubscriptionName::new("k").unwrap();
+        let sub = Subscription::open(t.clone(), name.clone(), SubType::KeyShared, InitialPosition::Earliest)
+            .await
+            .unwrap();
+        let runner = tokio::spawn(sub.clone().run());
+        let (c1, mut rx1) = sub.add_consumer(None).await.unwrap();
+        let (c2, mut rx2) = sub.add_consumer(None).await.unwrap();
+        sub.add_permits(c1, 1000).await.unwrap();
+        sub.add_permits(c2, 1000).await.unwrap();
+        let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        publish(&t, 0, 80, &keys).await;
+        let mut got: Vec<(u64, Delivery)> = Vec::new();
+        while got.len() < 80 {
+            tokio::select! {
+                Some(v) = rx1.recv() => got.extend(v.into_iter().map(|d| (c1, d))),
+                Some(v) = rx2.recv() => got.extend(v.into_iter().map(|d| (c2, d))),
+            }
+        }
+        let mut owner: HashMap<String, u64> = HashMap::new();
+        let mut last: HashMap<String, MessageOrder> = HashMap::new();
+        for (c, d) in &got {
+            let k = d.message.message.key.clone();
+            assert_eq!(
+                *owner.entry(k.clone()).or_insert(*c),
+                *c,
+                "key {k} went to two consumers"
+            );
+            let id = d.message.id;
+            if let Some(prev) = last.insert(k.clone(), MessageOrder(id)) {
+                assert!(prev.0 < id, "key {k} out of order");
+            }
+        }
+        assert_eq!(
+            owner.values().collect::<std::collections::HashSet<_>>().len(),
+            2,
+            "both consumers used"
+        );
+        runner.abort();
+        // The same subscription cannot be reopened as another type.
+        let err = Subscription::open(t, name, SubType::Shared, InitialPosition::Earliest)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is Key_Shared, not Shared"), "{err}");
+        b.shutdown().await;
+    }
+
+    use std::collections::HashMap;
+
+    struct MessageOrder(strata_common::MessageId);
+}

@@ -1,0 +1,309 @@
+//! A subscription on its topic's owning broker: cursor + dispatcher + a dispatch loop that
+//! reads the topic and pushes messages to consumers as their permits allow.
+//!
+//! - Reading starts after the cursor's mark-delete position and skips entries that were
+//!   acknowledged individually. Messages are read ahead only while some consumer has
+//!   permits (flow control), at most [`READ_BATCH`] entries at a time.
+//! - A message is acknowledged per message; an entry (a producer batch) is acknowledged in
+//!   the cursor once every message of it is. Batch-level progress is in memory only: after
+//!   a crash a partly acknowledged batch is redelivered whole (at-least-once).
+//! - The cursor is persisted in batches by [`Subscription::persist`], which the owner calls
+//!   on a timer and on close.
+//! - Consumers receive deliveries on a bounded channel sized by the permits they granted,
+//!   so the broker never buffers more for a consumer than it asked for.
+
+use crate::cursor::{Cursor, Layout};
+use crate::dispatch::{ConsumerId, Delivery, DispatchError, Dispatcher, SubType};
+use crate::error::{BrokerError, Result};
+use crate::topic::{ReadMessage, Topic};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_common::{MessageId, Position, SubscriptionName};
+use tokio::sync::{Mutex, Notify, mpsc};
+
+/// Entries read from the topic per round.
+pub const READ_BATCH: usize = 100;
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    Latest,
+    Earliest,
+}
+
+impl From<DispatchError> for BrokerError {
+    fn from(e: DispatchError) -> Self {
+        BrokerError::InvalidArgument(e.to_string())
+    }
+}
+
+struct Inner {
+    cursor: Cursor,
+    dispatcher: Dispatcher,
+    /// Next entry to read from the topic.
+    read_position: Option<Position>,
+    fresh: VecDeque<ReadMessage>,
+    /// Entries with some (not all) messages acknowledged: acknowledged batch indexes.
+    partial: HashMap<Position, BTreeSet<u32>>,
+    consumers: HashMap<ConsumerId, mpsc::UnboundedSender<Vec<Delivery>>>,
+    next_consumer: ConsumerId,
+    ack_timeout: Option<Duration>,
+}
+
+/// A subscription. Share it behind an `Arc`; [`Subscription::run`] drives delivery.
+pub struct Subscription {
+    name: SubscriptionName,
+    topic: Arc<Topic>,
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+async fn layout(topic: &Topic) -> Layout {
+    Layout {
+        ledgers: topic
+            .managed_ledger()
+            .ledgers()
+            .await
+            .into_iter()
+            .map(|l| (l.id, l.entries))
+            .collect(),
+    }
+}
+
+impl Subscription {
+    /// Opens (creating if needed) a subscription. An existing one keeps its type; asking
+    /// for another type is an error.
+    pub async fn open(
+        topic: Arc<Topic>,
+        name: SubscriptionName,
+        sub_type: SubType,
+        initial: InitialPosition,
+    ) -> Result<Arc<Self>> {
+        let ml = topic.managed_ledger().clone();
+        let start = match initial {
+            InitialPosition::Latest => ml.last_confirmed(),
+            InitialPosition::Earliest => None,
+        };
+        let store = ml_store(&topic);
+        let cursor = Cursor::open(store, topic.name(), &name, sub_type.name(), start).await?;
+        if cursor.sub_type() != sub_type.name() {
+            return Err(BrokerError::InvalidArgument(format!(
+                "subscription {name} on {} is {}, not {}; use the same type or another subscription name",
+                topic.name(),
+                cursor.sub_type(),
+                sub_type.name()
+            )));
+        }
+        let l = layout(&topic).await;
+        let read_position = match cursor.state.mark_delete() {
+            Some(m) => Some(l.next(m)),
+            None => l.first(),
+        };
+        Ok(Arc::new(Self {
+            name,
+            topic,
+            inner: Mutex::new(Inner {
+                cursor,
+                dispatcher: Dispatcher::new(sub_type),
+                read_position,
+                fresh: VecDeque::new(),
+                partial: HashMap::new(),
+                consumers: HashMap::new(),
+                next_consumer: 1,
+                ack_timeout: None,
+            }),
+            wake: Notify::new(),
+        }))
+    }
+
+    pub fn name(&self) -> &SubscriptionName {
+        &self.name
+    }
+
+    /// Adds a consumer; returns its id and the channel its deliveries arrive on.
+    pub async fn add_consumer(
+        &self,
+        ack_timeout: Option<Duration>,
+    ) -> Result<(ConsumerId, mpsc::UnboundedReceiver<Vec<Delivery>>)> {
+        let mut g = self.inner.lock().await;
+        let id = g.next_consumer;
+        g.dispatcher.add_consumer(id)?;
+        g.next_consumer += 1;
+        // Unbounded only in type: a consumer is sent at most the permits it granted.
+        let (tx, rx) = mpsc::unbounded_channel();
+        g.consumers.insert(id, tx);
+        if ack_timeout.is_some() {
+            g.ack_timeout = ack_timeout;
+        }
+        drop(g);
+        self.wake.notify_one();
+        Ok((id, rx))
+    }
+
+    /// Removes a consumer; its unacknowledged messages go to the others.
+    pub async fn remove_consumer(&self, id: ConsumerId) {
+        let mut g = self.inner.lock().await;
+        g.dispatcher.remove_consumer(id);
+        g.consumers.remove(&id);
+        drop(g);
+        self.wake.notify_one();
+    }
+
+    pub async fn consumer_count(&self) -> usize {
+        self.inner.lock().await.dispatcher.consumer_count()
+    }
+
+    pub async fn add_permits(&self, id: ConsumerId, n: u32) -> Result<()> {
+        self.inner.lock().await.dispatcher.add_permits(id, n)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Acknowledges messages (individually or cumulatively).
+    pub async fn ack(&self, consumer: ConsumerId, ids: &[MessageId], cumulative: bool) -> Result<()> {
+        let l = layout(&self.topic).await;
+        let mut g = self.inner.lock().await;
+        let acked: Vec<ReadMessage> = if cumulative {
+            let [id] = ids else {
+                return Err(BrokerError::InvalidArgument(
+                    "a cumulative ack names exactly one message id".into(),
+                ));
+            };
+            g.dispatcher.ack_cumulative(consumer, *id)?
+        } else {
+            let mut v = Vec::with_capacity(ids.len());
+            for id in ids {
+                v.push(g.dispatcher.ack(consumer, *id)?);
+            }
+            v
+        };
+        for m in acked {
+            let pos = m.id.position;
+            let done = {
+                let set = g.partial.entry(pos).or_default();
+                set.insert(m.id.batch_index);
+                set.len() as u32 >= m.batch_size
+            };
+            if done {
+                g.partial.remove(&pos);
+                g.cursor.ack(pos, &l);
+            }
+        }
+        Ok(())
+    }
+
+    /// Negative acknowledgement: redeliver with an incremented redelivery count.
+    pub async fn nack(&self, consumer: ConsumerId, ids: &[MessageId]) -> Result<()> {
+        self.inner.lock().await.dispatcher.nack(consumer, ids)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Writes the cursor if it changed (without holding the subscription's lock across
+    /// the metadata write). A version conflict means another broker owns the topic.
+    pub async fn persist(&self) -> Result<()> {
+        let (store, prepared) = {
+            let g = self.inner.lock().await;
+            (g.cursor.store(), g.cursor.to_persist())
+        };
+        let Some((key, value, version, generation)) = prepared else {
+            return Ok(());
+        };
+        match store.put(&key, value, strata_meta::Condition::Version(version)).await {
+            Ok(v) => {
+                self.inner.lock().await.cursor.persisted(v, generation);
+                Ok(())
+            }
+            Err(strata_meta::MetaError::BadVersion(_)) => Err(BrokerError::Fenced(
+                key,
+                "the cursor was updated by another broker".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the subscription to `position` (the next message delivered is the first of
+    /// that entry): forgets deliveries and acknowledgements after it.
+    pub async fn seek(&self, position: Position) -> Result<()> {
+        let l = layout(&self.topic).await;
+        let mut g = self.inner.lock().await;
+        let sub_type = g.dispatcher.sub_type();
+        let consumers: Vec<ConsumerId> = g.consumers.keys().copied().collect();
+        g.dispatcher = Dispatcher::new(sub_type);
+        for c in consumers {
+            g.dispatcher.add_consumer(c)?;
+        }
+        g.fresh.clear();
+        g.partial.clear();
+        g.read_position = Some(position);
+        g.cursor.reset_before(position, &l);
+        drop(g);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Delivers messages until the topic is closed or fenced. Run it as a task.
+    pub async fn run(self: Arc<Self>) -> Result<()> {
+        let ml = self.topic.managed_ledger().clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let (need_read, read_from) = {
+                let mut g = self.inner.lock().await;
+                if let Some(t) = g.ack_timeout {
+                    g.dispatcher.expire(t);
+                }
+                let out = {
+                    let Inner { dispatcher, fresh, .. } = &mut *g;
+                    dispatcher.dispatch(fresh)
+                };
+                for (c, deliveries) in out {
+                    if let Some(tx) = g.consumers.get(&c) {
+                        let _ = tx.send(deliveries);
+                    }
+                }
+                (g.dispatcher.has_permits() && g.fresh.is_empty(), g.read_position)
+            };
+            if need_read && let Some(from) = read_from {
+                let batch = self.topic.read(from, READ_BATCH).await?;
+                if !batch.is_empty() {
+                    let l = layout(&self.topic).await;
+                    let mut g = self.inner.lock().await;
+                    // A seek while reading makes this batch stale.
+                    if g.read_position == Some(from) {
+                        let last = batch.last().expect("non-empty").id.position;
+                        g.read_position = Some(l.next(last));
+                        let skip_acked: Vec<ReadMessage> = batch
+                            .into_iter()
+                            .filter(|m| !g.cursor.state.is_acked(m.id.position))
+                            .collect();
+                        g.fresh.extend(skip_acked);
+                    }
+                    continue;
+                }
+                // Nothing new: wait for an append, a wake-up, or the tick.
+                let last = ml.last_confirmed();
+                let caught_up = match (last, from) {
+                    (Some(l), f) => l < f,
+                    (None, _) => true,
+                };
+                if caught_up {
+                    tokio::select! {
+                        _ = ml.wait_for_entries_after(last) => {}
+                        _ = self.wake.notified() => {}
+                        _ = tick.tick() => {}
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+}
+
+fn ml_store(topic: &Topic) -> Arc<dyn strata_meta::MetadataStore> {
+    topic.managed_ledger().store()
+}
