@@ -12,6 +12,21 @@ pub enum BrokerError {
     /// The topic was closed (shutdown, unload).
     #[error("topic {0} is closed")]
     Closed(String),
+    /// The topic does not exist (and auto-creation is off).
+    #[error("topic {0} does not exist")]
+    TopicNotFound(String),
+    /// The subscription exists with another type.
+    #[error("{0}")]
+    SubscriptionTypeMismatch(String),
+    /// A consumer-side rule was broken (busy exclusive subscription, unknown message id).
+    #[error("{0}")]
+    Dispatch(#[from] crate::dispatch::DispatchError),
+    /// The topic, namespace or tenant does not exist; the message says how to create it.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Another broker owns the topic.
+    #[error("this broker does not own topic {0}; look it up again")]
+    NotOwner(String),
     /// A message or batch is over the size limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -38,6 +53,9 @@ impl BrokerError {
         match self {
             BrokerError::Fenced(..) => ErrorCode::Fenced,
             BrokerError::Closed(_) => ErrorCode::LedgerClosed,
+            BrokerError::NotFound(_) | BrokerError::TopicNotFound(_) => ErrorCode::NoSuchLedger,
+            BrokerError::SubscriptionTypeMismatch(_) | BrokerError::Dispatch(_) => ErrorCode::InvalidArgument,
+            BrokerError::NotOwner(_) => ErrorCode::Fenced,
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,

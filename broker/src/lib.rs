@@ -1,12 +1,14 @@
-//! Strata's broker. So far: the managed ledger, the storage of one topic as an ordered list
-//! of replicated ledgers. Dispatch, cursors, ownership and the client-facing services build
-//! on it (see the open issues).
+//! Strata's broker: topics stored as managed ledgers ([`managed_ledger`]), subscriptions
+//! ([`cursor`], [`dispatch`], [`subscription`]), the broker that loads owned topics
+//! ([`broker`]) and the public gRPC services ([`service`]).
 
+pub mod broker;
 pub mod cursor;
 pub mod dispatch;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
+pub mod service;
 pub mod subscription;
 pub mod topic;
 

@@ -13,7 +13,7 @@
 //!   so the broker never buffers more for a consumer than it asked for.
 
 use crate::cursor::{Cursor, Layout};
-use crate::dispatch::{ConsumerId, Delivery, DispatchError, Dispatcher, SubType};
+use crate::dispatch::{ConsumerId, Delivery, Dispatcher, SubType};
 use crate::error::{BrokerError, Result};
 use crate::topic::{ReadMessage, Topic};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -30,12 +30,6 @@ pub const READ_BATCH: usize = 100;
 pub enum InitialPosition {
     Latest,
     Earliest,
-}
-
-impl From<DispatchError> for BrokerError {
-    fn from(e: DispatchError) -> Self {
-        BrokerError::InvalidArgument(e.to_string())
-    }
 }
 
 struct Inner {
@@ -88,7 +82,7 @@ impl Subscription {
         let store = ml_store(&topic);
         let cursor = Cursor::open(store, topic.name(), &name, sub_type.name(), start).await?;
         if cursor.sub_type() != sub_type.name() {
-            return Err(BrokerError::InvalidArgument(format!(
+            return Err(BrokerError::SubscriptionTypeMismatch(format!(
                 "subscription {name} on {} is {}, not {}; use the same type or another subscription name",
                 topic.name(),
                 cursor.sub_type(),

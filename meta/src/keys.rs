@@ -44,3 +44,18 @@ pub fn topic(path: &str) -> String {
 pub fn cursor(path: &str, sub: &str) -> String {
     format!("{ROOT}/cursors/{path}/{sub}")
 }
+
+/// Ownership key of a topic (ephemeral, value: the owner's URL).
+pub fn ownership(path: &str) -> String {
+    format!("{ROOT}/ownership/{path}")
+}
+
+/// Key of a tenant.
+pub fn tenant(tenant: &str) -> String {
+    format!("{ROOT}/tenants/{tenant}")
+}
+
+/// Key of a namespace.
+pub fn namespace(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/namespaces/{tenant}/{namespace}")
+}

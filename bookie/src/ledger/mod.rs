@@ -94,8 +94,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A small random number without a dependency: hashes the clock and a counter.
-pub(crate) fn random_u64() -> u64 {
+/// A random number without a dependency (hashes the clock and a counter with a randomly
+/// keyed hasher): for ids and tokens, not for cryptography.
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -1,0 +1,430 @@
+//! The public gRPC services of a broker (`strata/v1/strata.proto`): Lookup, Producer and
+//! Consumer, over [`Broker`]. Wire ↔ domain conversions happen here and nowhere else;
+//! every error reaches the client as a public `ErrorCode` with a message naming what to do.
+//!
+//! Streams: a producer's receipts come back in send order while many sends are in flight
+//! (bounded); a consumer gets at most the permits it granted. A failed send or ack is
+//! reported and the stream goes on; a failed open ends it.
+
+use crate::broker::Broker;
+use crate::dispatch::{DispatchError, SubType};
+use crate::error::BrokerError;
+use crate::subscription::InitialPosition;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_common::{EntryId, LedgerId, MessageId, Position, SubscriptionName, TopicName};
+use strata_proto::broker::v1::StoredMessage;
+use strata_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Sends one producer may have in flight before the broker stops reading its stream.
+const MAX_PENDING_SENDS: usize = 1000;
+/// gRPC metadata key carrying the numeric public error code.
+pub const ERROR_CODE_METADATA_KEY: &str = "strata-error-code";
+
+fn code_of(e: &BrokerError) -> pb::ErrorCode {
+    match e {
+        BrokerError::TopicNotFound(_) => pb::ErrorCode::TopicNotFound,
+        BrokerError::NotFound(_) => pb::ErrorCode::NotFound,
+        BrokerError::NotOwner(_) | BrokerError::Fenced(..) => pb::ErrorCode::NotOwner,
+        BrokerError::Closed(_) => pb::ErrorCode::ServiceNotReady,
+        BrokerError::TooLarge { .. } => pb::ErrorCode::MessageTooLarge,
+        BrokerError::InvalidArgument(_) => pb::ErrorCode::InvalidArgument,
+        BrokerError::SubscriptionTypeMismatch(_) => pb::ErrorCode::SubscriptionTypeMismatch,
+        BrokerError::Dispatch(DispatchError::ConsumerBusy) => pb::ErrorCode::ConsumerBusy,
+        BrokerError::Dispatch(DispatchError::UnknownMessage(_)) => pb::ErrorCode::UnknownMessageId,
+        BrokerError::Dispatch(_) => pb::ErrorCode::InvalidArgument,
+        BrokerError::Metadata(_) | BrokerError::Corruption(_) | BrokerError::Storage(_) => pb::ErrorCode::StorageError,
+    }
+}
+
+fn error(code: pb::ErrorCode, message: impl Into<String>, sequence_id: Option<u64>) -> pb::Error {
+    pb::Error {
+        code: code as i32,
+        message: message.into(),
+        sequence_id,
+    }
+}
+
+fn broker_error(e: &BrokerError, sequence_id: Option<u64>) -> pb::Error {
+    error(code_of(e), e.to_string(), sequence_id)
+}
+
+fn status(code: pb::ErrorCode, message: String) -> Status {
+    let grpc = match code {
+        pb::ErrorCode::TopicNotFound | pb::ErrorCode::NotFound => tonic::Code::NotFound,
+        pb::ErrorCode::ServiceNotReady | pb::ErrorCode::StorageError => tonic::Code::Unavailable,
+        _ => tonic::Code::InvalidArgument,
+    };
+    let mut s = Status::new(grpc, message);
+    if let Ok(v) = (code as i32).to_string().parse() {
+        s.metadata_mut().insert(ERROR_CODE_METADATA_KEY, v);
+    }
+    s
+}
+
+fn parse_topic(s: &str) -> Result<TopicName, pb::Error> {
+    TopicName::parse(s).map_err(|e| error(pb::ErrorCode::InvalidTopicName, e.to_string(), None))
+}
+
+fn to_wire_id(id: MessageId) -> pb::MessageId {
+    pb::MessageId {
+        ledger_id: id.position.ledger.get(),
+        entry_id: id.position.entry.get(),
+        batch_index: id.batch_index,
+        partition: id.partition,
+    }
+}
+
+fn from_wire_id(id: &pb::MessageId) -> Result<MessageId, pb::Error> {
+    let ledger = LedgerId::new(id.ledger_id)
+        .map_err(|e| error(pb::ErrorCode::InvalidArgument, format!("message id: {e}"), None))?;
+    Ok(MessageId {
+        position: Position {
+            ledger,
+            entry: EntryId::new(id.entry_id),
+        },
+        batch_index: id.batch_index,
+        partition: id.partition,
+    })
+}
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct BrokerService {
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+}
+
+impl BrokerService {
+    pub fn new(broker: Arc<Broker>, shutdown: CancellationToken) -> Self {
+        Self { broker, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lookup_server::Lookup for BrokerService {
+    async fn lookup_topic(&self, request: Request<pb::LookupTopicRequest>) -> Result<Response<pb::LookupTopicResponse>, Status> {
+        let r = request.into_inner();
+        let topic = parse_topic(&r.topic).map_err(|e| status(pb::ErrorCode::InvalidTopicName, e.message))?;
+        // One broker: it owns every topic. Cluster mode adds assignment here.
+        let _ = topic;
+        Ok(Response::new(pb::LookupTopicResponse {
+            broker_url: self.broker.cfg.advertised_url.clone(),
+        }))
+    }
+}
+
+type ProduceStream = ReceiverStream<Result<pb::ProduceResponse, Status>>;
+type ConsumeStream = ReceiverStream<Result<pb::ConsumeResponse, Status>>;
+
+fn produce_error(e: pb::Error) -> pb::ProduceResponse {
+    pb::ProduceResponse {
+        response: Some(pb::produce_response::Response::Error(e)),
+    }
+}
+
+fn consume_error(e: pb::Error) -> pb::ConsumeResponse {
+    pb::ConsumeResponse {
+        response: Some(pb::consume_response::Response::Error(e)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::producer_server::Producer for BrokerService {
+    type ProduceStream = ProduceStream;
+
+    async fn produce(&self, request: Request<Streaming<pb::ProduceRequest>>) -> Result<Response<ProduceStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let broker = self.broker.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let open = match inbound.message().await {
+                Ok(Some(pb::ProduceRequest {
+                    request: Some(pb::produce_request::Request::Open(o)),
+                })) => o,
+                Ok(_) => {
+                    let _ = tx
+                        .send(Ok(produce_error(error(
+                            pb::ErrorCode::InvalidArgument,
+                            "the first request of a produce stream must be `open`",
+                            None,
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            let topic = match parse_topic(&open.topic) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.send(Ok(produce_error(e))).await;
+                    return;
+                }
+            };
+            let loaded = match broker.topic(&topic, true).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.send(Ok(produce_error(broker_error(&e, None)))).await;
+                    return;
+                }
+            };
+            let name = if open.producer_name.is_empty() {
+                format!("producer-{:016x}", strata_bookie::ledger::random_u64())
+            } else {
+                open.producer_name
+            };
+            let opened = pb::ProduceResponse {
+                response: Some(pb::produce_response::Response::Opened(pb::ProducerOpened {
+                    producer_name: name.clone(),
+                    last_sequence_id: None,
+                    max_message_bytes: broker.cfg.max_message_bytes as u64,
+                })),
+            };
+            if tx.send(Ok(opened)).await.is_err() {
+                return;
+            }
+            let mut pending = FuturesOrdered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    Some((seq, count, r)) = pending.next(), if !pending.is_empty() => {
+                        let resp = match r {
+                            Ok(first) => pb::ProduceResponse {
+                                response: Some(pb::produce_response::Response::Receipt(pb::SendReceipt {
+                                    sequence_id: seq,
+                                    first_id: Some(to_wire_id(first)),
+                                    count,
+                                })),
+                            },
+                            Err(e) => produce_error(broker_error(&e, Some(seq))),
+                        };
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = shutdown.cancelled(), if reading => reading = false,
+                    msg = inbound.message(), if reading && pending.len() < MAX_PENDING_SENDS => match msg {
+                        Ok(Some(pb::ProduceRequest { request: Some(pb::produce_request::Request::Send(send)) })) => {
+                            let topic = loaded.topic.clone();
+                            let producer = name.clone();
+                            let count = send.messages.len() as u32;
+                            let messages: Vec<StoredMessage> = send
+                                .messages
+                                .into_iter()
+                                .map(|m| StoredMessage {
+                                    payload: m.payload,
+                                    key: m.key,
+                                    properties: m.properties,
+                                    event_time_ms: m.event_time_ms,
+                                })
+                                .collect();
+                            let seq = send.sequence_id;
+                            pending.push_back(async move {
+                                (seq, count, topic.publish(&producer, seq, messages).await)
+                            });
+                        }
+                        Ok(Some(_)) => {
+                            let _ = tx.send(Ok(produce_error(error(
+                                pb::ErrorCode::InvalidArgument,
+                                "after `open`, a produce stream carries only `send` requests",
+                                None,
+                            )))).await;
+                            reading = false;
+                        }
+                        Ok(None) | Err(_) => reading = false,
+                    },
+                    else => break,
+                }
+                if !reading && pending.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn sub_type(t: i32) -> Result<SubType, pb::Error> {
+    match pb::SubscriptionType::try_from(t) {
+        Ok(pb::SubscriptionType::Exclusive) => Ok(SubType::Exclusive),
+        Ok(pb::SubscriptionType::Failover) => Ok(SubType::Failover),
+        Ok(pb::SubscriptionType::Shared) => Ok(SubType::Shared),
+        Ok(pb::SubscriptionType::KeyShared) => Ok(SubType::KeyShared),
+        Err(_) => Err(error(pb::ErrorCode::InvalidArgument, format!("unknown subscription type {t}"), None)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consumer_server::Consumer for BrokerService {
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(&self, request: Request<Streaming<pb::ConsumeRequest>>) -> Result<Response<ConsumeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let broker = self.broker.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let fail = |e: pb::Error| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(Ok(consume_error(e))).await;
+                }
+            };
+            let sub = match inbound.message().await {
+                Ok(Some(pb::ConsumeRequest {
+                    request: Some(pb::consume_request::Request::Subscribe(s)),
+                })) => s,
+                Ok(_) => {
+                    fail(error(
+                        pb::ErrorCode::InvalidArgument,
+                        "the first request of a consume stream must be `subscribe`",
+                        None,
+                    ))
+                    .await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            let parsed = parse_topic(&sub.topic).and_then(|t| {
+                let name = SubscriptionName::new(&sub.subscription)
+                    .map_err(|e| error(pb::ErrorCode::InvalidArgument, e.to_string(), None))?;
+                Ok((t, name, sub_type(sub.r#type)?))
+            });
+            let (topic, name, kind) = match parsed {
+                Ok(v) => v,
+                Err(e) => return fail(e).await,
+            };
+            let initial = if sub.initial_position == pb::InitialPosition::Earliest as i32 {
+                InitialPosition::Earliest
+            } else {
+                InitialPosition::Latest
+            };
+            let subscription = match broker.topic(&topic, true).await {
+                Ok(loaded) => loaded.subscription(&name, kind, initial).await,
+                Err(e) => Err(e),
+            };
+            let subscription = match subscription {
+                Ok(s) => s,
+                Err(e) => return fail(broker_error(&e, None)).await,
+            };
+            let ack_timeout = (sub.ack_timeout_ms > 0).then(|| Duration::from_millis(sub.ack_timeout_ms));
+            let (cid, mut deliveries) = match subscription.add_consumer(ack_timeout).await {
+                Ok(v) => v,
+                Err(e) => return fail(broker_error(&e, None)).await,
+            };
+            let subscribed = pb::ConsumeResponse {
+                response: Some(pb::consume_response::Response::Subscribed(pb::Subscribed {
+                    consumer_name: sub.consumer_name.clone(),
+                })),
+            };
+            if tx.send(Ok(subscribed)).await.is_ok() {
+                loop {
+                    tokio::select! {
+                        d = deliveries.recv() => {
+                            let Some(batch) = d else { break };
+                            let messages = batch
+                                .into_iter()
+                                .map(|d| pb::Message {
+                                    id: Some(to_wire_id(d.message.id)),
+                                    payload: d.message.message.payload,
+                                    key: d.message.message.key,
+                                    properties: d.message.message.properties,
+                                    publish_time_ms: d.message.publish_time_ms,
+                                    event_time_ms: d.message.message.event_time_ms,
+                                    producer_name: d.message.producer_name,
+                                    redelivery_count: d.redelivery_count,
+                                })
+                                .collect();
+                            let resp = pb::ConsumeResponse {
+                                response: Some(pb::consume_response::Response::Messages(pb::Messages { messages })),
+                            };
+                            if tx.send(Ok(resp)).await.is_err() {
+                                break;
+                            }
+                        }
+                        msg = inbound.message() => {
+                            let req = match msg {
+                                Ok(Some(pb::ConsumeRequest { request: Some(r) })) => r,
+                                Ok(Some(_)) => continue,
+                                Ok(None) | Err(_) => break,
+                            };
+                            let result = match req {
+                                pb::consume_request::Request::Flow(f) => subscription.add_permits(cid, f.permits).await,
+                                pb::consume_request::Request::Ack(a) => {
+                                    match a.ids.iter().map(from_wire_id).collect::<Result<Vec<_>, _>>() {
+                                        Ok(ids) => subscription.ack(cid, &ids, a.cumulative).await,
+                                        Err(e) => { fail(e).await; continue; }
+                                    }
+                                }
+                                pb::consume_request::Request::Nack(n) => {
+                                    match n.ids.iter().map(from_wire_id).collect::<Result<Vec<_>, _>>() {
+                                        Ok(ids) => subscription.nack(cid, &ids).await,
+                                        Err(e) => { fail(e).await; continue; }
+                                    }
+                                }
+                                pb::consume_request::Request::Seek(s) => match s.message_id.as_ref().map(from_wire_id) {
+                                    Some(Ok(id)) => subscription.seek(id.position).await,
+                                    Some(Err(e)) => { fail(e).await; continue; }
+                                    None => Err(BrokerError::InvalidArgument("seek needs a message_id".into())),
+                                },
+                                pb::consume_request::Request::Subscribe(_) => {
+                                    Err(BrokerError::InvalidArgument("already subscribed on this stream".into()))
+                                }
+                            };
+                            if let Err(e) = result {
+                                fail(broker_error(&e, None)).await;
+                            }
+                        }
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+            subscription.remove_consumer(cid).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Serves the public services on `listener` until `shutdown`; then closes every topic
+/// (persisting cursors, closing ledgers, releasing ownership).
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BrokerError> {
+    let svc = BrokerService::new(broker.clone(), shutdown.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
+    let max = broker.cfg.max_message_bytes * 2 + (1 << 20);
+    let server = tonic::transport::Server::builder()
+        .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
+        .add_service(
+            pb::producer_server::ProducerServer::new(svc.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::consumer_server::ConsumerServer::new(svc)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
+    let drain = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| BrokerError::InvalidArgument(format!("gRPC server: {e}")))?,
+        _ = drain => tracing::warn!("clients did not close their streams in time; closing them"),
+    }
+    broker.close().await;
+    Ok(())
+}
