@@ -111,7 +111,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
-fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
+pub fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -2,8 +2,10 @@
 //! the libraries; no server logic lives here.
 
 mod bookie_cmd;
+mod client_cmd;
 mod logging;
 mod perf;
+mod standalone;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker, a bookie and the embedded metadata store in one process.
+    Standalone(standalone::StandaloneArgs),
+    /// Publish messages (arguments, stdin lines, or generated) and wait for every receipt.
+    Produce(client_cmd::ProduceArgs),
+    /// Subscribe and print each message payload, one per line.
+    Consume(client_cmd::ConsumeArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
     /// Benchmarks (see BENCHMARK.md): `strata perf bookie …`.
@@ -38,6 +46,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Standalone(args) => standalone::run(args).await,
+            Command::Produce(args) => client_cmd::produce(args).await,
+            Command::Consume(args) => client_cmd::consume(args).await,
             Command::Bookie(args) => bookie_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
         }

@@ -46,10 +46,13 @@ impl Default for BrokerConfig {
     }
 }
 
+/// A running subscription and its dispatch task.
+type RunningSubscription = (Arc<Subscription>, tokio::task::JoinHandle<Result<()>>);
+
 /// A loaded topic and its running subscriptions.
 pub struct LoadedTopic {
     pub topic: Arc<Topic>,
-    subs: Mutex<HashMap<SubscriptionName, (Arc<Subscription>, tokio::task::JoinHandle<Result<()>>)>>,
+    subs: Mutex<HashMap<SubscriptionName, RunningSubscription>>,
 }
 
 impl LoadedTopic {
@@ -62,10 +65,35 @@ impl LoadedTopic {
     ) -> Result<Arc<Subscription>> {
         let mut subs = self.subs.lock().await;
         if let Some((s, _)) = subs.get(name) {
+            if s.sub_type().await != sub_type {
+                return Err(BrokerError::SubscriptionTypeMismatch(format!(
+                    "subscription {name} on {} is {}, not {}; use the same type or another subscription name",
+                    self.topic.name(),
+                    s.sub_type().await.name(),
+                    sub_type.name()
+                )));
+            }
             return Ok(s.clone());
         }
         let s = Subscription::open(self.topic.clone(), name.clone(), sub_type, initial).await?;
-        let runner = tokio::spawn(s.clone().run());
+        let runner = {
+            let s = s.clone();
+            let topic = self.topic.name().clone();
+            tokio::spawn(async move {
+                // A failed read (a bookie restarting, say) pauses delivery, never ends it;
+                // losing the topic (fenced, closed) ends it.
+                loop {
+                    match s.clone().run().await {
+                        Ok(()) => return Ok(()),
+                        Err(e @ (BrokerError::Fenced(..) | BrokerError::Closed(_))) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(%topic, sub = %s.name(), error = %e, "delivery paused; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            })
+        };
         subs.insert(name.clone(), (s.clone(), runner));
         Ok(s)
     }
@@ -143,7 +171,11 @@ impl Broker {
     }
 
     async fn namespace_exists(&self, t: &TopicName) -> Result<bool> {
-        Ok(self.store.get(&keys::namespace(t.tenant(), t.namespace())).await?.is_some())
+        Ok(self
+            .store
+            .get(&keys::namespace(t.tenant(), t.namespace()))
+            .await?
+            .is_some())
     }
 
     /// Whether the topic exists (has storage).
@@ -188,7 +220,13 @@ impl Broker {
             }
             Err(e) => return Err(e.into()),
         }
-        let ml = ManagedLedger::open(name.clone(), self.client.clone(), self.store.clone(), self.cfg.ledger.clone()).await?;
+        let ml = ManagedLedger::open(
+            name.clone(),
+            self.client.clone(),
+            self.store.clone(),
+            self.cfg.ledger.clone(),
+        )
+        .await?;
         let loaded = Arc::new(LoadedTopic {
             topic: Arc::new(Topic::new(ml, self.cfg.max_message_bytes)),
             subs: Mutex::new(HashMap::new()),

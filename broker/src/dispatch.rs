@@ -350,7 +350,7 @@ impl Dispatcher {
         if matches!(self.sub_type, SubType::Shared | SubType::KeyShared) {
             return Err(DispatchError::CumulativeNotAllowed(self.sub_type.name()));
         }
-        if !self.pending.get(&id).is_some_and(|p| p.consumer == consumer) {
+        if self.pending.get(&id).is_none_or(|p| p.consumer != consumer) {
             return Err(DispatchError::UnknownMessage(id));
         }
         let ids: Vec<MessageId> = self
@@ -368,7 +368,7 @@ impl Dispatcher {
     /// Negative acknowledgement: redeliver these (to any eligible consumer).
     pub fn nack(&mut self, consumer: ConsumerId, ids: &[MessageId]) -> Result<(), DispatchError> {
         for id in ids {
-            if !self.pending.get(id).is_some_and(|p| p.consumer == consumer) {
+            if self.pending.get(id).is_none_or(|p| p.consumer != consumer) {
                 return Err(DispatchError::UnknownMessage(*id));
             }
         }

@@ -110,7 +110,10 @@ impl BrokerService {
 
 #[tonic::async_trait]
 impl pb::lookup_server::Lookup for BrokerService {
-    async fn lookup_topic(&self, request: Request<pb::LookupTopicRequest>) -> Result<Response<pb::LookupTopicResponse>, Status> {
+    async fn lookup_topic(
+        &self,
+        request: Request<pb::LookupTopicRequest>,
+    ) -> Result<Response<pb::LookupTopicResponse>, Status> {
         let r = request.into_inner();
         let topic = parse_topic(&r.topic).map_err(|e| status(pb::ErrorCode::InvalidTopicName, e.message))?;
         // One broker: it owns every topic. Cluster mode adds assignment here.
@@ -140,7 +143,10 @@ fn consume_error(e: pb::Error) -> pb::ConsumeResponse {
 impl pb::producer_server::Producer for BrokerService {
     type ProduceStream = ProduceStream;
 
-    async fn produce(&self, request: Request<Streaming<pb::ProduceRequest>>) -> Result<Response<ProduceStream>, Status> {
+    async fn produce(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<ProduceStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let broker = self.broker.clone();
@@ -258,7 +264,11 @@ fn sub_type(t: i32) -> Result<SubType, pb::Error> {
         Ok(pb::SubscriptionType::Failover) => Ok(SubType::Failover),
         Ok(pb::SubscriptionType::Shared) => Ok(SubType::Shared),
         Ok(pb::SubscriptionType::KeyShared) => Ok(SubType::KeyShared),
-        Err(_) => Err(error(pb::ErrorCode::InvalidArgument, format!("unknown subscription type {t}"), None)),
+        Err(_) => Err(error(
+            pb::ErrorCode::InvalidArgument,
+            format!("unknown subscription type {t}"),
+            None,
+        )),
     }
 }
 
@@ -266,7 +276,10 @@ fn sub_type(t: i32) -> Result<SubType, pb::Error> {
 impl pb::consumer_server::Consumer for BrokerService {
     type ConsumeStream = ConsumeStream;
 
-    async fn consume(&self, request: Request<Streaming<pb::ConsumeRequest>>) -> Result<Response<ConsumeStream>, Status> {
+    async fn consume(
+        &self,
+        request: Request<Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<ConsumeStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let broker = self.broker.clone();

@@ -144,6 +144,10 @@ impl Subscription {
         self.wake.notify_one();
     }
 
+    pub async fn sub_type(&self) -> SubType {
+        self.inner.lock().await.dispatcher.sub_type()
+    }
+
     pub async fn consumer_count(&self) -> usize {
         self.inner.lock().await.dispatcher.consumer_count()
     }

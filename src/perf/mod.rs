@@ -6,6 +6,8 @@ mod bookie;
 mod ledger;
 mod report;
 
+pub use report::random_pool;
+
 use clap::{Args, Subcommand};
 
 #[derive(Args)]

@@ -1,0 +1,111 @@
+//! `strata standalone`: a bookie, a broker and the embedded metadata store in one process,
+//! with data under one directory. For laptops and tests; the same code runs as a cluster.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
+use strata_bookie::{BookieConfig, Storage};
+use strata_broker::broker::{Broker, BrokerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct StandaloneArgs {
+    /// Where metadata, journal, entry logs and index live.
+    #[arg(long, default_value = "./data", env = "STRATA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:6650", env = "STRATA_LISTEN")]
+    listen: String,
+}
+
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Strata running?)", args.listen))?;
+    let store = strata_meta::connect(&format!("local://{}", data_dir.join("meta").display()))
+        .await
+        .context("opening the embedded metadata store")?;
+
+    // The bookie, on an internal loopback port. Ledger metadata names bookies by address,
+    // so the port chosen on first start is kept in the data directory and reused.
+    let bookie_listener = bind_bookie(&data_dir).await?;
+    let bookie_addr = bookie_listener.local_addr()?.to_string();
+    let bookie_cfg = BookieConfig {
+        data_dir: data_dir.join("bookie"),
+        ..BookieConfig::default()
+    };
+    let storage = Arc::new(
+        tokio::task::spawn_blocking(move || Storage::open(bookie_cfg))
+            .await?
+            .context("opening the bookie's storage")?,
+    );
+    let bookie_stop = CancellationToken::new();
+    tokio::spawn(strata_bookie::registration::keep_registered(
+        store.clone(),
+        storage.clone(),
+        bookie_addr.clone(),
+        Duration::from_secs(10),
+        bookie_stop.clone(),
+    ));
+    let bookie = tokio::spawn(strata_bookie::service::serve(
+        storage,
+        bookie_listener,
+        bookie_stop.clone(),
+    ));
+    // Wait until the bookie is registered, so the first topic can create its ledger.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store
+        .list(&strata_meta::keys::bookies_prefix())
+        .await?
+        .iter()
+        .all(|(k, _)| !k.ends_with(&bookie_addr))
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bookie did not register in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let broker_cfg = BrokerConfig {
+        advertised_url: format!("http://{}", listener.local_addr()?),
+        ..BrokerConfig::default()
+    };
+    let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
+    let broker = Broker::new(broker_cfg, store.clone(), client).await?;
+    broker.ensure_namespace("public", "default").await?;
+    let stop = CancellationToken::new();
+    crate::bookie_cmd::spawn_signal_handler(stop.clone())?;
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "Strata standalone ready");
+    strata_broker::service::serve(broker, listener, stop).await?;
+    bookie_stop.cancel();
+    bookie.await?.context("stopping the bookie")?;
+    tracing::info!("Strata standalone stopped cleanly");
+    Ok(())
+}
+
+/// Binds the standalone bookie's port: the one recorded in `<data>/bookie.address`, or a
+/// free one on first start (then recorded).
+async fn bind_bookie(data_dir: &std::path::Path) -> anyhow::Result<tokio::net::TcpListener> {
+    let file = data_dir.join("bookie.address");
+    if let Ok(addr) = std::fs::read_to_string(&file) {
+        let addr = addr.trim();
+        return tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr}, the internal bookie address recorded in {} (its ledgers name it); free that port",
+                file.display()
+            )
+        });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, listener.local_addr()?.to_string())?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(listener)
+}
