@@ -1,6 +1,7 @@
 //! `strata`: the one binary. Parses the command line, installs logging, and hands over to
 //! the libraries; no server logic lives here.
 
+mod admin_cmd;
 mod bookie_cmd;
 mod client_cmd;
 mod logging;
@@ -28,6 +29,8 @@ enum Command {
     Produce(client_cmd::ProduceArgs),
     /// Subscribe and print each message payload, one per line.
     Consume(client_cmd::ConsumeArgs),
+    /// Manage tenants, namespaces, topics and subscriptions.
+    Admin(admin_cmd::AdminArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
     /// Benchmarks (see BENCHMARK.md): `strata perf bookie …`.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             Command::Standalone(args) => standalone::run(args).await,
             Command::Produce(args) => client_cmd::produce(args).await,
             Command::Consume(args) => client_cmd::consume(args).await,
+            Command::Admin(args) => admin_cmd::run(args).await,
             Command::Bookie(args) => bookie_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
         }

@@ -326,3 +326,87 @@ async fn bad_input_gets_clear_errors() {
     let out = s.cli(&["produce", "public/default/ok", "fine"], None);
     assert!(out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_manages_tenants_namespaces_topics_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let ok = |args: &[&str]| {
+        let out = s.cli(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines(&out)
+    };
+    let fails = |args: &[&str], what: &str| {
+        let out = s.cli(args, None);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains(what), "{args:?}: {err}");
+    };
+    fails(
+        &["admin", "namespaces", "create", "acme/orders"],
+        "tenant acme does not exist",
+    );
+    ok(&["admin", "tenants", "create", "acme"]);
+    fails(&["admin", "tenants", "create", "acme"], "ALREADY_EXISTS");
+    assert!(ok(&["admin", "tenants", "list"]).contains(&"acme".to_string()));
+    ok(&["admin", "namespaces", "create", "acme/orders"]);
+    assert_eq!(ok(&["admin", "namespaces", "list", "acme"]), vec!["acme/orders"]);
+    ok(&[
+        "admin",
+        "topics",
+        "create",
+        "persistent://acme/orders/new",
+        "--partitions",
+        "3",
+    ]);
+    ok(&["admin", "topics", "create", "acme/orders/plain"]);
+    assert_eq!(
+        ok(&["admin", "topics", "list", "acme/orders"]),
+        vec!["persistent://acme/orders/new", "persistent://acme/orders/plain"]
+    );
+    fails(&["produce", "acme/orders/new", "x"], "partitioned into 3 partitions");
+    ok(&["produce", "acme/orders/new-partition-1", "a", "b"]);
+    ok(&[
+        "admin",
+        "subscriptions",
+        "create",
+        "acme/orders/plain",
+        "audit",
+        "--initial-position",
+        "earliest",
+    ]);
+    ok(&["produce", "acme/orders/plain", "p1", "p2", "p3"]);
+    assert_eq!(
+        ok(&["admin", "subscriptions", "list", "acme/orders/plain"]),
+        vec!["audit"]
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "topics", "stats", "acme/orders/plain"]).join("\n")).unwrap();
+    assert_eq!(stats["entries"], 1, "{stats}");
+    assert_eq!(stats["subscriptions"][0]["name"], "audit");
+    assert_eq!(stats["subscriptions"][0]["backlog_entries"], 1);
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["admin", "topics", "stats", "acme/orders/new"]).join("\n")).unwrap();
+    assert_eq!(stats["partitions"], 3);
+    assert_eq!(stats["entries"], 1);
+    fails(&["admin", "namespaces", "delete", "acme/orders"], "NOT_EMPTY");
+    fails(&["admin", "tenants", "delete", "acme"], "NOT_EMPTY");
+    ok(&["admin", "topics", "unload", "acme/orders/plain"]);
+    let got = ok(&["consume", "acme/orders/plain", "-s", "audit", "--count", "3"]);
+    assert_eq!(got, vec!["p1", "p2", "p3"], "data and cursor survive an unload");
+    ok(&["admin", "subscriptions", "delete", "acme/orders/plain", "audit"]);
+    fails(
+        &["admin", "subscriptions", "delete", "acme/orders/plain", "audit"],
+        "NOT_FOUND",
+    );
+    ok(&["admin", "topics", "delete", "acme/orders/plain"]);
+    ok(&["admin", "topics", "delete", "acme/orders/new"]);
+    assert!(ok(&["admin", "topics", "list", "acme/orders"]).is_empty());
+    ok(&["admin", "namespaces", "delete", "acme/orders"]);
+    ok(&["admin", "tenants", "delete", "acme"]);
+    fails(&["admin", "tenants", "create", "bad/name"], "invalid tenant");
+}

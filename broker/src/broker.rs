@@ -98,6 +98,32 @@ impl LoadedTopic {
         Ok(s)
     }
 
+    /// Names of running subscriptions with their consumer counts.
+    pub async fn consumer_counts(&self) -> HashMap<String, u32> {
+        let subs: Vec<Arc<Subscription>> = self.subs.lock().await.values().map(|(s, _)| s.clone()).collect();
+        let mut out = HashMap::new();
+        for s in subs {
+            out.insert(s.name().to_string(), s.consumer_count().await as u32);
+        }
+        out
+    }
+
+    /// Stops a subscription with no consumers (before its cursor is deleted).
+    pub async fn remove_subscription(&self, name: &SubscriptionName) -> Result<()> {
+        let mut subs = self.subs.lock().await;
+        if let Some((s, _)) = subs.get(name)
+            && s.consumer_count().await > 0
+        {
+            return Err(BrokerError::NotEmpty(format!(
+                "subscription {name} has connected consumers; disconnect them first"
+            )));
+        }
+        if let Some((_, runner)) = subs.remove(name) {
+            runner.abort();
+        }
+        Ok(())
+    }
+
     /// Persists every subscription's cursor.
     pub async fn persist_cursors(&self) {
         let subs: Vec<Arc<Subscription>> = self.subs.lock().await.values().map(|(s, _)| s.clone()).collect();
@@ -189,6 +215,13 @@ impl Broker {
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
         }
+        if let Some(v) = self.store.get(&keys::partitioned(&name.path())).await? {
+            let n = String::from_utf8_lossy(&v.value).to_string();
+            return Err(BrokerError::InvalidArgument(format!(
+                "topic {name} is partitioned into {n} partitions; use its partitions {name}-partition-0 … -{}",
+                n.parse::<u32>().unwrap_or(1).saturating_sub(1)
+            )));
+        }
         if !self.topic_exists(name).await? {
             if !(create && self.cfg.auto_create_topics) {
                 return Err(BrokerError::TopicNotFound(name.to_string()));
@@ -234,6 +267,25 @@ impl Broker {
         topics.insert(name.clone(), loaded.clone());
         tracing::info!(topic = %name, "topic loaded");
         Ok(loaded)
+    }
+
+    /// The topic if this broker has it loaded.
+    pub async fn loaded(&self, name: &TopicName) -> Option<Arc<LoadedTopic>> {
+        self.topics.lock().await.get(name).cloned()
+    }
+
+    /// Closes a topic and releases its ownership (unload).
+    pub async fn unload(&self, name: &TopicName) -> bool {
+        let t = self.topics.lock().await.remove(name);
+        if let Some(t) = &t {
+            t.close().await;
+            let _ = self.store.delete(&keys::ownership(&name.path()), Condition::Any).await;
+        }
+        t.is_some()
+    }
+
+    pub fn ledger_client(&self) -> &LedgerClient {
+        &self.client
     }
 
     /// Closes every topic and releases ownership (graceful shutdown).

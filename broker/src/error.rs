@@ -24,6 +24,12 @@ pub enum BrokerError {
     /// The topic, namespace or tenant does not exist; the message says how to create it.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The tenant, namespace, topic or subscription already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Still has children (namespaces, topics, connected consumers).
+    #[error("{0}")]
+    NotEmpty(String),
     /// Another broker owns the topic.
     #[error("this broker does not own topic {0}; look it up again")]
     NotOwner(String),
@@ -56,6 +62,7 @@ impl BrokerError {
             BrokerError::NotFound(_) | BrokerError::TopicNotFound(_) => ErrorCode::NoSuchLedger,
             BrokerError::SubscriptionTypeMismatch(_) | BrokerError::Dispatch(_) => ErrorCode::InvalidArgument,
             BrokerError::NotOwner(_) => ErrorCode::Fenced,
+            BrokerError::AlreadyExists(_) | BrokerError::NotEmpty(_) => ErrorCode::InvalidArgument,
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,

@@ -2,6 +2,7 @@
 //! ([`cursor`], [`dispatch`], [`subscription`]), the broker that loads owned topics
 //! ([`broker`]) and the public gRPC services ([`service`]).
 
+pub mod admin;
 pub mod broker;
 pub mod cursor;
 pub mod dispatch;

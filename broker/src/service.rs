@@ -28,9 +28,11 @@ const MAX_PENDING_SENDS: usize = 1000;
 /// gRPC metadata key carrying the numeric public error code.
 pub const ERROR_CODE_METADATA_KEY: &str = "strata-error-code";
 
-fn code_of(e: &BrokerError) -> pb::ErrorCode {
+pub(crate) fn code_of(e: &BrokerError) -> pb::ErrorCode {
     match e {
         BrokerError::TopicNotFound(_) => pb::ErrorCode::TopicNotFound,
+        BrokerError::AlreadyExists(_) => pb::ErrorCode::AlreadyExists,
+        BrokerError::NotEmpty(_) => pb::ErrorCode::NotEmpty,
         BrokerError::NotFound(_) => pb::ErrorCode::NotFound,
         BrokerError::NotOwner(_) | BrokerError::Fenced(..) => pb::ErrorCode::NotOwner,
         BrokerError::Closed(_) => pb::ErrorCode::ServiceNotReady,
@@ -56,9 +58,11 @@ fn broker_error(e: &BrokerError, sequence_id: Option<u64>) -> pb::Error {
     error(code_of(e), e.to_string(), sequence_id)
 }
 
-fn status(code: pb::ErrorCode, message: String) -> Status {
+pub(crate) fn status(code: pb::ErrorCode, message: String) -> Status {
     let grpc = match code {
         pb::ErrorCode::TopicNotFound | pb::ErrorCode::NotFound => tonic::Code::NotFound,
+        pb::ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        pb::ErrorCode::NotEmpty => tonic::Code::FailedPrecondition,
         pb::ErrorCode::ServiceNotReady | pb::ErrorCode::StorageError => tonic::Code::Unavailable,
         _ => tonic::Code::InvalidArgument,
     };
@@ -419,6 +423,9 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancell
     let max = broker.cfg.max_message_bytes * 2 + (1 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
+        .add_service(pb::admin_server::AdminServer::new(crate::admin::AdminService::new(
+            broker.clone(),
+        )))
         .add_service(
             pb::producer_server::ProducerServer::new(svc.clone())
                 .max_decoding_message_size(max)

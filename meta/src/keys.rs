@@ -59,3 +59,33 @@ pub fn tenant(tenant: &str) -> String {
 pub fn namespace(tenant: &str, namespace: &str) -> String {
     format!("{ROOT}/namespaces/{tenant}/{namespace}")
 }
+
+/// Prefix of every tenant key.
+pub fn tenants_prefix() -> String {
+    format!("{ROOT}/tenants/")
+}
+
+/// Prefix of a tenant's namespace keys.
+pub fn namespaces_prefix(tenant: &str) -> String {
+    format!("{ROOT}/namespaces/{tenant}/")
+}
+
+/// Prefix of a namespace's topic keys.
+pub fn topics_prefix(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/topics/{tenant}/{namespace}/")
+}
+
+/// Partition count of a partitioned topic (decimal).
+pub fn partitioned(path: &str) -> String {
+    format!("{ROOT}/partitioned/{path}")
+}
+
+/// Prefix of a namespace's partitioned topics.
+pub fn partitioned_prefix(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/partitioned/{tenant}/{namespace}/")
+}
+
+/// Prefix of a topic's cursors.
+pub fn cursors_prefix(path: &str) -> String {
+    format!("{ROOT}/cursors/{path}/")
+}

@@ -1,0 +1,459 @@
+//! The Admin service: tenants, namespaces, topics (plain and partitioned) and
+//! subscriptions, kept in the metadata store.
+//!
+//! Deletions refuse what still has children (NOT_EMPTY) instead of cascading, except a
+//! topic, whose deletion removes its ledgers and subscriptions.
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::service::{code_of, status};
+use bytes::Bytes;
+use std::sync::Arc;
+use strata_common::{LedgerId, SubscriptionName, TopicName, topic::NameError};
+use strata_meta::{Condition, MetaError, keys};
+use strata_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+fn to_status(e: BrokerError) -> Status {
+    status(code_of(&e), e.to_string())
+}
+
+fn bad_name(e: NameError) -> Status {
+    status(pb::ErrorCode::InvalidArgument, e.to_string())
+}
+
+/// Validates a tenant or namespace part (same rules as topic parts).
+fn check_name(what: &'static str, s: &str) -> Result<(), Status> {
+    SubscriptionName::new(s).map(|_| ()).map_err(|_| {
+        status(
+            pb::ErrorCode::InvalidArgument,
+            format!("invalid {what} {s:?}: use letters, digits, '-', '_', '.', '=', ':'"),
+        )
+    })
+}
+
+fn split_namespace(ns: &str) -> Result<(String, String), Status> {
+    let Some((t, n)) = ns.split_once('/') else {
+        return Err(status(
+            pb::ErrorCode::InvalidArgument,
+            format!("namespace {ns:?} must be written tenant/namespace"),
+        ));
+    };
+    check_name("tenant", t)?;
+    check_name("namespace", n)?;
+    Ok((t.to_string(), n.to_string()))
+}
+
+fn last_part(key: &str) -> String {
+    key.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, Status> {
+        Ok(self
+            .broker
+            .store()
+            .get(key)
+            .await
+            .map_err(|e| to_status(e.into()))?
+            .is_some())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, Status> {
+        Ok(self
+            .broker
+            .store()
+            .list(prefix)
+            .await
+            .map_err(|e| to_status(e.into()))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    async fn create(&self, key: &str, value: Bytes, what: String) -> Result<(), Status> {
+        match self.broker.store().put(key, value, Condition::Absent).await {
+            Ok(_) => Ok(()),
+            Err(MetaError::BadVersion(_)) => Err(to_status(BrokerError::AlreadyExists(what))),
+            Err(e) => Err(to_status(e.into())),
+        }
+    }
+
+    async fn partitions(&self, t: &TopicName) -> Result<u32, Status> {
+        match self.broker.store().get(&keys::partitioned(&t.path())).await {
+            Ok(Some(v)) => Ok(std::str::from_utf8(&v.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)),
+            Ok(None) => Ok(0),
+            Err(e) => Err(to_status(e.into())),
+        }
+    }
+
+    /// Deletes one (non-partitioned) topic: unload, ledgers, cursors, the ledger list.
+    async fn delete_one(&self, t: &TopicName) -> Result<(), Status> {
+        if let Some(loaded) = self.broker.loaded(t).await
+            && loaded.consumer_counts().await.values().any(|n| *n > 0)
+        {
+            return Err(to_status(BrokerError::NotEmpty(format!(
+                "topic {t} has connected consumers; disconnect them first"
+            ))));
+        }
+        self.broker.unload(t).await;
+        let store = self.broker.store();
+        let key = keys::topic(&t.path());
+        let Some(v) = store.get(&key).await.map_err(|e| to_status(e.into()))? else {
+            return Err(to_status(BrokerError::TopicNotFound(t.to_string())));
+        };
+        let info: crate::managed_ledger::ManagedLedgerInfo = serde_json::from_slice(&v.value)
+            .map_err(|e| to_status(BrokerError::Corruption(format!("ledger list of {t}: {e}"))))?;
+        // The list goes first: a half-done delete leaves unreferenced ledgers, never a
+        // topic pointing at deleted ones.
+        store
+            .delete(&key, Condition::Version(v.version))
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        for l in info.ledgers {
+            if let Ok(id) = LedgerId::new(l.id)
+                && let Err(e) = self.broker.ledger_client().delete(id).await
+            {
+                tracing::warn!(topic = %t, ledger = l.id, error = %e, "ledger of a deleted topic not deleted");
+            }
+        }
+        for (k, _) in store
+            .list(&keys::cursors_prefix(&t.path()))
+            .await
+            .map_err(|e| to_status(e.into()))?
+        {
+            let _ = store.delete(&k, Condition::Any).await;
+        }
+        Ok(())
+    }
+
+    async fn stats_one(&self, t: &TopicName, out: &mut pb::TopicStats) -> Result<(), Status> {
+        let store = self.broker.store();
+        let Some(v) = store
+            .get(&keys::topic(&t.path()))
+            .await
+            .map_err(|e| to_status(e.into()))?
+        else {
+            return Err(to_status(BrokerError::TopicNotFound(t.to_string())));
+        };
+        let info: crate::managed_ledger::ManagedLedgerInfo = serde_json::from_slice(&v.value)
+            .map_err(|e| to_status(BrokerError::Corruption(format!("ledger list of {t}: {e}"))))?;
+        let loaded = self.broker.loaded(t).await;
+        // A loaded topic's current ledger is still growing: count up to its last entry.
+        let current = match &loaded {
+            Some(l) => l.topic.managed_ledger().last_confirmed(),
+            None => None,
+        };
+        let entries_of = |l: &crate::managed_ledger::LedgerInfo| -> u64 {
+            match current {
+                Some(p) if p.ledger.get() == l.id && l.entries == 0 => p.entry.get() + 1,
+                _ => l.entries,
+            }
+        };
+        out.entries += info.ledgers.iter().map(entries_of).sum::<u64>();
+        out.storage_bytes += info.ledgers.iter().map(|l| l.bytes).sum::<u64>();
+        out.ledgers += info.ledgers.len() as u32;
+        let consumers = match &loaded {
+            Some(l) => l.consumer_counts().await,
+            None => Default::default(),
+        };
+        for (k, v) in store
+            .list(&keys::cursors_prefix(&t.path()))
+            .await
+            .map_err(|e| to_status(e.into()))?
+        {
+            let name = last_part(&k);
+            let cursor: crate::cursor::CursorInfo = serde_json::from_slice(&v.value)
+                .map_err(|e| to_status(BrokerError::Corruption(format!("cursor {name} of {t}: {e}"))))?;
+            let backlog = match cursor.mark_delete {
+                None => info.ledgers.iter().map(entries_of).sum(),
+                Some((ml, me)) => info
+                    .ledgers
+                    .iter()
+                    .map(|l| {
+                        let n = entries_of(l);
+                        if l.id < ml {
+                            0
+                        } else if l.id == ml {
+                            n.saturating_sub(me + 1)
+                        } else {
+                            n
+                        }
+                    })
+                    .sum(),
+            };
+            out.subscriptions.push(pb::SubscriptionStats {
+                consumers: consumers.get(&name).copied().unwrap_or(0),
+                name,
+                r#type: cursor.sub_type,
+                backlog_entries: backlog,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_tenant(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = r.into_inner().tenant;
+        check_name("tenant", &t)?;
+        self.create(&keys::tenant(&t), Bytes::from_static(b"{}"), format!("tenant {t}"))
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_tenant(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = r.into_inner().tenant;
+        check_name("tenant", &t)?;
+        if !self.list(&keys::namespaces_prefix(&t)).await?.is_empty() {
+            return Err(to_status(BrokerError::NotEmpty(format!(
+                "tenant {t} still has namespaces; delete them first"
+            ))));
+        }
+        let existed = self
+            .broker
+            .store()
+            .delete(&keys::tenant(&t), Condition::Any)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        if !existed {
+            return Err(to_status(BrokerError::NotFound(format!("tenant {t} does not exist"))));
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_tenants(&self, _: Request<pb::Empty>) -> Result<Response<pb::NameList>, Status> {
+        let names = self
+            .list(&keys::tenants_prefix())
+            .await?
+            .iter()
+            .map(|k| last_part(k))
+            .collect();
+        Ok(Response::new(pb::NameList { names }))
+    }
+
+    async fn create_namespace(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::Empty>, Status> {
+        let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        if !self.exists(&keys::tenant(&t)).await? {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "tenant {t} does not exist; create it with `strata admin tenants create {t}`"
+            ))));
+        }
+        self.create(
+            &keys::namespace(&t, &n),
+            Bytes::from_static(b"{}"),
+            format!("namespace {t}/{n}"),
+        )
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_namespace(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::Empty>, Status> {
+        let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        if !self.list(&keys::topics_prefix(&t, &n)).await?.is_empty()
+            || !self.list(&keys::partitioned_prefix(&t, &n)).await?.is_empty()
+        {
+            return Err(to_status(BrokerError::NotEmpty(format!(
+                "namespace {t}/{n} still has topics; delete them first"
+            ))));
+        }
+        let existed = self
+            .broker
+            .store()
+            .delete(&keys::namespace(&t, &n), Condition::Any)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        if !existed {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "namespace {t}/{n} does not exist"
+            ))));
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_namespaces(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::NameList>, Status> {
+        let t = r.into_inner().tenant;
+        check_name("tenant", &t)?;
+        let names = self
+            .list(&keys::namespaces_prefix(&t))
+            .await?
+            .iter()
+            .map(|k| format!("{t}/{}", last_part(k)))
+            .collect();
+        Ok(Response::new(pb::NameList { names }))
+    }
+
+    async fn create_topic(&self, r: Request<pb::CreateTopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        if !self.exists(&keys::namespace(t.tenant(), t.namespace())).await? {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "namespace {}/{} does not exist; create it with `strata admin namespaces create {}/{}`",
+                t.tenant(),
+                t.namespace(),
+                t.tenant(),
+                t.namespace()
+            ))));
+        }
+        if self.exists(&keys::topic(&t.path())).await? || self.partitions(&t).await? > 0 {
+            return Err(to_status(BrokerError::AlreadyExists(format!("topic {t}"))));
+        }
+        if r.partitions > 0 {
+            if r.partitions > 10_000 {
+                return Err(status(
+                    pb::ErrorCode::InvalidArgument,
+                    "at most 10,000 partitions".into(),
+                ));
+            }
+            self.create(
+                &keys::partitioned(&t.path()),
+                Bytes::from(r.partitions.to_string()),
+                format!("topic {t}"),
+            )
+            .await?;
+            for i in 0..r.partitions {
+                self.broker.topic(&t.partition(i), true).await.map_err(to_status)?;
+            }
+        } else {
+            self.broker.topic(&t, true).await.map_err(to_status)?;
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        let n = self.partitions(&t).await?;
+        if n > 0 {
+            for i in 0..n {
+                match self.delete_one(&t.partition(i)).await {
+                    Ok(()) => {}
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(s),
+                }
+            }
+            self.broker
+                .store()
+                .delete(&keys::partitioned(&t.path()), Condition::Any)
+                .await
+                .map_err(|e| to_status(e.into()))?;
+        } else {
+            self.delete_one(&t).await?;
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_topics(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::NameList>, Status> {
+        let (tn, n) = split_namespace(&r.into_inner().namespace)?;
+        let mut names: Vec<String> = self
+            .list(&keys::partitioned_prefix(&tn, &n))
+            .await?
+            .iter()
+            .map(|k| format!("persistent://{tn}/{n}/{}", last_part(k)))
+            .collect();
+        for k in self.list(&keys::topics_prefix(&tn, &n)).await? {
+            let name = format!("persistent://{tn}/{n}/{}", last_part(&k));
+            // Partitions are listed through their partitioned topic.
+            let is_partition = TopicName::parse(&name)
+                .ok()
+                .and_then(|t| t.partition_of())
+                .is_some_and(|(parent, _)| names.contains(&parent.to_string()));
+            if !is_partition {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(Response::new(pb::NameList { names }))
+    }
+
+    async fn get_topic_stats(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::TopicStats>, Status> {
+        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        let n = self.partitions(&t).await?;
+        let mut out = pb::TopicStats {
+            topic: t.to_string(),
+            partitions: n,
+            ..Default::default()
+        };
+        if n > 0 {
+            for i in 0..n {
+                self.stats_one(&t.partition(i), &mut out).await?;
+            }
+        } else {
+            self.stats_one(&t, &mut out).await?;
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn unload_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.broker.unload(&t).await;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn create_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        if self.exists(&keys::cursor(&t.path(), name.as_str())).await? {
+            return Err(to_status(BrokerError::AlreadyExists(format!(
+                "subscription {name} on {t}"
+            ))));
+        }
+        let loaded = self.broker.topic(&t, false).await.map_err(to_status)?;
+        let initial = if r.initial_position == pb::InitialPosition::Earliest as i32 {
+            crate::subscription::InitialPosition::Earliest
+        } else {
+            crate::subscription::InitialPosition::Latest
+        };
+        // Shared until a consumer says otherwise is not possible (types are fixed), so an
+        // admin-created subscription is Exclusive, like Pulsar's.
+        loaded
+            .subscription(&name, crate::dispatch::SubType::Exclusive, initial)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        if let Some(loaded) = self.broker.loaded(&t).await {
+            loaded.remove_subscription(&name).await.map_err(to_status)?;
+        }
+        let existed = self
+            .broker
+            .store()
+            .delete(&keys::cursor(&t.path(), name.as_str()), Condition::Any)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        if !existed {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "subscription {name} on {t} does not exist"
+            ))));
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_subscriptions(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::NameList>, Status> {
+        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        let names = self
+            .list(&keys::cursors_prefix(&t.path()))
+            .await?
+            .iter()
+            .map(|k| last_part(k))
+            .collect();
+        Ok(Response::new(pb::NameList { names }))
+    }
+}
