@@ -4,6 +4,7 @@
 
 mod bookie;
 mod ledger;
+mod produce;
 mod report;
 
 pub use report::random_pool;
@@ -22,11 +23,14 @@ enum PerfCommand {
     Bookie(bookie::BookiePerfArgs),
     /// B1 across bookies: a replicated ledger (E/Qw/Qa) through the ledger client.
     Ledger(ledger::LedgerPerfArgs),
+    /// W1: peak durable publish rate through a broker.
+    Produce(produce::ProducePerfArgs),
 }
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     match args.command {
         PerfCommand::Bookie(a) => bookie::run(a).await,
         PerfCommand::Ledger(a) => ledger::run(a).await,
+        PerfCommand::Produce(a) => produce::run(a).await,
     }
 }
