@@ -322,6 +322,19 @@ async fn bad_input_gets_clear_errors() {
         Some(pb::consume_response::Response::Error(e)) => assert_eq!(e.code, pb::ErrorCode::UnknownMessageId as i32),
         other => panic!("expected an error, got {other:?}"),
     }
+    // Unloading the topic ends its consumers' streams (clients reconnect elsewhere).
+    let mut admin = pb::admin_client::AdminClient::connect(s.url.clone()).await.unwrap();
+    admin
+        .unload_topic(pb::TopicRequest {
+            topic: "public/default/ex".into(),
+        })
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = first.message().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "consumer stream did not end after unload");
     // The broker still serves.
     let out = s.cli(&["produce", "public/default/ok", "fine"], None);
     assert!(out.status.success());

@@ -137,8 +137,9 @@ impl LoadedTopic {
     /// Stops dispatching, persists cursors and closes the ledger.
     pub async fn close(&self) {
         self.persist_cursors().await;
-        for (_, (_, runner)) in self.subs.lock().await.drain() {
+        for (_, (sub, runner)) in self.subs.lock().await.drain() {
             runner.abort();
+            sub.disconnect_all().await;
         }
         if let Err(e) = self.topic.managed_ledger().close().await {
             tracing::warn!(topic = %self.topic.name(), error = %e, "closing topic");

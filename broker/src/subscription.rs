@@ -144,6 +144,12 @@ impl Subscription {
         self.wake.notify_one();
     }
 
+    /// Ends every consumer's delivery stream (topic unloaded or closing): clients see the
+    /// stream end and reconnect. Unacknowledged messages stay unacknowledged in the cursor.
+    pub async fn disconnect_all(&self) {
+        self.inner.lock().await.consumers.clear();
+    }
+
     pub async fn sub_type(&self) -> SubType {
         self.inner.lock().await.dispatcher.sub_type()
     }
