@@ -23,6 +23,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+/// Largest payload total of one Messages response.
+const RESPONSE_BYTES: usize = 4 << 20;
 /// Sends one producer may have in flight before the broker stops reading its stream.
 const MAX_PENDING_SENDS: usize = 1000;
 /// gRPC metadata key carrying the numeric public error code.
@@ -347,9 +349,27 @@ impl pb::consumer_server::Consumer for BrokerService {
                     tokio::select! {
                         d = deliveries.recv() => {
                             let Some(batch) = d else { break };
-                            let messages = batch
-                                .into_iter()
-                                .map(|d| pb::Message {
+                            // Responses stay under RESPONSE_BYTES (a consumer may grant many
+                            // permits at once; one message always fits the size limit).
+                            let mut messages = Vec::new();
+                            let mut size = 0usize;
+                            let mut closed = false;
+                            for d in batch {
+                                let len = d.message.message.payload.len();
+                                if !messages.is_empty() && size + len > RESPONSE_BYTES {
+                                    let resp = pb::ConsumeResponse {
+                                        response: Some(pb::consume_response::Response::Messages(pb::Messages {
+                                            messages: std::mem::take(&mut messages),
+                                        })),
+                                    };
+                                    if tx.send(Ok(resp)).await.is_err() {
+                                        closed = true;
+                                        break;
+                                    }
+                                    size = 0;
+                                }
+                                size += len;
+                                messages.push(pb::Message {
                                     id: Some(to_wire_id(d.message.id)),
                                     payload: d.message.message.payload,
                                     key: d.message.message.key,
@@ -358,8 +378,11 @@ impl pb::consumer_server::Consumer for BrokerService {
                                     event_time_ms: d.message.message.event_time_ms,
                                     producer_name: d.message.producer_name,
                                     redelivery_count: d.redelivery_count,
-                                })
-                                .collect();
+                                });
+                            }
+                            if closed {
+                                break;
+                            }
                             let resp = pb::ConsumeResponse {
                                 response: Some(pb::consume_response::Response::Messages(pb::Messages { messages })),
                             };

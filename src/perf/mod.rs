@@ -3,6 +3,7 @@
 //! is one JSON object following BENCHMARK.md's output contract.
 
 mod bookie;
+mod consume;
 mod ledger;
 mod produce;
 mod report;
@@ -25,6 +26,8 @@ enum PerfCommand {
     Ledger(ledger::LedgerPerfArgs),
     /// W1: peak durable publish rate through a broker.
     Produce(produce::ProducePerfArgs),
+    /// W5: one consumer drains a backlog from the earliest message.
+    Consume(consume::ConsumePerfArgs),
 }
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         PerfCommand::Bookie(a) => bookie::run(a).await,
         PerfCommand::Ledger(a) => ledger::run(a).await,
         PerfCommand::Produce(a) => produce::run(a).await,
+        PerfCommand::Consume(a) => consume::run(a).await,
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark W1 (BENCHMARK.md) on `strata standalone`: 1 producer, 500,000 × 1 KiB, up to
-# 1,000 in flight, 128 KiB batches, fsync on; 3 runs after the disk ceiling of the same run.
+# Benchmarks W1 and W5 (BENCHMARK.md) on `strata standalone`, fsync on, after the disk
+# ceiling of the same run. W1: 1 producer, 500,000 × 1 KiB, up to 1,000 in flight, 128 KiB
+# batches, 3 runs. W5: a 1,000,000-message backlog drained by one consumer from the
+# earliest message, 3 runs (each a new subscription).
 # Usage: scripts/bench-w1.sh [WORKDIR]   (WORKDIR must be on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +25,11 @@ for run in 1 2 3; do
   echo "strata perf produce --url http://127.0.0.1:$port --topic public/default/w1-$run --messages 500000 --size 1024 --inflight 1000 --json"
   "$strata" perf produce --url "http://127.0.0.1:$port" --topic "public/default/w1-$run" \
     --messages 500000 --size 1024 --inflight 1000 --json 2>/dev/null | tail -1
+done
+echo "backlog: $("$strata" perf produce --url "http://127.0.0.1:$port" --topic public/default/w5 --messages 1000000 --json 2>/dev/null | tail -1 | cut -c1-80)"
+for run in 1 2 3; do
+  echo "strata perf consume --url http://127.0.0.1:$port --topic public/default/w5 --subscription w5-$run --messages 1000000 --json"
+  "$strata" perf consume --url "http://127.0.0.1:$port" --topic public/default/w5 --subscription "w5-$run" \
+    --messages 1000000 --json 2>/dev/null | tail -1
 done
 kill -TERM $pid && wait $pid
