@@ -89,6 +89,39 @@ async fn owner_url(url: &str, topic: &str) -> anyhow::Result<String> {
     Ok(r.into_inner().broker_url)
 }
 
+/// Looks the topic up, opens a produce stream to its broker and waits for `opened`.
+/// Returns the request sender (`buffer` requests deep) and the response stream.
+pub async fn open_producer(
+    url: &str,
+    topic: &str,
+    buffer: usize,
+) -> anyhow::Result<(mpsc::Sender<pb::ProduceRequest>, tonic::Streaming<pb::ProduceResponse>)> {
+    let url = owner_url(url, topic).await?;
+    let mut client = pb::producer_client::ProducerClient::connect(url.clone())
+        .await
+        .with_context(|| format!("cannot reach the topic's broker at {url}"))?
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(buffer);
+    tx.send(pb::ProduceRequest {
+        request: Some(pb::produce_request::Request::Open(pb::OpenProducer {
+            topic: topic.to_string(),
+            producer_name: String::new(),
+        })),
+    })
+    .await?;
+    let mut responses = client.produce(ReceiverStream::new(rx)).await?.into_inner();
+    match responses.message().await? {
+        Some(pb::ProduceResponse {
+            response: Some(pb::produce_response::Response::Opened(_)),
+        }) => Ok((tx, responses)),
+        Some(pb::ProduceResponse {
+            response: Some(pb::produce_response::Response::Error(e)),
+        }) => bail!("cannot produce to {topic}: {}", explain(&e)),
+        _ => bail!("the broker closed the produce stream"),
+    }
+}
+
 pub async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let payloads: Vec<Bytes> = if !a.messages.is_empty() {
         a.messages.iter().map(|m| Bytes::from(m.clone())).collect()
@@ -105,30 +138,7 @@ pub async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()
             .context("reading messages from standard input")?
     };
-    let url = owner_url(&a.url, &a.topic).await?;
-    let mut client = pb::producer_client::ProducerClient::connect(url.clone())
-        .await
-        .with_context(|| format!("cannot reach the topic's broker at {url}"))?
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(pb::ProduceRequest {
-        request: Some(pb::produce_request::Request::Open(pb::OpenProducer {
-            topic: a.topic.clone(),
-            producer_name: String::new(),
-        })),
-    })
-    .await?;
-    let mut responses = client.produce(ReceiverStream::new(rx)).await?.into_inner();
-    match responses.message().await? {
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Opened(_)),
-        }) => {}
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Error(e)),
-        }) => bail!("cannot produce to {}: {}", a.topic, explain(&e)),
-        _ => bail!("the broker closed the produce stream"),
-    }
+    let (tx, mut responses) = open_producer(&a.url, &a.topic, 64).await?;
     let total = payloads.len();
     let key = a.key.unwrap_or_default();
     let sender = tokio::spawn(async move {

@@ -9,8 +9,6 @@ use clap::Args;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use strata_proto::v1 as pb;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Args)]
 pub struct ProducePerfArgs {
@@ -36,29 +34,7 @@ pub async fn run(a: ProducePerfArgs) -> anyhow::Result<()> {
     if a.messages == 0 || a.inflight == 0 || a.size == 0 {
         bail!("--messages, --inflight and --size must be greater than 0");
     }
-    let mut client = pb::producer_client::ProducerClient::connect(a.url.clone())
-        .await
-        .with_context(|| format!("cannot reach Strata at {}", a.url))?
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(1024);
-    tx.send(pb::ProduceRequest {
-        request: Some(pb::produce_request::Request::Open(pb::OpenProducer {
-            topic: a.topic.clone(),
-            producer_name: String::new(),
-        })),
-    })
-    .await?;
-    let mut resp = client.produce(ReceiverStream::new(rx)).await?.into_inner();
-    match resp.message().await? {
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Opened(_)),
-        }) => {}
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Error(e)),
-        }) => bail!("cannot produce to {}: {}", a.topic, e.message),
-        _ => bail!("the broker closed the stream"),
-    }
+    let (tx, mut resp) = crate::client_cmd::open_producer(&a.url, &a.topic, 1024).await?;
     let pool = random_pool(a.size, 42);
     let per_batch = (a.batch_bytes / a.size).max(1) as u64;
     let mut hist = latency_histogram();
