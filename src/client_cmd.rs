@@ -191,13 +191,37 @@ pub async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let url = owner_url(&a.url, &a.topic).await?;
+/// Looks the topic up, opens a consume stream to its broker and waits for `subscribed`.
+/// Returns the request sender (`buffer` requests deep) and the response stream.
+pub async fn open_consumer(
+    url: &str,
+    subscribe: pb::Subscribe,
+    buffer: usize,
+) -> anyhow::Result<(mpsc::Sender<pb::ConsumeRequest>, tonic::Streaming<pb::ConsumeResponse>)> {
+    let url = owner_url(url, &subscribe.topic).await?;
     let mut client = pb::consumer_client::ConsumerClient::connect(url.clone())
         .await
         .with_context(|| format!("cannot reach the topic's broker at {url}"))?
         .max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(buffer);
+    let (topic, sub) = (subscribe.topic.clone(), subscribe.subscription.clone());
+    tx.send(pb::ConsumeRequest {
+        request: Some(pb::consume_request::Request::Subscribe(subscribe)),
+    })
+    .await?;
+    let mut responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
+    match responses.message().await? {
+        Some(pb::ConsumeResponse {
+            response: Some(pb::consume_response::Response::Subscribed(_)),
+        }) => Ok((tx, responses)),
+        Some(pb::ConsumeResponse {
+            response: Some(pb::consume_response::Response::Error(e)),
+        }) => bail!("cannot subscribe {sub} to {topic}: {}", explain(&e)),
+        _ => bail!("the broker closed the consume stream"),
+    }
+}
+
+pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
     let sub_type = match a.sub_type {
         SubscriptionTypeArg::Exclusive => pb::SubscriptionType::Exclusive,
         SubscriptionTypeArg::Failover => pb::SubscriptionType::Failover,
@@ -208,27 +232,15 @@ pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
         InitialPositionArg::Earliest => pb::InitialPosition::Earliest,
         InitialPositionArg::Latest => pb::InitialPosition::Latest,
     };
-    tx.send(pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Subscribe(pb::Subscribe {
-            topic: a.topic.clone(),
-            subscription: a.subscription.clone(),
-            r#type: sub_type as i32,
-            initial_position: initial as i32,
-            consumer_name: String::new(),
-            ack_timeout_ms: 0,
-        })),
-    })
-    .await?;
-    let mut responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
-    match responses.message().await? {
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Subscribed(_)),
-        }) => {}
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Error(e)),
-        }) => bail!("cannot subscribe {} to {}: {}", a.subscription, a.topic, explain(&e)),
-        _ => bail!("the broker closed the consume stream"),
-    }
+    let subscribe = pb::Subscribe {
+        topic: a.topic.clone(),
+        subscription: a.subscription.clone(),
+        r#type: sub_type as i32,
+        initial_position: initial as i32,
+        consumer_name: String::new(),
+        ack_timeout_ms: 0,
+    };
+    let (tx, mut responses) = open_consumer(&a.url, subscribe, 64).await?;
     let want = a.count.unwrap_or(u64::MAX);
     let flow = |permits: u32| pb::ConsumeRequest {
         request: Some(pb::consume_request::Request::Flow(pb::Flow { permits })),

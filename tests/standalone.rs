@@ -23,7 +23,7 @@ impl Standalone {
     async fn start(dir: &Path, port: u16) -> Self {
         let log = dir.join(format!(
             "standalone-{}.log",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ rand_nanos()
+            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ common::rand_suffix()
         ));
         let child = Command::new(STRATA)
             .args(["standalone", "--data-dir"])
@@ -82,22 +82,8 @@ impl Standalone {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "standalone did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_exit(&mut self.child, Duration::from_secs(30)).expect("standalone did not stop on SIGTERM")
     }
-}
-
-fn rand_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 impl Drop for Standalone {

@@ -3,12 +3,10 @@
 //! measures its age; the figure that matters is msgs/s.
 
 use super::report::{Summary, latency_histogram};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_proto::v1 as pb;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Args)]
 pub struct ConsumePerfArgs {
@@ -39,32 +37,15 @@ pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
     if a.messages == 0 || a.permits == 0 {
         bail!("--messages and --permits must be greater than 0");
     }
-    let mut client = pb::consumer_client::ConsumerClient::connect(a.url.clone())
-        .await
-        .with_context(|| format!("cannot reach Strata at {}", a.url))?
-        .max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(1024);
-    tx.send(pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Subscribe(pb::Subscribe {
-            topic: a.topic.clone(),
-            subscription: a.subscription.clone(),
-            r#type: pb::SubscriptionType::Exclusive as i32,
-            initial_position: pb::InitialPosition::Earliest as i32,
-            consumer_name: "perf".into(),
-            ack_timeout_ms: 0,
-        })),
-    })
-    .await?;
-    let mut resp = client.consume(ReceiverStream::new(rx)).await?.into_inner();
-    match resp.message().await? {
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Subscribed(_)),
-        }) => {}
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Error(e)),
-        }) => bail!("cannot subscribe: {}", e.message),
-        _ => bail!("the broker closed the stream"),
-    }
+    let subscribe = pb::Subscribe {
+        topic: a.topic.clone(),
+        subscription: a.subscription.clone(),
+        r#type: pb::SubscriptionType::Exclusive as i32,
+        initial_position: pb::InitialPosition::Earliest as i32,
+        consumer_name: "perf".into(),
+        ack_timeout_ms: 0,
+    };
+    let (tx, mut resp) = crate::client_cmd::open_consumer(&a.url, subscribe, 1024).await?;
     let flow = |permits| pb::ConsumeRequest {
         request: Some(pb::consume_request::Request::Flow(pb::Flow { permits })),
     };

@@ -151,21 +151,32 @@ impl BookieProcess {
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
+        match wait_exit(&mut self.child, limit) {
+            Some(s) => s,
+            None => {
                 self.sigkill();
                 panic!("bookie did not exit within {limit:?}; log:\n{}", self.log_text());
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
-fn rand_suffix() -> u128 {
+/// Polls a child process for its exit, up to `limit`; `None` if it is still running.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Nanoseconds of the wall clock, to make file names unique.
+pub fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
