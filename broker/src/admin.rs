@@ -88,14 +88,7 @@ impl AdminService {
     }
 
     async fn partitions(&self, t: &TopicName) -> Result<u32, Status> {
-        match self.broker.store().get(&keys::partitioned(&t.path())).await {
-            Ok(Some(v)) => Ok(std::str::from_utf8(&v.value)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)),
-            Ok(None) => Ok(0),
-            Err(e) => Err(to_status(e.into())),
-        }
+        self.broker.partitions(t).await.map_err(to_status)
     }
 
     /// Deletes one (non-partitioned) topic: unload, ledgers, cursors, the ledger list.

@@ -32,6 +32,13 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// How often cursors are written to the metadata store.
     pub cursor_persist_interval: Duration,
+    /// Acknowledged data is kept this long (`None`: forever) …
+    pub retention_time: Option<Duration>,
+    /// … and up to this many bytes per topic (`None`: unlimited). A closed ledger every
+    /// subscription has acknowledged is deleted once it is outside either limit.
+    pub retention_bytes: Option<u64>,
+    /// How often retention is applied.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -42,6 +49,9 @@ impl Default for BrokerConfig {
             max_message_bytes: crate::topic::DEFAULT_MAX_MESSAGE_BYTES,
             auto_create_topics: true,
             cursor_persist_interval: Duration::from_millis(100),
+            retention_time: Some(Duration::ZERO),
+            retention_bytes: Some(0),
+            retention_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +106,105 @@ impl LoadedTopic {
         };
         subs.insert(name.clone(), (s.clone(), runner));
         Ok(s)
+    }
+
+    /// A reader's non-durable subscription (see [`Subscription::open_non_durable`]),
+    /// registered so that closing the topic ends it; remove it with
+    /// [`LoadedTopic::remove_subscription`] when its consumer goes.
+    pub async fn reader(
+        &self,
+        name: Option<SubscriptionName>,
+        start: Option<strata_common::Position>,
+        initial: crate::subscription::InitialPosition,
+    ) -> Result<Arc<Subscription>> {
+        let name = match name {
+            Some(n) => n,
+            None => SubscriptionName::new(&format!("reader-{:016x}", strata_bookie::ledger::random_u64()))
+                .expect("valid generated name"),
+        };
+        let mut subs = self.subs.lock().await;
+        if subs.contains_key(&name) {
+            return Err(BrokerError::AlreadyExists(format!(
+                "subscription {name} on {} is open; readers need a name of their own (or none)",
+                self.topic.name()
+            )));
+        }
+        let s = Subscription::open_non_durable(self.topic.clone(), name.clone(), start, initial).await;
+        let runner = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                loop {
+                    match s.clone().run().await {
+                        Ok(()) => return Ok(()),
+                        Err(e @ (BrokerError::Fenced(..) | BrokerError::Closed(_))) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(sub = %s.name(), error = %e, "reader delivery paused; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            })
+        };
+        subs.insert(name, (s.clone(), runner));
+        Ok(s)
+    }
+
+    /// Deletes closed ledgers every durable subscription has acknowledged and that lie
+    /// outside retention. Uses the cursors as persisted, so nothing unacknowledged (or
+    /// acknowledged but not yet persisted) is ever deleted. A topic without subscriptions
+    /// keeps its data. Returns the number of ledgers deleted.
+    pub async fn apply_retention(&self, time: Option<Duration>, bytes: Option<u64>) -> Result<usize> {
+        let ml = self.topic.managed_ledger();
+        let store = ml.store();
+        let cursors = store.list(&strata_meta::keys::cursors_prefix(&self.topic.name().path())).await?;
+        if cursors.is_empty() {
+            return Ok(0);
+        }
+        let mut oldest: Option<(u64, u64)> = None;
+        for (k, v) in cursors {
+            let c: crate::cursor::CursorInfo = serde_json::from_slice(&v.value)
+                .map_err(|e| BrokerError::Corruption(format!("cursor {k}: {e}")))?;
+            let Some(md) = c.mark_delete else { return Ok(0) };
+            oldest = Some(oldest.map_or(md, |o| o.min(md)));
+        }
+        let Some((md_ledger, md_entry)) = oldest else { return Ok(0) };
+        let ledgers = ml.ledgers().await;
+        let current = ml.last_confirmed().map(|p| p.ledger.get());
+        // Closed ledgers wholly acknowledged, oldest first, each with the time its last
+        // entry was written at the latest (the next ledger's creation).
+        let mut consumed = Vec::new();
+        for (i, l) in ledgers.iter().enumerate() {
+            let Some(next) = ledgers.get(i + 1) else { break };
+            let whole = l.id < md_ledger || (l.id == md_ledger && l.entries > 0 && md_entry + 1 >= l.entries);
+            if !whole || Some(l.id) == current {
+                break;
+            }
+            consumed.push((l, next.created_ms, next.id));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut kept_bytes: u64 = consumed.iter().map(|(l, ..)| l.bytes).sum();
+        let mut trim_to = None;
+        for (l, closed_ms, next_id) in consumed {
+            let too_old = time.is_some_and(|t| now.saturating_sub(closed_ms) >= t.as_millis() as u64);
+            let too_big = bytes.is_some_and(|b| kept_bytes > b);
+            if !(too_old || too_big) {
+                break;
+            }
+            kept_bytes -= l.bytes;
+            trim_to = Some(next_id);
+        }
+        let Some(next_id) = trim_to else { return Ok(0) };
+        let pos = strata_common::Position {
+            ledger: strata_common::LedgerId::new(next_id).expect("stored ids are valid"),
+            entry: strata_common::EntryId::new(0),
+        };
+        let n = ml.trim_before(pos).await?;
+        if n > 0 {
+            tracing::info!(topic = %self.topic.name(), ledgers = n, "retention deleted acknowledged ledgers");
+        }
+        Ok(n)
     }
 
     /// Names of running subscriptions with their consumer counts.
@@ -179,6 +288,25 @@ impl Broker {
                 tokio::time::sleep(every).await;
             }
         });
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            loop {
+                let Some(b) = weak.upgrade() else { return };
+                let (every, time, bytes) = (
+                    b.cfg.retention_check_interval,
+                    b.cfg.retention_time,
+                    b.cfg.retention_bytes,
+                );
+                let topics: Vec<Arc<LoadedTopic>> = b.topics.lock().await.values().cloned().collect();
+                drop(b);
+                for t in topics {
+                    if let Err(e) = t.apply_retention(time, bytes).await {
+                        tracing::warn!(topic = %t.topic.name(), error = %e, "retention not applied");
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
         Ok(broker)
     }
 
@@ -205,6 +333,17 @@ impl Broker {
             .is_some())
     }
 
+    /// The partition count of a partitioned topic; 0 for any other name.
+    pub async fn partitions(&self, t: &TopicName) -> Result<u32> {
+        Ok(match self.store.get(&keys::partitioned(&t.path())).await? {
+            Some(v) => std::str::from_utf8(&v.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| BrokerError::Corruption(format!("partition count of {t}")))?,
+            None => 0,
+        })
+    }
+
     /// Whether the topic exists (has storage).
     pub async fn topic_exists(&self, t: &TopicName) -> Result<bool> {
         Ok(self.store.get(&keys::topic(&t.path())).await?.is_some())
@@ -216,11 +355,12 @@ impl Broker {
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
         }
-        if let Some(v) = self.store.get(&keys::partitioned(&name.path())).await? {
-            let n = String::from_utf8_lossy(&v.value).to_string();
+        let n = self.partitions(name).await?;
+        if n > 0 {
             return Err(BrokerError::InvalidArgument(format!(
-                "topic {name} is partitioned into {n} partitions; use its partitions {name}-partition-0 … -{}",
-                n.parse::<u32>().unwrap_or(1).saturating_sub(1)
+                "topic {name} is partitioned into {n} partitions; produce and consume it with the SDK or CLI \
+                 (they route to its partitions), or use a partition {name}-partition-0 … -{}",
+                n - 1
             )));
         }
         if !self.topic_exists(name).await? {

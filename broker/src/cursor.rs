@@ -212,9 +212,11 @@ impl AckState {
     }
 }
 
-/// A durable cursor: [`AckState`] plus its stored version.
+/// A cursor: [`AckState`] plus its stored version. A non-durable cursor (a reader's) is
+/// never written: its persistence calls are no-ops.
 pub struct Cursor {
     key: String,
+    durable: bool,
     store: Arc<dyn MetadataStore>,
     pub state: AckState,
     sub_type: String,
@@ -247,6 +249,7 @@ impl Cursor {
                 }
                 return Ok(Self {
                     key,
+                    durable: true,
                     store,
                     state: AckState::from_info(&info)?,
                     sub_type: info.sub_type,
@@ -264,6 +267,7 @@ impl Cursor {
                 Ok(version) => {
                     return Ok(Self {
                         key,
+                        durable: true,
                         store,
                         state,
                         sub_type: sub_type.to_string(),
@@ -276,6 +280,28 @@ impl Cursor {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A cursor kept in memory only (readers): starts after `initial` (`None`: from the
+    /// beginning), never written to the metadata store.
+    pub fn non_durable(store: Arc<dyn MetadataStore>, sub_type: &str, initial: Option<Position>) -> Self {
+        Self {
+            key: String::new(),
+            durable: false,
+            store,
+            state: AckState {
+                mark_delete: initial,
+                ranges: BTreeMap::new(),
+            },
+            sub_type: sub_type.to_string(),
+            version: 0,
+            dirty: false,
+            generation: 0,
+        }
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     /// The subscription type the cursor was created with.
@@ -298,7 +324,7 @@ impl Cursor {
     /// Writes the state if it changed since the last write. A version conflict means
     /// another broker now owns the topic.
     pub async fn persist(&mut self) -> Result<()> {
-        if !self.dirty {
+        if !self.dirty || !self.durable {
             return Ok(());
         }
         let value = Bytes::from(serde_json::to_vec(&self.state.to_info(&self.sub_type)).expect("cursor serialises"));
@@ -329,7 +355,7 @@ impl Cursor {
     /// The serialized state and the version to compare against, if there is anything to
     /// write; with [`Cursor::persisted`], lets the caller write without holding a lock.
     pub fn to_persist(&self) -> Option<(String, Bytes, u64, u64)> {
-        self.dirty.then(|| {
+        (self.dirty && self.durable).then(|| {
             (
                 self.key.clone(),
                 Bytes::from(serde_json::to_vec(&self.state.to_info(&self.sub_type)).expect("cursor serialises")),
@@ -353,6 +379,9 @@ impl Cursor {
 
     /// Deletes the cursor (unsubscribe).
     pub async fn delete(self) -> Result<()> {
+        if !self.durable {
+            return Ok(());
+        }
         self.store.delete(&self.key, Condition::Any).await?;
         Ok(())
     }

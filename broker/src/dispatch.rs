@@ -366,16 +366,17 @@ impl Dispatcher {
     }
 
     /// Negative acknowledgement: redeliver these (to any eligible consumer).
+    /// Every known id is requeued even if some are not; the first unknown is reported.
     pub fn nack(&mut self, consumer: ConsumerId, ids: &[MessageId]) -> Result<(), DispatchError> {
+        let mut unknown = None;
         for id in ids {
             if self.pending.get(id).is_none_or(|p| p.consumer != consumer) {
-                return Err(DispatchError::UnknownMessage(*id));
+                unknown.get_or_insert(DispatchError::UnknownMessage(*id));
+            } else {
+                self.requeue(*id);
             }
         }
-        for id in ids {
-            self.requeue(*id);
-        }
-        Ok(())
+        unknown.map_or(Ok(()), Err)
     }
 
     /// Redelivers messages pending longer than `timeout` (ack timeout). Returns how many.

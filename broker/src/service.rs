@@ -122,10 +122,21 @@ impl pb::lookup_server::Lookup for BrokerService {
     ) -> Result<Response<pb::LookupTopicResponse>, Status> {
         let r = request.into_inner();
         let topic = parse_topic(&r.topic).map_err(|e| status(pb::ErrorCode::InvalidTopicName, e.message))?;
+        let partitions = self
+            .broker
+            .partitions(&topic)
+            .await
+            .map_err(|e| status(code_of(&e), e.to_string()))?;
+        if partitions > 0 {
+            return Ok(Response::new(pb::LookupTopicResponse {
+                broker_url: String::new(),
+                partitions,
+            }));
+        }
         // One broker: it owns every topic. Cluster mode adds assignment here.
-        let _ = topic;
         Ok(Response::new(pb::LookupTopicResponse {
             broker_url: self.broker.cfg.advertised_url.clone(),
+            partitions: 0,
         }))
     }
 }
@@ -208,6 +219,11 @@ impl pb::producer_server::Producer for BrokerService {
             loop {
                 tokio::select! {
                     Some((seq, count, r)) = pending.next(), if !pending.is_empty() => {
+                        // Losing the topic (unloaded, taken over) ends the stream after the
+                        // sends in flight are answered, so the client reconnects.
+                        if matches!(&r, Err(BrokerError::Closed(_) | BrokerError::Fenced(..) | BrokerError::NotOwner(_))) {
+                            reading = false;
+                        }
                         let resp = match r {
                             Ok(first) => pb::ProduceResponse {
                                 response: Some(pb::produce_response::Response::Receipt(pb::SendReceipt {
@@ -313,11 +329,18 @@ impl pb::consumer_server::Consumer for BrokerService {
                 Err(_) => return,
             };
             let parsed = parse_topic(&sub.topic).and_then(|t| {
-                let name = SubscriptionName::new(&sub.subscription)
-                    .map_err(|e| error(pb::ErrorCode::InvalidArgument, e.to_string(), None))?;
-                Ok((t, name, sub_type(sub.r#type)?))
+                let name = if sub.non_durable && sub.subscription.is_empty() {
+                    None
+                } else {
+                    Some(
+                        SubscriptionName::new(&sub.subscription)
+                            .map_err(|e| error(pb::ErrorCode::InvalidArgument, e.to_string(), None))?,
+                    )
+                };
+                let start = sub.start_message_id.as_ref().map(from_wire_id).transpose()?;
+                Ok((t, name, sub_type(sub.r#type)?, start))
             });
-            let (topic, name, kind) = match parsed {
+            let (topic, name, kind, start) = match parsed {
                 Ok(v) => v,
                 Err(e) => return fail(e).await,
             };
@@ -326,9 +349,14 @@ impl pb::consumer_server::Consumer for BrokerService {
             } else {
                 InitialPosition::Latest
             };
-            let subscription = match broker.topic(&topic, true).await {
-                Ok(loaded) => loaded.subscription(&name, kind, initial).await,
-                Err(e) => Err(e),
+            let loaded = match broker.topic(&topic, true).await {
+                Ok(l) => l,
+                Err(e) => return fail(broker_error(&e, None)).await,
+            };
+            let subscription = match (&name, sub.non_durable) {
+                (_, true) => loaded.reader(name.clone(), start.map(|id| id.position), initial).await,
+                (Some(n), false) => loaded.subscription(n, kind, initial).await,
+                (None, false) => Err(BrokerError::InvalidArgument("a subscription needs a name".into())),
             };
             let subscription = match subscription {
                 Ok(s) => s,
@@ -342,6 +370,7 @@ impl pb::consumer_server::Consumer for BrokerService {
             let subscribed = pb::ConsumeResponse {
                 response: Some(pb::consume_response::Response::Subscribed(pb::Subscribed {
                     consumer_name: sub.consumer_name.clone(),
+                    subscription: subscription.name().to_string(),
                 })),
             };
             if tx.send(Ok(subscribed)).await.is_ok() {
@@ -413,7 +442,7 @@ impl pb::consumer_server::Consumer for BrokerService {
                                 pb::consume_request::Request::Seek(s) => match s.message_id.as_ref().map(from_wire_id) {
                                     Some(Ok(id)) => subscription.seek(id.position).await,
                                     Some(Err(e)) => { fail(e).await; continue; }
-                                    None => Err(BrokerError::InvalidArgument("seek needs a message_id".into())),
+                                    None => subscription.seek_time(s.publish_time_ms).await,
                                 },
                                 pb::consume_request::Request::Subscribe(_) => {
                                     Err(BrokerError::InvalidArgument("already subscribed on this stream".into()))
@@ -428,6 +457,9 @@ impl pb::consumer_server::Consumer for BrokerService {
                 }
             }
             subscription.remove_consumer(cid).await;
+            if sub.non_durable {
+                let _ = loaded.remove_subscription(subscription.name()).await;
+            }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

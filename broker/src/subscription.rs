@@ -89,12 +89,35 @@ impl Subscription {
                 sub_type.name()
             )));
         }
+        Ok(Self::with_cursor(topic, name, sub_type, cursor).await)
+    }
+
+    /// A non-durable (reader's) Exclusive subscription: kept in memory only, starting at
+    /// the entry `start` (`None`: at `initial`).
+    pub async fn open_non_durable(
+        topic: Arc<Topic>,
+        name: SubscriptionName,
+        start: Option<Position>,
+        initial: InitialPosition,
+    ) -> Arc<Self> {
+        let ml = topic.managed_ledger().clone();
+        let l = layout(&topic).await;
+        let before = match (start, initial) {
+            (Some(p), _) => l.prev(p),
+            (None, InitialPosition::Latest) => ml.last_confirmed(),
+            (None, InitialPosition::Earliest) => None,
+        };
+        let cursor = Cursor::non_durable(ml_store(&topic), SubType::Exclusive.name(), before);
+        Self::with_cursor(topic, name, SubType::Exclusive, cursor).await
+    }
+
+    async fn with_cursor(topic: Arc<Topic>, name: SubscriptionName, sub_type: SubType, cursor: Cursor) -> Arc<Self> {
         let l = layout(&topic).await;
         let read_position = match cursor.state.mark_delete() {
             Some(m) => Some(l.next(m)),
             None => l.first(),
         };
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             name,
             topic,
             inner: Mutex::new(Inner {
@@ -108,7 +131,17 @@ impl Subscription {
                 ack_timeout: None,
             }),
             wake: Notify::new(),
-        }))
+        })
+    }
+
+    /// Whether the cursor is persisted (false for readers).
+    pub async fn is_durable(&self) -> bool {
+        self.inner.lock().await.cursor.is_durable()
+    }
+
+    /// The mark-delete position (everything up to it acknowledged), for retention.
+    pub async fn mark_delete(&self) -> Option<Position> {
+        self.inner.lock().await.cursor.state.mark_delete()
     }
 
     pub fn name(&self) -> &SubscriptionName {
@@ -168,6 +201,7 @@ impl Subscription {
     pub async fn ack(&self, consumer: ConsumerId, ids: &[MessageId], cumulative: bool) -> Result<()> {
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
+        let mut unknown = None;
         let acked: Vec<ReadMessage> = if cumulative {
             let [id] = ids else {
                 return Err(BrokerError::InvalidArgument(
@@ -176,9 +210,16 @@ impl Subscription {
             };
             g.dispatcher.ack_cumulative(consumer, *id)?
         } else {
+            // Every known id is acknowledged even if some are not (stale after a
+            // reconnect, say); the first unknown one is reported afterwards.
             let mut v = Vec::with_capacity(ids.len());
             for id in ids {
-                v.push(g.dispatcher.ack(consumer, *id)?);
+                match g.dispatcher.ack(consumer, *id) {
+                    Ok(m) => v.push(m),
+                    Err(e) => {
+                        unknown.get_or_insert(e);
+                    }
+                }
             }
             v
         };
@@ -194,7 +235,10 @@ impl Subscription {
                 g.cursor.ack(pos, &l);
             }
         }
-        Ok(())
+        match unknown {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Negative acknowledgement: redeliver with an incremented redelivery count.
@@ -245,6 +289,12 @@ impl Subscription {
         drop(g);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Seek by publish time: moves to the first entry stored at or after `time_ms`.
+    pub async fn seek_time(&self, time_ms: u64) -> Result<()> {
+        let position = self.topic.find_by_publish_time(time_ms).await?;
+        self.seek(position).await
     }
 
     /// Delivers messages until the topic is closed or fenced. Run it as a task.

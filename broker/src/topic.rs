@@ -9,7 +9,7 @@ use crate::error::{BrokerError, Result};
 use crate::managed_ledger::ManagedLedger;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use strata_common::{MessageId, Position, TopicName};
+use strata_common::{EntryId, LedgerId, MessageId, Position, TopicName};
 use strata_proto::broker::v1::{StoredBatch, StoredMessage};
 
 /// 5 MiB, Pulsar's default maximum message (batch) size.
@@ -112,5 +112,62 @@ impl Topic {
             }
         }
         Ok(out)
+    }
+
+    /// The first entry stored at or after `time_ms` (publish time), or the position after
+    /// the last entry if none is. Binary search, reading one entry per probe; publish times
+    /// are assumed not to decrease along the topic (one owner stamps them at a time).
+    pub async fn find_by_publish_time(&self, time_ms: u64) -> Result<Position> {
+        let lac = self.ml.last_confirmed();
+        let segments: Vec<(LedgerId, u64)> = self
+            .ml
+            .ledgers()
+            .await
+            .into_iter()
+            .map(|l| {
+                let id = LedgerId::new(l.id).expect("stored ids are valid");
+                let count = match lac {
+                    Some(p) if p.ledger == id && l.entries == 0 => p.entry.get() + 1,
+                    _ => l.entries,
+                };
+                (id, count)
+            })
+            .collect();
+        let Some(&(last_ledger, last_count)) = segments.last() else {
+            return Err(BrokerError::Closed(format!("{} has no ledgers", self.name())));
+        };
+        let at = |mut idx: u64| {
+            for &(ledger, count) in &segments {
+                if idx < count {
+                    return Position {
+                        ledger,
+                        entry: EntryId::new(idx),
+                    };
+                }
+                idx -= count;
+            }
+            Position {
+                ledger: last_ledger,
+                entry: EntryId::new(last_count),
+            }
+        };
+        let (mut lo, mut hi) = (0u64, segments.iter().map(|s| s.1).sum::<u64>());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let pos = at(mid);
+            let entry = self.ml.read(pos, 1).await?;
+            let Some((_, payload)) = entry.first() else {
+                // Trimmed meanwhile: treat as older than anything asked for.
+                lo = mid + 1;
+                continue;
+            };
+            let batch = entry_format::decode(payload)?;
+            if batch.publish_time_ms >= time_ms {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(at(lo))
     }
 }

@@ -1,0 +1,924 @@
+//! Consumers and readers.
+//!
+//! Each partition (one for a non-partitioned topic) has a task that owns its consume
+//! stream and feeds one queue the application [`Consumer::receive`]s from.
+//!
+//! Flow control: a partition never has more than `receiver_queue_size` messages granted
+//! (permits the broker may still push) plus queued (received, not yet taken by the
+//! application); it grants more once that falls to half. Memory is bounded by the queue.
+//!
+//! Acknowledgements are grouped (up to 1000 ids or 10 ms) and sent on the stream.
+//! After a reconnect the broker redelivers what was not acknowledged, so messages still
+//! queued from the old stream are dropped (their redelivery takes their place) — a
+//! consumer sees each unacknowledged message again, never loses one. A reader instead
+//! resumes after the last message it queued.
+
+use crate::Client;
+use crate::connection::{Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, partition_name};
+use crate::error::{Error, Result};
+use crate::message::{Message, MessageId};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_proto::v1 as pb;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+/// How a subscription hands messages to its consumers.
+///
+/// ```
+/// use strata_client::SubscriptionType;
+/// assert_eq!(SubscriptionType::default(), SubscriptionType::Exclusive);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscriptionType {
+    /// One consumer; a second is refused (CONSUMER_BUSY). In order.
+    #[default]
+    Exclusive,
+    /// One active consumer, the others standing by to take over. In order.
+    Failover,
+    /// Messages spread across all consumers; no ordering.
+    Shared,
+    /// Messages with the same key go to the same consumer, in order.
+    KeyShared,
+}
+
+/// Where a new subscription starts (an existing one resumes where it was).
+///
+/// ```
+/// assert_eq!(strata_client::InitialPosition::default(), strata_client::InitialPosition::Latest);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialPosition {
+    /// Only messages published from now on.
+    #[default]
+    Latest,
+    /// Every message the topic still has.
+    Earliest,
+}
+
+/// Where a [`Reader`] starts.
+///
+/// ```
+/// use strata_client::{MessageId, StartPosition};
+/// let from_id = StartPosition::MessageId("7:42:0:-1".parse::<MessageId>().unwrap());
+/// assert_ne!(from_id, StartPosition::Earliest);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+    /// After this message (or at it, with [`ReaderBuilder::start_inclusive`]).
+    MessageId(MessageId),
+}
+
+/// Settings of a [`Consumer`]; start from [`Client::consumer`].
+///
+/// ```no_run
+/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
+/// use std::time::Duration;
+/// use strata_client::{InitialPosition, SubscriptionType};
+/// let consumer = client
+///     .consumer("public/default/orders")
+///     .subscription("billing")
+///     .subscription_type(SubscriptionType::KeyShared)
+///     .initial_position(InitialPosition::Earliest)
+///     .ack_timeout(Duration::from_secs(30))
+///     .receiver_queue_size(500)
+///     .subscribe()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ConsumerBuilder {
+    client: Client,
+    topic: String,
+    subscription: Option<String>,
+    sub_type: SubscriptionType,
+    initial: InitialPosition,
+    name: String,
+    ack_timeout: Option<Duration>,
+    queue: u32,
+}
+
+impl ConsumerBuilder {
+    pub(crate) fn new(client: Client, topic: String) -> Self {
+        Self {
+            client,
+            topic,
+            subscription: None,
+            sub_type: SubscriptionType::Exclusive,
+            initial: InitialPosition::Latest,
+            name: String::new(),
+            ack_timeout: None,
+            queue: 1000,
+        }
+    }
+
+    /// The subscription's name (required).
+    pub fn subscription(mut self, name: impl Into<String>) -> Self {
+        self.subscription = Some(name.into());
+        self
+    }
+
+    /// The subscription's type (default Exclusive). An existing subscription keeps its
+    /// type; asking for another fails with SUBSCRIPTION_TYPE_MISMATCH.
+    pub fn subscription_type(mut self, t: SubscriptionType) -> Self {
+        self.sub_type = t;
+        self
+    }
+
+    /// Where a new subscription starts (default Latest).
+    pub fn initial_position(mut self, p: InitialPosition) -> Self {
+        self.initial = p;
+        self
+    }
+
+    /// The consumer's name (shown in stats; orders Failover consumers).
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Redeliver messages not acknowledged within this time (default: never).
+    pub fn ack_timeout(mut self, d: Duration) -> Self {
+        self.ack_timeout = (!d.is_zero()).then_some(d);
+        self
+    }
+
+    /// Messages buffered per partition ahead of [`Consumer::receive`] (default 1000).
+    pub fn receiver_queue_size(mut self, n: u32) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+
+    /// Subscribes every partition. Fails with the broker's error (invalid topic,
+    /// CONSUMER_BUSY, SUBSCRIPTION_TYPE_MISMATCH, …) or after the operation timeout.
+    pub async fn subscribe(self) -> Result<Consumer> {
+        let Some(subscription) = self.subscription else {
+            return Err(Error::InvalidArgument(
+                "a consumer needs a subscription name (ConsumerBuilder::subscription)".into(),
+            ));
+        };
+        let template = pb::Subscribe {
+            topic: String::new(),
+            subscription,
+            r#type: match self.sub_type {
+                SubscriptionType::Exclusive => pb::SubscriptionType::Exclusive,
+                SubscriptionType::Failover => pb::SubscriptionType::Failover,
+                SubscriptionType::Shared => pb::SubscriptionType::Shared,
+                SubscriptionType::KeyShared => pb::SubscriptionType::KeyShared,
+            } as i32,
+            initial_position: initial_wire(self.initial),
+            consumer_name: self.name,
+            ack_timeout_ms: self.ack_timeout.map_or(0, |d| d.as_millis().max(1) as u64),
+            non_durable: false,
+            start_message_id: None,
+        };
+        Consumer::start(&self.client, self.topic, template, self.queue, None).await
+    }
+}
+
+fn initial_wire(p: InitialPosition) -> i32 {
+    let wire = match p {
+        InitialPosition::Latest => pb::InitialPosition::Latest,
+        InitialPosition::Earliest => pb::InitialPosition::Earliest,
+    };
+    wire as i32
+}
+
+struct Flow {
+    /// Bumped when queued messages become stale (reconnect, seek); stale ones are dropped.
+    epoch: u64,
+    /// Messages of the current epoch in the application's queue.
+    queued: u64,
+}
+
+struct Part {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    flow: Arc<(std::sync::Mutex<Flow>, Notify)>,
+}
+
+struct Item {
+    part: usize,
+    epoch: u64,
+    msg: Message,
+}
+
+enum Cmd {
+    Ack(MessageId),
+    AckCumulative(MessageId),
+    Nack(MessageId),
+    Seek(pb::Seek, Option<MessageId>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Receives messages from a subscription. Methods take `&self`, so one consumer can be
+/// shared (in an `Arc`) between a receiving task and acknowledging tasks.
+///
+/// ```no_run
+/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
+/// use strata_client::SubscriptionType;
+/// let consumer = client
+///     .consumer("public/default/orders")
+///     .subscription("shipping")
+///     .subscription_type(SubscriptionType::Shared)
+///     .subscribe()
+///     .await?;
+/// loop {
+///     let msg = consumer.receive().await?;
+///     match std::str::from_utf8(&msg.payload) {
+///         Ok(text) => {
+///             println!("{text}");
+///             consumer.ack(&msg).await?;
+///         }
+///         // Redelivered later with redelivery_count + 1.
+///         Err(_) => consumer.nack(&msg).await?,
+///     }
+/// }
+/// # }
+/// ```
+pub struct Consumer {
+    topic: String,
+    subscription: String,
+    parts: Vec<Part>,
+    queue: u32,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Item>>,
+}
+
+impl Consumer {
+    async fn start(
+        client: &Client,
+        topic: String,
+        template: pb::Subscribe,
+        queue: u32,
+        reader: Option<ReaderStart>,
+    ) -> Result<Self> {
+        let conns = client.conns.clone();
+        let timeout = conns.operation_timeout;
+        let lookup = tokio::time::timeout(timeout, conns.lookup(&topic))
+            .await
+            .map_err(|_| Error::Timeout(format!("looking up {topic}")))??;
+        let topics: Vec<String> = match lookup {
+            Lookup::Broker(_) => vec![topic.clone()],
+            Lookup::Partitioned(n) => (0..n).map(|i| partition_name(&topic, i)).collect(),
+        };
+        if let Some(ReaderStart { from: Some(id), .. }) = &reader
+            && topics.len() > 1
+            && (id.partition < 0 || id.partition as usize >= topics.len())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "message id {id} names no partition of {topic} ({} partitions)",
+                topics.len()
+            )));
+        }
+        let (out, rx) = mpsc::unbounded_channel();
+        let mut parts = Vec::with_capacity(topics.len());
+        let mut subscription = template.subscription.clone();
+        for (i, t) in topics.iter().enumerate() {
+            let mut sub = template.clone();
+            sub.topic = t.clone();
+            // A reader starting at a message id starts there in that id's partition only.
+            let mut start = reader;
+            if let Some(ReaderStart { from: Some(id), .. }) = reader
+                && topics.len() > 1
+                && id.partition as usize != i
+            {
+                start = None;
+            }
+            if let Some(ReaderStart { from: Some(id), .. }) = start {
+                sub.start_message_id = Some(id.to_wire());
+            }
+            let (conn, name) = tokio::time::timeout(timeout, open(conns.clone(), sub.clone()))
+                .await
+                .map_err(|_| Error::Timeout(format!("subscribing to {t}")))??;
+            subscription = name;
+            let flow = Arc::new((std::sync::Mutex::new(Flow { epoch: 0, queued: 0 }), Notify::new()));
+            let (cmds, cmd_rx) = mpsc::unbounded_channel();
+            let task = PartitionConsumer {
+                conns: conns.clone(),
+                topic: t.clone(),
+                part: i,
+                subscribe: sub,
+                reader: reader.is_some(),
+                skip: start.and_then(|s| s.from.map(|id| (id, s.inclusive))),
+                last_queued: None,
+                queue: queue as u64,
+                out: out.clone(),
+                flow: flow.clone(),
+                cmds: cmd_rx,
+                conn: Some(conn),
+                connecting: None,
+                reconnect_at: None,
+                backoff: conns.backoff(),
+                granted: 0,
+                acks: Vec::new(),
+                ack_deadline: None,
+                closing: None,
+            };
+            tokio::spawn(task.run());
+            parts.push(Part { cmds, flow });
+        }
+        Ok(Self {
+            topic,
+            subscription,
+            parts,
+            queue,
+            rx: tokio::sync::Mutex::new(rx),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The subscription's name.
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    /// The next message, waiting until one arrives. Fails with [`Error::Closed`] once the
+    /// consumer is closed.
+    pub async fn receive(&self) -> Result<Message> {
+        let mut rx = self.rx.lock().await;
+        loop {
+            let item = rx.recv().await.ok_or(Error::Closed("consumer"))?;
+            let (lock, notify) = &*self.parts[item.part].flow;
+            let mut f = lock.lock().expect("flow state");
+            if item.epoch != f.epoch {
+                continue; // stale: redelivered on the new stream
+            }
+            f.queued = f.queued.saturating_sub(1);
+            // Wake the partition's task at quarter marks so it can grant more permits.
+            if f.queued % (self.queue as u64 / 4).max(1) == 0 {
+                notify.notify_one();
+            }
+            return Ok(item.msg);
+        }
+    }
+
+    fn part_of(&self, id: &MessageId) -> Result<&Part> {
+        if self.parts.len() == 1 {
+            return Ok(&self.parts[0]);
+        }
+        usize::try_from(id.partition)
+            .ok()
+            .and_then(|p| self.parts.get(p))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "message id {id} names no partition of {} ({} partitions)",
+                    self.topic,
+                    self.parts.len()
+                ))
+            })
+    }
+
+    fn command(&self, id: &MessageId, cmd: Cmd) -> Result<()> {
+        self.part_of(id)?.cmds.send(cmd).map_err(|_| Error::Closed("consumer"))
+    }
+
+    /// Acknowledges a message: it is not delivered to this subscription again.
+    pub async fn ack(&self, msg: &Message) -> Result<()> {
+        self.ack_id(msg.id).await
+    }
+
+    /// Acknowledges a message by id.
+    pub async fn ack_id(&self, id: MessageId) -> Result<()> {
+        self.command(&id, Cmd::Ack(id))
+    }
+
+    /// Acknowledges this message and every earlier one of its partition (Exclusive and
+    /// Failover subscriptions only).
+    pub async fn ack_cumulative(&self, msg: &Message) -> Result<()> {
+        self.command(&msg.id, Cmd::AckCumulative(msg.id))
+    }
+
+    /// Negative acknowledgement: the message is redelivered (to this or another consumer)
+    /// with its redelivery count incremented.
+    pub async fn nack(&self, msg: &Message) -> Result<()> {
+        self.command(&msg.id, Cmd::Nack(msg.id))
+    }
+
+    /// Moves the subscription so that the next message delivered is `id` (of its
+    /// partition); everything before counts as acknowledged, everything from it on as not.
+    pub async fn seek(&self, id: MessageId) -> Result<()> {
+        let seek = pb::Seek {
+            message_id: Some(id.to_wire()),
+            publish_time_ms: 0,
+        };
+        self.command(&id, Cmd::Seek(seek, Some(id)))
+    }
+
+    /// Moves the subscription (every partition) to the first message published at or
+    /// after `time`.
+    pub async fn seek_time(&self, time: SystemTime) -> Result<()> {
+        let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for p in &self.parts {
+            let seek = pb::Seek {
+                message_id: None,
+                publish_time_ms: ms,
+            };
+            p.cmds.send(Cmd::Seek(seek, None)).map_err(|_| Error::Closed("consumer"))?;
+        }
+        Ok(())
+    }
+
+    /// Sends pending acknowledgements and closes the streams; unacknowledged messages go
+    /// to the subscription's other consumers (or the next one to connect).
+    pub async fn close(&self) -> Result<()> {
+        let mut waits = Vec::new();
+        for p in &self.parts {
+            let (tx, rx) = oneshot::channel();
+            if p.cmds.send(Cmd::Close(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`Reader`]; start from [`Client::reader`].
+///
+/// ```no_run
+/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
+/// use strata_client::StartPosition;
+/// let reader = client
+///     .reader("public/default/audit")
+///     .start(StartPosition::Earliest)
+///     .create()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ReaderBuilder {
+    client: Client,
+    topic: String,
+    start: StartPosition,
+    inclusive: bool,
+    queue: u32,
+}
+
+#[derive(Clone, Copy)]
+struct ReaderStart {
+    from: Option<MessageId>,
+    inclusive: bool,
+}
+
+impl ReaderBuilder {
+    pub(crate) fn new(client: Client, topic: String) -> Self {
+        Self {
+            client,
+            topic,
+            start: StartPosition::Earliest,
+            inclusive: false,
+            queue: 1000,
+        }
+    }
+
+    /// Where reading starts (default Earliest).
+    pub fn start(mut self, s: StartPosition) -> Self {
+        self.start = s;
+        self
+    }
+
+    /// With [`StartPosition::MessageId`]: include that message (default: start after it).
+    pub fn start_inclusive(mut self, inclusive: bool) -> Self {
+        self.inclusive = inclusive;
+        self
+    }
+
+    /// Messages buffered per partition (default 1000).
+    pub fn receiver_queue_size(mut self, n: u32) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+
+    /// Opens the reader (a non-durable subscription on every partition).
+    pub async fn create(self) -> Result<Reader> {
+        let (initial, from) = match self.start {
+            StartPosition::Earliest => (InitialPosition::Earliest, None),
+            StartPosition::Latest => (InitialPosition::Latest, None),
+            StartPosition::MessageId(id) => (InitialPosition::Earliest, Some(id)),
+        };
+        let template = pb::Subscribe {
+            topic: String::new(),
+            subscription: String::new(),
+            r#type: pb::SubscriptionType::Exclusive as i32,
+            initial_position: initial_wire(initial),
+            consumer_name: String::new(),
+            ack_timeout_ms: 0,
+            non_durable: true,
+            start_message_id: None,
+        };
+        let start = ReaderStart {
+            from,
+            inclusive: self.inclusive,
+        };
+        let consumer = Consumer::start(&self.client, self.topic, template, self.queue, Some(start)).await?;
+        Ok(Reader { consumer })
+    }
+}
+
+/// Reads a topic from a position, without a durable subscription: nothing it reads is
+/// acknowledged for anyone else, nothing is kept for it after it closes.
+///
+/// ```no_run
+/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
+/// let reader = client.reader("public/default/audit").create().await?;
+/// while let Ok(msg) = tokio::time::timeout(std::time::Duration::from_secs(1), reader.read_next()).await {
+///     let msg = msg?;
+///     println!("{}: {}", msg.id, String::from_utf8_lossy(&msg.payload));
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Reader {
+    consumer: Consumer,
+}
+
+impl Reader {
+    /// The next message, waiting until one arrives.
+    pub async fn read_next(&self) -> Result<Message> {
+        self.consumer.receive().await
+    }
+
+    /// Moves the reader to the first message published at or after `time`.
+    pub async fn seek_time(&self, time: SystemTime) -> Result<()> {
+        self.consumer.seek_time(time).await
+    }
+
+    /// Moves the reader so the next message read is `id`.
+    pub async fn seek(&self, id: MessageId) -> Result<()> {
+        self.consumer.seek(id).await
+    }
+
+    pub async fn close(&self) -> Result<()> {
+        self.consumer.close().await
+    }
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<pb::ConsumeRequest>,
+    rx: tonic::Streaming<pb::ConsumeResponse>,
+    url: String,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<(Conn, String)>> + Send>>;
+
+/// Opens a consume stream on the broker owning `sub.topic`; returns it and the
+/// subscription's name.
+async fn open(conns: Arc<Connections>, sub: pb::Subscribe) -> Result<(Conn, String)> {
+    let topic = sub.topic.clone();
+    let url = match conns.lookup(&topic).await? {
+        Lookup::Broker(url) => url,
+        Lookup::Partitioned(_) => {
+            return Err(Error::InvalidArgument(format!("{topic} became a partitioned topic")));
+        }
+    };
+    let channel = conns.channel(&url).await?;
+    let mut client = pb::consumer_client::ConsumerClient::new(channel)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(pb::ConsumeRequest {
+        request: Some(pb::consume_request::Request::Subscribe(sub)),
+    });
+    let transport = |s: tonic::Status| {
+        let e = Error::from_status(&s);
+        if matches!(e, Error::Transport(_)) {
+            conns.forget(&url);
+        }
+        e
+    };
+    let mut stream = client
+        .consume(UnboundedReceiverStream::new(rx))
+        .await
+        .map_err(transport)?
+        .into_inner();
+    match stream.message().await.map_err(transport)? {
+        Some(pb::ConsumeResponse {
+            response: Some(pb::consume_response::Response::Subscribed(s)),
+        }) => Ok((
+            Conn {
+                tx,
+                rx: stream,
+                url: url.clone(),
+            },
+            s.subscription,
+        )),
+        Some(pb::ConsumeResponse {
+            response: Some(pb::consume_response::Response::Error(e)),
+        }) => Err(Error::from_wire(&e)),
+        _ => Err(Error::Transport(format!(
+            "the broker closed the consume stream of {topic} before subscribing"
+        ))),
+    }
+}
+
+enum Event {
+    Cmd(Option<Cmd>),
+    Response(Option<Result<pb::ConsumeResponse, tonic::Status>>),
+    Connected(Result<(Conn, String)>),
+    Reconnect,
+    FlushAcks,
+    Consumed,
+}
+
+/// Most acknowledgements grouped into one request, and how long they may wait.
+const ACK_GROUP: usize = 1000;
+const ACK_DELAY: Duration = Duration::from_millis(10);
+
+/// The task owning one partition's consume stream.
+struct PartitionConsumer {
+    conns: Arc<Connections>,
+    topic: String,
+    part: usize,
+    subscribe: pb::Subscribe,
+    reader: bool,
+    /// Messages of this entry before the id (or up to it, when exclusive) are skipped:
+    /// the broker delivers whole entries from a seek or reader start.
+    skip: Option<(MessageId, bool)>,
+    last_queued: Option<MessageId>,
+    queue: u64,
+    out: mpsc::UnboundedSender<Item>,
+    flow: Arc<(std::sync::Mutex<Flow>, Notify)>,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    conn: Option<Conn>,
+    connecting: Option<Connecting>,
+    reconnect_at: Option<Instant>,
+    backoff: Backoff,
+    /// Permits granted on the current stream and not yet used.
+    granted: u64,
+    acks: Vec<pb::MessageId>,
+    ack_deadline: Option<Instant>,
+    closing: Option<oneshot::Sender<()>>,
+}
+
+impl PartitionConsumer {
+    async fn run(mut self) {
+        self.grant();
+        loop {
+            let event = tokio::select! {
+                c = self.cmds.recv(), if self.closing.is_none() => Event::Cmd(c),
+                r = next_response(&mut self.conn) => Event::Response(r),
+                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(r),
+                _ = sleep_until(self.reconnect_at), if self.reconnect_at.is_some() => Event::Reconnect,
+                _ = sleep_until(self.ack_deadline), if self.ack_deadline.is_some() => Event::FlushAcks,
+                _ = self.flow.1.notified() => Event::Consumed,
+            };
+            match event {
+                Event::Cmd(Some(Cmd::Ack(id))) => {
+                    self.acks.push(id.to_wire());
+                    if self.acks.len() >= ACK_GROUP {
+                        self.flush_acks();
+                    } else if self.ack_deadline.is_none() {
+                        self.ack_deadline = Some(Instant::now() + ACK_DELAY);
+                    }
+                }
+                Event::Cmd(Some(Cmd::AckCumulative(id))) => {
+                    self.flush_acks();
+                    self.request(pb::consume_request::Request::Ack(pb::Ack {
+                        ids: vec![id.to_wire()],
+                        cumulative: true,
+                    }));
+                }
+                Event::Cmd(Some(Cmd::Nack(id))) => {
+                    self.flush_acks();
+                    self.request(pb::consume_request::Request::Nack(pb::Nack { ids: vec![id.to_wire()] }));
+                }
+                Event::Cmd(Some(Cmd::Seek(seek, id))) => {
+                    self.flush_acks();
+                    self.request(pb::consume_request::Request::Seek(seek));
+                    self.skip = id.map(|id| (id, true));
+                    // The broker restarts delivery with fresh permits; queued messages
+                    // are from before the seek.
+                    self.new_epoch();
+                    self.granted = 0;
+                    self.grant();
+                }
+                Event::Cmd(Some(Cmd::Close(done))) => {
+                    self.flush_acks();
+                    self.closing = Some(done);
+                    match self.conn.as_mut() {
+                        // Ending our side lets the broker finish with the acks sent.
+                        Some(c) => {
+                            let (dead, _) = mpsc::unbounded_channel();
+                            c.tx = dead;
+                        }
+                        None => break,
+                    }
+                }
+                Event::Cmd(None) => {
+                    // The consumer was dropped.
+                    self.flush_acks();
+                    break;
+                }
+                Event::Response(r) => {
+                    if self.closing.is_some() && !matches!(r, Some(Ok(_))) {
+                        break;
+                    }
+                    self.on_response(r);
+                }
+                Event::Connected(r) => {
+                    self.connecting = None;
+                    self.on_connected(r);
+                }
+                Event::Reconnect => {
+                    self.reconnect_at = None;
+                    let mut sub = self.subscribe.clone();
+                    if self.reader
+                        && let Some(last) = self.last_queued
+                    {
+                        sub.start_message_id = Some(last.to_wire());
+                        self.skip = Some((last, false));
+                    }
+                    let conns = self.conns.clone();
+                    let timeout = conns.operation_timeout;
+                    let topic = self.topic.clone();
+                    self.connecting = Some(Box::pin(async move {
+                        tokio::time::timeout(timeout, open(conns, sub))
+                            .await
+                            .map_err(|_| Error::Timeout(format!("resubscribing to {topic}")))?
+                    }));
+                }
+                Event::FlushAcks => self.flush_acks(),
+                Event::Consumed => self.grant(),
+            }
+        }
+        if let Some(done) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn request(&mut self, r: pb::consume_request::Request) {
+        if let Some(c) = &self.conn {
+            let _ = c.tx.send(pb::ConsumeRequest { request: Some(r) });
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        self.ack_deadline = None;
+        if self.acks.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.acks);
+        self.request(pb::consume_request::Request::Ack(pb::Ack { ids, cumulative: false }));
+    }
+
+    fn new_epoch(&mut self) {
+        let mut f = self.flow.0.lock().expect("flow state");
+        f.epoch += 1;
+        f.queued = 0;
+    }
+
+    /// Grants permits so that granted + queued reaches the queue size, once it fell to
+    /// half of it.
+    fn grant(&mut self) {
+        if self.conn.is_none() || self.closing.is_some() {
+            return;
+        }
+        let queued = self.flow.0.lock().expect("flow state").queued;
+        let used = self.granted + queued;
+        if used <= self.queue / 2 {
+            let more = self.queue - used;
+            self.granted += more;
+            self.request(pb::consume_request::Request::Flow(pb::Flow {
+                permits: more.min(u32::MAX as u64) as u32,
+            }));
+        }
+    }
+
+    fn on_response(&mut self, r: Option<Result<pb::ConsumeResponse, tonic::Status>>) {
+        let resp = match r {
+            Some(Ok(pb::ConsumeResponse { response: Some(resp) })) => resp,
+            Some(Ok(_)) => return,
+            Some(Err(s)) => {
+                let e = Error::from_status(&s);
+                tracing::debug!(topic = %self.topic, error = %e, "consume stream failed; reconnecting");
+                if matches!(e, Error::Transport(_))
+                    && let Some(c) = &self.conn
+                {
+                    self.conns.forget(&c.url);
+                }
+                return self.disconnected();
+            }
+            None => {
+                tracing::debug!(topic = %self.topic, "consume stream ended; reconnecting");
+                return self.disconnected();
+            }
+        };
+        match resp {
+            pb::consume_response::Response::Messages(m) => {
+                let mut last = None;
+                let mut skipped = Vec::new();
+                {
+                    let mut f = self.flow.0.lock().expect("flow state");
+                    for wire in m.messages {
+                        self.granted = self.granted.saturating_sub(1);
+                        let msg = Message::from_wire(&self.topic, wire);
+                        if let Some((target, inclusive)) = self.skip {
+                            if msg.id.same_entry(&target) {
+                                let before = msg.id.batch_index < target.batch_index
+                                    || (!inclusive && msg.id.batch_index == target.batch_index);
+                                if before {
+                                    skipped.push(msg.id.to_wire());
+                                    continue;
+                                }
+                            } else {
+                                self.skip = None;
+                            }
+                        }
+                        last = Some(msg.id);
+                        f.queued += 1;
+                        let _ = self.out.send(Item {
+                            part: self.part,
+                            epoch: f.epoch,
+                            msg,
+                        });
+                    }
+                }
+                if let Some(id) = last {
+                    self.last_queued = Some(id);
+                }
+                if self.reader {
+                    // A reader acknowledges as it goes so the broker keeps nothing for it.
+                    if let Some(id) = last {
+                        self.request(pb::consume_request::Request::Ack(pb::Ack {
+                            ids: vec![id.to_wire()],
+                            cumulative: true,
+                        }));
+                    }
+                } else if !skipped.is_empty() {
+                    // Before the seek target: acknowledged, like everything before it.
+                    self.acks.extend(skipped);
+                    self.flush_acks();
+                }
+                self.grant();
+            }
+            pb::consume_response::Response::Error(e) => {
+                let err = Error::from_wire(&e);
+                if err.code() == Some(crate::ErrorCode::UnknownMessageId) {
+                    tracing::debug!(topic = %self.topic, error = %err, "acknowledgement of a message no longer pending");
+                } else {
+                    tracing::warn!(topic = %self.topic, error = %err, "broker reported an error on the consume stream");
+                }
+            }
+            pb::consume_response::Response::ActiveChange(a) => {
+                tracing::debug!(topic = %self.topic, active = a.active, "failover consumer state");
+            }
+            pb::consume_response::Response::Subscribed(_) => {}
+        }
+    }
+
+    fn disconnected(&mut self) {
+        self.conn = None;
+        self.acks.clear();
+        self.ack_deadline = None;
+        if self.connecting.is_none() && self.reconnect_at.is_none() {
+            self.reconnect_at = Some(Instant::now());
+        }
+    }
+
+    fn on_connected(&mut self, r: Result<(Conn, String)>) {
+        match r {
+            Ok((conn, _)) => {
+                tracing::debug!(topic = %self.topic, "consumer reconnected");
+                self.backoff.reset();
+                self.conn = Some(conn);
+                self.granted = 0;
+                if !self.reader {
+                    self.new_epoch();
+                }
+                self.grant();
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                tracing::debug!(topic = %self.topic, error = %e, ?delay, "resubscribe failed; retrying");
+                self.reconnect_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+}
+
+async fn next_response(conn: &mut Option<Conn>) -> Option<Result<pb::ConsumeResponse, tonic::Status>> {
+    match conn {
+        Some(c) => c.rx.message().await.transpose(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_connecting(c: &mut Option<Connecting>) -> Result<(Conn, String)> {
+    match c {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
