@@ -1,10 +1,8 @@
-//! `strata admin`: tenants, namespaces, topics and subscriptions, over the Admin gRPC
-//! service.
+//! `strata admin`: tenants, namespaces, topics and subscriptions, through the SDK's admin
+//! client.
 
-use anyhow::bail;
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use strata_proto::v1 as pb;
-use tonic::transport::Channel;
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -108,81 +106,37 @@ enum SubscriptionOp {
     },
 }
 
-fn explain(s: tonic::Status) -> anyhow::Error {
-    let code = s
-        .metadata()
-        .get("strata-error-code")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .and_then(|c| pb::ErrorCode::try_from(c).ok())
-        .map_or_else(|| format!("{:?}", s.code()), |c| c.as_str_name().to_string());
-    anyhow::anyhow!("{code}: {}", s.message())
-}
-
-fn print_names(l: pb::NameList) {
-    for n in l.names {
+fn print_names(names: Vec<String>) {
+    for n in names {
         println!("{n}");
     }
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
-    let channel = match Channel::from_shared(a.url.clone())?.connect().await {
-        Ok(c) => c,
-        Err(e) => bail!(
-            "cannot reach Strata at {}: {e}; is it running? (--url sets the address)",
+    let client = strata_client::Client::connect(a.url.clone()).await.with_context(|| {
+        format!(
+            "cannot reach Strata at {}; is it running? (--url sets the address)",
             a.url
-        ),
-    };
-    let mut c = pb::admin_client::AdminClient::new(channel);
+        )
+    })?;
+    let c = client.admin();
     match a.command {
         AdminCommand::Tenants { op } => match op {
-            TenantOp::Create { tenant } => {
-                c.create_tenant(pb::TenantRequest { tenant }).await.map_err(explain)?;
-            }
-            TenantOp::Delete { tenant } => {
-                c.delete_tenant(pb::TenantRequest { tenant }).await.map_err(explain)?;
-            }
-            TenantOp::List => print_names(c.list_tenants(pb::Empty {}).await.map_err(explain)?.into_inner()),
+            TenantOp::Create { tenant } => c.create_tenant(&tenant).await?,
+            TenantOp::Delete { tenant } => c.delete_tenant(&tenant).await?,
+            TenantOp::List => print_names(c.list_tenants().await?),
         },
         AdminCommand::Namespaces { op } => match op {
-            NamespaceOp::Create { namespace } => {
-                c.create_namespace(pb::NamespaceRequest { namespace })
-                    .await
-                    .map_err(explain)?;
-            }
-            NamespaceOp::Delete { namespace } => {
-                c.delete_namespace(pb::NamespaceRequest { namespace })
-                    .await
-                    .map_err(explain)?;
-            }
-            NamespaceOp::List { tenant } => print_names(
-                c.list_namespaces(pb::TenantRequest { tenant })
-                    .await
-                    .map_err(explain)?
-                    .into_inner(),
-            ),
+            NamespaceOp::Create { namespace } => c.create_namespace(&namespace).await?,
+            NamespaceOp::Delete { namespace } => c.delete_namespace(&namespace).await?,
+            NamespaceOp::List { tenant } => print_names(c.list_namespaces(&tenant).await?),
         },
         AdminCommand::Topics { op } => match op {
-            TopicOp::Create { topic, partitions } => {
-                c.create_topic(pb::CreateTopicRequest { topic, partitions })
-                    .await
-                    .map_err(explain)?;
-            }
-            TopicOp::Delete { topic } => {
-                c.delete_topic(pb::TopicRequest { topic }).await.map_err(explain)?;
-            }
-            TopicOp::List { namespace } => print_names(
-                c.list_topics(pb::NamespaceRequest { namespace })
-                    .await
-                    .map_err(explain)?
-                    .into_inner(),
-            ),
+            TopicOp::Create { topic, partitions } => c.create_topic(&topic, partitions).await?,
+            TopicOp::Delete { topic } => c.delete_topic(&topic).await?,
+            TopicOp::List { namespace } => print_names(c.list_topics(&namespace).await?),
             TopicOp::Stats { topic } => {
-                let s = c
-                    .get_topic_stats(pb::TopicRequest { topic })
-                    .await
-                    .map_err(explain)?
-                    .into_inner();
+                let s = c.topic_stats(&topic).await?;
                 let subs: Vec<serde_json::Value> = s
                     .subscriptions
                     .iter()
@@ -195,9 +149,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     "storage_bytes": s.storage_bytes, "ledgers": s.ledgers, "subscriptions": subs});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
-            TopicOp::Unload { topic } => {
-                c.unload_topic(pb::TopicRequest { topic }).await.map_err(explain)?;
-            }
+            TopicOp::Unload { topic } => c.unload_topic(&topic).await?,
         },
         AdminCommand::Subscriptions { op } => match op {
             SubscriptionOp::Create {
@@ -205,33 +157,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 subscription,
                 initial_position,
             } => {
-                let initial_position = match initial_position {
-                    Position::Earliest => pb::InitialPosition::Earliest,
-                    Position::Latest => pb::InitialPosition::Latest,
-                } as i32;
-                c.create_subscription(pb::SubscriptionRequest {
-                    topic,
-                    subscription,
-                    initial_position,
-                })
-                .await
-                .map_err(explain)?;
+                let initial = match initial_position {
+                    Position::Earliest => strata_client::InitialPosition::Earliest,
+                    Position::Latest => strata_client::InitialPosition::Latest,
+                };
+                c.create_subscription(&topic, &subscription, initial).await?
             }
-            SubscriptionOp::Delete { topic, subscription } => {
-                c.delete_subscription(pb::SubscriptionRequest {
-                    topic,
-                    subscription,
-                    initial_position: 0,
-                })
-                .await
-                .map_err(explain)?;
-            }
-            SubscriptionOp::List { topic } => print_names(
-                c.list_subscriptions(pb::TopicRequest { topic })
-                    .await
-                    .map_err(explain)?
-                    .into_inner(),
-            ),
+            SubscriptionOp::Delete { topic, subscription } => c.delete_subscription(&topic, &subscription).await?,
+            SubscriptionOp::List { topic } => print_names(c.list_subscriptions(&topic).await?),
         },
     }
     Ok(())

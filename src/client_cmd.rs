@@ -1,19 +1,16 @@
-//! `strata produce` and `strata consume`: the command-line producer and consumer, speaking
-//! the public gRPC API (`strata/v1/strata.proto`).
+//! `strata produce` and `strata consume`: the command-line producer and consumer, built
+//! on the Rust SDK (`strata-client`), so they route partitioned topics, batch, apply
+//! back-pressure and reconnect exactly as applications do.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, Write};
-use strata_proto::v1 as pb;
+use std::time::Duration;
+use strata_client::{Client, InitialPosition, Message, ProducerMessage, SendFuture, SubscriptionType};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-const DEFAULT_URL: &str = "http://127.0.0.1:6650";
-/// Messages per batch when producing from stdin or `--count`.
-const BATCH: usize = 100;
-/// Permits a consumer grants at a time.
-const PERMITS: u32 = 1000;
+const DEFAULT_URL: &str = strata_client::DEFAULT_URL;
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -30,9 +27,15 @@ pub struct ProduceArgs {
     /// Size of generated messages.
     #[arg(long, default_value_t = 1024)]
     size: usize,
-    /// Key of every message (routing and Key_Shared).
+    /// Key of every message (partition routing and Key_Shared).
     #[arg(long)]
     key: Option<String>,
+    /// A property of every message, NAME=VALUE (repeatable).
+    #[arg(long = "property", value_name = "NAME=VALUE")]
+    properties: Vec<String>,
+    /// Give up on a message not acknowledged within this many seconds (0: never).
+    #[arg(long, default_value_t = 30)]
+    send_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +50,14 @@ enum SubscriptionTypeArg {
 enum InitialPositionArg {
     Earliest,
     Latest,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum OutputArg {
+    /// The payload, one message per line.
+    Text,
+    /// One JSON object per line: id, key, properties, times, redelivery count, payload.
+    Json,
 }
 
 #[derive(Args)]
@@ -64,227 +75,199 @@ pub struct ConsumeArgs {
     /// Stop after N messages (default: run until interrupted).
     #[arg(long)]
     count: Option<u64>,
+    /// Stop once no message arrived for this many seconds.
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Print payloads (text) or whole messages (json).
+    #[arg(long, value_enum, default_value = "text")]
+    output: OutputArg,
+    /// Consumer name (orders Failover consumers; shown in stats).
+    #[arg(long)]
+    name: Option<String>,
     #[arg(long, default_value = DEFAULT_URL, env = "STRATA_URL")]
     url: String,
 }
 
-fn explain(e: &pb::Error) -> String {
-    let code =
-        pb::ErrorCode::try_from(e.code).map_or_else(|_| format!("code {}", e.code), |c| c.as_str_name().to_string());
-    format!("{code}: {}", e.message)
-}
-
-async fn owner_url(url: &str, topic: &str) -> anyhow::Result<String> {
-    let mut lookup = pb::lookup_client::LookupClient::connect(url.to_string())
-        .await
-        .with_context(|| {
-            format!("cannot reach Strata at {url}; is `strata standalone` running? (--url sets the address)")
-        })?;
-    let r = lookup
-        .lookup_topic(pb::LookupTopicRequest {
-            topic: topic.to_string(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("looking up {topic}: {}", s.message()))?;
-    Ok(r.into_inner().broker_url)
-}
-
-/// Looks the topic up, opens a produce stream to its broker and waits for `opened`.
-/// Returns the request sender (`buffer` requests deep) and the response stream.
-pub async fn open_producer(
-    url: &str,
-    topic: &str,
-    buffer: usize,
-) -> anyhow::Result<(mpsc::Sender<pb::ProduceRequest>, tonic::Streaming<pb::ProduceResponse>)> {
-    let url = owner_url(url, topic).await?;
-    let mut client = pb::producer_client::ProducerClient::connect(url.clone())
-        .await
-        .with_context(|| format!("cannot reach the topic's broker at {url}"))?
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(buffer);
-    tx.send(pb::ProduceRequest {
-        request: Some(pb::produce_request::Request::Open(pb::OpenProducer {
-            topic: topic.to_string(),
-            producer_name: String::new(),
-        })),
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    Client::connect(url).await.with_context(|| {
+        format!("cannot reach Strata at {url}; is `strata standalone` running? (--url sets the address)")
     })
-    .await?;
-    let mut responses = client.produce(ReceiverStream::new(rx)).await?.into_inner();
-    match responses.message().await? {
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Opened(_)),
-        }) => Ok((tx, responses)),
-        Some(pb::ProduceResponse {
-            response: Some(pb::produce_response::Response::Error(e)),
-        }) => bail!("cannot produce to {topic}: {}", explain(&e)),
-        _ => bail!("the broker closed the produce stream"),
+}
+
+/// The messages to send: arguments, generated, or stdin lines (read as they come).
+fn message_source(a: &ProduceArgs) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(1024);
+    if !a.messages.is_empty() {
+        let msgs: Vec<Bytes> = a.messages.iter().map(|m| Bytes::from(m.clone())).collect();
+        tokio::spawn(async move {
+            for m in msgs {
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    } else if let Some(n) = a.count {
+        let size = a.size;
+        let pool = crate::perf::random_pool(size, n);
+        tokio::spawn(async move {
+            for i in 0..n as usize {
+                if tx.send(Ok(pool.slice(i % 4096..i % 4096 + size))).await.is_err() {
+                    return;
+                }
+            }
+        });
+    } else {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                if tx.blocking_send(line.map(Bytes::from)).is_err() {
+                    return;
+                }
+            }
+        });
     }
+    rx
 }
 
 pub async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
-    let payloads: Vec<Bytes> = if !a.messages.is_empty() {
-        a.messages.iter().map(|m| Bytes::from(m.clone())).collect()
-    } else if let Some(n) = a.count {
-        let pool = crate::perf::random_pool(a.size, n);
-        (0..n as usize)
-            .map(|i| pool.slice(i % 4096..i % 4096 + a.size))
-            .collect()
-    } else {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .map(|l| l.map(Bytes::from))
-            .collect::<Result<_, _>>()
-            .context("reading messages from standard input")?
-    };
-    let (tx, mut responses) = open_producer(&a.url, &a.topic, 64).await?;
-    let total = payloads.len();
-    let key = a.key.unwrap_or_default();
-    let sender = tokio::spawn(async move {
-        for (seq, chunk) in payloads.chunks(BATCH).enumerate() {
-            let send = pb::SendBatch {
-                sequence_id: seq as u64,
-                messages: chunk
-                    .iter()
-                    .map(|p| pb::OutgoingMessage {
-                        payload: p.clone(),
-                        key: key.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            };
-            if tx
-                .send(pb::ProduceRequest {
-                    request: Some(pb::produce_request::Request::Send(send)),
-                })
-                .await
-                .is_err()
-            {
-                break;
+    let mut properties = Vec::new();
+    for p in &a.properties {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--property {p:?} must be NAME=VALUE");
+        };
+        properties.push((k.to_string(), v.to_string()));
+    }
+    let client = connect(&a.url).await?;
+    let producer = client
+        .producer(a.topic.clone())
+        .send_timeout(Duration::from_secs(a.send_timeout))
+        .create()
+        .await
+        .with_context(|| format!("cannot produce to {}", a.topic))?;
+    // Receipts are awaited in order by a second task while sending goes on.
+    let (receipts_tx, mut receipts) = mpsc::channel::<SendFuture>(10_000);
+    let collector = tokio::spawn(async move {
+        let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None);
+        while let Some(r) = receipts.recv().await {
+            match r.await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        // Dropping the sender ends the request stream once everything is queued.
+        (ok, failed, first_error)
     });
-    let (mut acked, mut failed) = (0usize, Vec::new());
-    while acked + failed.len() < total.div_ceil(BATCH).max(1) && total > 0 {
-        match responses.message().await? {
-            Some(pb::ProduceResponse {
-                response: Some(pb::produce_response::Response::Receipt(_)),
-            }) => acked += 1,
-            Some(pb::ProduceResponse {
-                response: Some(pb::produce_response::Response::Error(e)),
-            }) => failed.push(explain(&e)),
-            Some(_) => {}
-            None => bail!("the broker closed the stream before acknowledging every message"),
+    let mut source = message_source(&a);
+    while let Some(payload) = source.recv().await {
+        let payload = payload.context("reading messages from standard input")?;
+        let mut m = ProducerMessage::new(payload);
+        if let Some(k) = &a.key {
+            m = m.key(k.clone());
+        }
+        for (k, v) in &properties {
+            m = m.property(k.clone(), v.clone());
+        }
+        let receipt = producer.send_async(m).await?;
+        if receipts_tx.send(receipt).await.is_err() {
+            break;
         }
     }
-    sender.await?;
-    if let Some(first) = failed.first() {
-        bail!(
-            "{} of {} batches failed; first error: {first}",
-            failed.len(),
-            total.div_ceil(BATCH)
-        );
+    drop(receipts_tx);
+    let (ok, failed, first_error) = collector.await?;
+    if let Some(e) = first_error {
+        bail!("{failed} of {} messages failed; first error: {e}", ok + failed);
     }
-    eprintln!("{total} messages acknowledged");
+    eprintln!("{ok} messages acknowledged");
     Ok(())
 }
 
-/// Looks the topic up, opens a consume stream to its broker and waits for `subscribed`.
-/// Returns the request sender (`buffer` requests deep) and the response stream.
-pub async fn open_consumer(
-    url: &str,
-    subscribe: pb::Subscribe,
-    buffer: usize,
-) -> anyhow::Result<(mpsc::Sender<pb::ConsumeRequest>, tonic::Streaming<pb::ConsumeResponse>)> {
-    let url = owner_url(url, &subscribe.topic).await?;
-    let mut client = pb::consumer_client::ConsumerClient::connect(url.clone())
-        .await
-        .with_context(|| format!("cannot reach the topic's broker at {url}"))?
-        .max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(buffer);
-    let (topic, sub) = (subscribe.topic.clone(), subscribe.subscription.clone());
-    tx.send(pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Subscribe(subscribe)),
-    })
-    .await?;
-    let mut responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
-    match responses.message().await? {
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Subscribed(_)),
-        }) => Ok((tx, responses)),
-        Some(pb::ConsumeResponse {
-            response: Some(pb::consume_response::Response::Error(e)),
-        }) => bail!("cannot subscribe {sub} to {topic}: {}", explain(&e)),
-        _ => bail!("the broker closed the consume stream"),
+fn print(out: &mut impl Write, msg: &Message, format: OutputArg) -> std::io::Result<()> {
+    match format {
+        OutputArg::Text => {
+            out.write_all(&msg.payload)?;
+            out.write_all(b"\n")
+        }
+        OutputArg::Json => {
+            let ms = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            };
+            let v = serde_json::json!({
+                "id": msg.id.to_string(),
+                "topic": msg.topic,
+                "key": msg.key,
+                "properties": msg.properties,
+                "publish_time_ms": ms(msg.publish_time),
+                "event_time_ms": msg.event_time.map(ms),
+                "producer_name": msg.producer_name,
+                "redelivery_count": msg.redelivery_count,
+                "payload": String::from_utf8_lossy(&msg.payload),
+            });
+            writeln!(out, "{v}")
+        }
     }
 }
 
 pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let sub_type = match a.sub_type {
-        SubscriptionTypeArg::Exclusive => pb::SubscriptionType::Exclusive,
-        SubscriptionTypeArg::Failover => pb::SubscriptionType::Failover,
-        SubscriptionTypeArg::Shared => pb::SubscriptionType::Shared,
-        SubscriptionTypeArg::KeyShared => pb::SubscriptionType::KeyShared,
-    };
-    let initial = match a.initial_position {
-        InitialPositionArg::Earliest => pb::InitialPosition::Earliest,
-        InitialPositionArg::Latest => pb::InitialPosition::Latest,
-    };
-    let subscribe = pb::Subscribe {
-        topic: a.topic.clone(),
-        subscription: a.subscription.clone(),
-        r#type: sub_type as i32,
-        initial_position: initial as i32,
-        consumer_name: String::new(),
-        ack_timeout_ms: 0,
-    };
-    let (tx, mut responses) = open_consumer(&a.url, subscribe, 64).await?;
-    let want = a.count.unwrap_or(u64::MAX);
-    let flow = |permits: u32| pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Flow(pb::Flow { permits })),
-    };
-    let first_permits = PERMITS.min(want.min(u32::MAX as u64) as u32);
-    tx.send(flow(first_permits)).await?;
-    let (mut received, mut granted) = (0u64, first_permits as u64);
-    let stdout = std::io::stdout();
-    while received < want {
-        let Some(resp) = responses.message().await? else {
-            bail!("the broker closed the stream after {received} messages");
-        };
-        match resp.response {
-            Some(pb::consume_response::Response::Messages(m)) => {
-                let mut out = stdout.lock();
-                let mut ids = Vec::with_capacity(m.messages.len());
-                for msg in m.messages {
-                    out.write_all(&msg.payload)?;
-                    out.write_all(b"\n")?;
-                    ids.extend(msg.id);
-                    received += 1;
-                }
-                out.flush()?;
-                tx.send(pb::ConsumeRequest {
-                    request: Some(pb::consume_request::Request::Ack(pb::Ack { ids, cumulative: false })),
-                })
-                .await?;
-                // Keep the consumer fed: grant more once half the permits are used.
-                if granted - received < (PERMITS / 2) as u64 && granted < want {
-                    let more = PERMITS.min((want - granted).min(u32::MAX as u64) as u32);
-                    tx.send(flow(more)).await?;
-                    granted += more as u64;
-                }
-            }
-            Some(pb::consume_response::Response::Error(e)) => eprintln!("warning: {}", explain(&e)),
-            _ => {}
-        }
+    let client = connect(&a.url).await?;
+    let mut builder = client
+        .consumer(a.topic.clone())
+        .subscription(a.subscription.clone())
+        .subscription_type(match a.sub_type {
+            SubscriptionTypeArg::Exclusive => SubscriptionType::Exclusive,
+            SubscriptionTypeArg::Failover => SubscriptionType::Failover,
+            SubscriptionTypeArg::Shared => SubscriptionType::Shared,
+            SubscriptionTypeArg::KeyShared => SubscriptionType::KeyShared,
+        })
+        .initial_position(match a.initial_position {
+            InitialPositionArg::Earliest => InitialPosition::Earliest,
+            InitialPositionArg::Latest => InitialPosition::Latest,
+        });
+    if let Some(n) = &a.name {
+        builder = builder.consumer_name(n.clone());
     }
-    // Close our side and wait (bounded) for the broker to end the stream: it has then
-    // processed every acknowledgement sent before.
-    drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Ok(Some(_)) = responses.message().await {}
-    })
-    .await;
+    if let Some(n) = a.count {
+        builder = builder.receiver_queue_size(n.clamp(1, 1000) as u32);
+    }
+    let consumer = builder
+        .subscribe()
+        .await
+        .with_context(|| format!("cannot subscribe {} to {}", a.subscription, a.topic))?;
+    let want = a.count.unwrap_or(u64::MAX);
+    let idle = a.idle_timeout.map(Duration::from_secs);
+    let mut received = 0u64;
+    let stdout = std::io::stdout();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    while received < want {
+        let next = async {
+            match idle {
+                Some(d) => tokio::time::timeout(d, consumer.receive()).await.ok(),
+                None => Some(consumer.receive().await),
+            }
+        };
+        let msg = tokio::select! {
+            m = next => match m {
+                Some(m) => m?,
+                None => break, // idle timeout
+            },
+            _ = &mut interrupted => break,
+        };
+        {
+            let mut out = stdout.lock();
+            print(&mut out, &msg, a.output)?;
+            out.flush()?;
+        }
+        consumer.ack(&msg).await?;
+        received += 1;
+    }
+    // Sends the last acknowledgements and waits for the broker to take them.
+    let _ = tokio::time::timeout(Duration::from_secs(5), consumer.close()).await;
+    if let Some(n) = a.count
+        && received < n
+    {
+        bail!("stopped after {received} of {n} messages");
+    }
     Ok(())
 }

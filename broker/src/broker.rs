@@ -156,18 +156,22 @@ impl LoadedTopic {
     pub async fn apply_retention(&self, time: Option<Duration>, bytes: Option<u64>) -> Result<usize> {
         let ml = self.topic.managed_ledger();
         let store = ml.store();
-        let cursors = store.list(&strata_meta::keys::cursors_prefix(&self.topic.name().path())).await?;
+        let cursors = store
+            .list(&strata_meta::keys::cursors_prefix(&self.topic.name().path()))
+            .await?;
         if cursors.is_empty() {
             return Ok(0);
         }
         let mut oldest: Option<(u64, u64)> = None;
         for (k, v) in cursors {
-            let c: crate::cursor::CursorInfo = serde_json::from_slice(&v.value)
-                .map_err(|e| BrokerError::Corruption(format!("cursor {k}: {e}")))?;
+            let c: crate::cursor::CursorInfo =
+                serde_json::from_slice(&v.value).map_err(|e| BrokerError::Corruption(format!("cursor {k}: {e}")))?;
             let Some(md) = c.mark_delete else { return Ok(0) };
             oldest = Some(oldest.map_or(md, |o| o.min(md)));
         }
-        let Some((md_ledger, md_entry)) = oldest else { return Ok(0) };
+        let Some((md_ledger, md_entry)) = oldest else {
+            return Ok(0);
+        };
         let ledgers = ml.ledgers().await;
         let current = ml.last_confirmed().map(|p| p.ledger.get());
         // Closed ledgers wholly acknowledged, oldest first, each with the time its last

@@ -419,7 +419,9 @@ impl Consumer {
                 message_id: None,
                 publish_time_ms: ms,
             };
-            p.cmds.send(Cmd::Seek(seek, None)).map_err(|_| Error::Closed("consumer"))?;
+            p.cmds
+                .send(Cmd::Seek(seek, None))
+                .map_err(|_| Error::Closed("consumer"))?;
         }
         Ok(())
     }
@@ -686,7 +688,9 @@ impl PartitionConsumer {
                 }
                 Event::Cmd(Some(Cmd::Nack(id))) => {
                     self.flush_acks();
-                    self.request(pb::consume_request::Request::Nack(pb::Nack { ids: vec![id.to_wire()] }));
+                    self.request(pb::consume_request::Request::Nack(pb::Nack {
+                        ids: vec![id.to_wire()],
+                    }));
                 }
                 Event::Cmd(Some(Cmd::Seek(seek, id))) => {
                     self.flush_acks();

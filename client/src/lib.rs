@@ -39,7 +39,9 @@ mod message;
 mod producer;
 
 pub use admin::{Admin, SubscriptionStats, TopicStats};
-pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, Reader, ReaderBuilder, StartPosition, SubscriptionType};
+pub use consumer::{
+    Consumer, ConsumerBuilder, InitialPosition, Reader, ReaderBuilder, StartPosition, SubscriptionType,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Message, MessageId, ProducerMessage};
 pub use producer::{Producer, ProducerBuilder, RoutingMode, SendFuture};

@@ -19,10 +19,10 @@
 //! - A message not acknowledged within `send_timeout` fails with [`Error::Timeout`]; it
 //!   may still have been stored.
 
+use crate::Client;
 use crate::connection::{Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, partition_name, random_u64};
 use crate::error::{Error, Result};
 use crate::message::{MessageId, ProducerMessage};
-use crate::Client;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -290,7 +290,12 @@ impl Producer {
         }
         let msg: ProducerMessage = msg.into();
         let size = msg.inner.payload.len().clamp(1, s.max_pending_bytes);
-        let count = s.count.clone().acquire_owned().await.map_err(|_| Error::Closed("producer"))?;
+        let count = s
+            .count
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed("producer"))?;
         let bytes = s
             .bytes
             .clone()
@@ -588,14 +593,18 @@ impl PartitionProducer {
         };
         match resp {
             pb::produce_response::Response::Receipt(r) => {
-                let Some(batch) = self.take_inflight(r.sequence_id) else { return };
+                let Some(batch) = self.take_inflight(r.sequence_id) else {
+                    return;
+                };
                 let first = r.first_id.as_ref().map(MessageId::from_wire);
                 for (i, p) in batch.pending.into_iter().enumerate() {
                     let id = first.map(|f| MessageId {
                         batch_index: f.batch_index + i as u32,
                         ..f
                     });
-                    let _ = p.reply.send(id.ok_or_else(|| Error::Transport("receipt without a message id".into())));
+                    let _ = p
+                        .reply
+                        .send(id.ok_or_else(|| Error::Transport("receipt without a message id".into())));
                 }
             }
             pb::produce_response::Response::Error(e) => {
@@ -680,7 +689,10 @@ impl PartitionProducer {
         if self.batch_msgs.iter().any(late) {
             let mut kept = (Vec::new(), Vec::new());
             self.batch_bytes = 0;
-            for (m, p) in std::mem::take(&mut self.batch).into_iter().zip(std::mem::take(&mut self.batch_msgs)) {
+            for (m, p) in std::mem::take(&mut self.batch)
+                .into_iter()
+                .zip(std::mem::take(&mut self.batch_msgs))
+            {
                 if late(&p) {
                     let _ = p.reply.send(Err(Error::Timeout(format!(
                         "message to {} not sent within the send timeout",

@@ -1,94 +1,144 @@
-//! W5 (BENCHMARK.md): catch-up read — one consumer drains a backlog from the earliest
-//! position. Latency is end to end (publish time → delivery), which for a backlog mostly
-//! measures its age; the figure that matters is msgs/s.
+//! W4 and W5 (BENCHMARK.md): consumers drain a backlog from the earliest position.
+//! W5: one consumer (Exclusive, cumulative acks every 1000 messages). W4: `--consumers N
+//! --type shared`, every message acknowledged individually. The figure is acknowledged
+//! msgs/s; latency is publish → delivery, which for a backlog mostly measures its age.
 
 use super::report::{Summary, latency_histogram};
 use anyhow::bail;
-use clap::Args;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use strata_proto::v1 as pb;
+use clap::{Args, ValueEnum};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use strata_client::{Client, InitialPosition, SubscriptionType};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum TypeArg {
+    Exclusive,
+    Failover,
+    Shared,
+    KeyShared,
+}
+
+impl TypeArg {
+    pub fn sdk(self) -> SubscriptionType {
+        match self {
+            TypeArg::Exclusive => SubscriptionType::Exclusive,
+            TypeArg::Failover => SubscriptionType::Failover,
+            TypeArg::Shared => SubscriptionType::Shared,
+            TypeArg::KeyShared => SubscriptionType::KeyShared,
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct ConsumePerfArgs {
-    #[arg(long, default_value = "http://127.0.0.1:6650", env = "STRATA_URL")]
+    #[arg(long, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
     url: String,
     #[arg(long, default_value = "persistent://public/default/perf")]
     topic: String,
-    /// Messages to receive.
+    /// Messages to receive (in total, over all consumers).
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
     /// Subscription (a new name starts from the earliest message).
     #[arg(long, default_value = "perf-consume")]
     subscription: String,
-    /// Permits granted at a time.
-    #[arg(long, default_value_t = 20_000)]
-    permits: u32,
+    #[arg(long = "type", value_enum, default_value = "exclusive")]
+    sub_type: TypeArg,
+    /// Consumers on the subscription.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+    /// Each consumer's receiver queue.
+    #[arg(long, default_value_t = 5000)]
+    queue: u32,
     #[arg(long)]
     json: bool,
 }
 
-fn now_ms() -> u64 {
+pub fn age_us(publish: SystemTime) -> u64 {
     SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .duration_since(publish)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
 }
 
 pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
-    if a.messages == 0 || a.permits == 0 {
-        bail!("--messages and --permits must be greater than 0");
+    if a.messages == 0 || a.consumers == 0 {
+        bail!("--messages and --consumers must be greater than 0");
     }
-    let subscribe = pb::Subscribe {
-        topic: a.topic.clone(),
-        subscription: a.subscription.clone(),
-        r#type: pb::SubscriptionType::Exclusive as i32,
-        initial_position: pb::InitialPosition::Earliest as i32,
-        consumer_name: "perf".into(),
-        ack_timeout_ms: 0,
-    };
-    let (tx, mut resp) = crate::client_cmd::open_consumer(&a.url, subscribe, 1024).await?;
-    let flow = |permits| pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Flow(pb::Flow { permits })),
-    };
-    tx.send(flow(a.permits)).await?;
-    let mut hist = latency_histogram();
-    let (mut received, mut bytes, mut granted) = (0u64, 0u64, a.permits as u64);
+    if a.consumers > 1 && matches!(a.sub_type, TypeArg::Exclusive) {
+        bail!("an Exclusive subscription takes one consumer; use --type shared or key-shared with --consumers");
+    }
+    let client = Client::connect(a.url.clone()).await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let cumulative = matches!(a.sub_type, TypeArg::Exclusive | TypeArg::Failover);
+    let mut consumers = Vec::new();
+    for i in 0..a.consumers {
+        consumers.push(
+            client
+                .consumer(a.topic.clone())
+                .subscription(a.subscription.clone())
+                .subscription_type(a.sub_type.sdk())
+                .initial_position(InitialPosition::Earliest)
+                .consumer_name(format!("perf-{i}"))
+                .receiver_queue_size(a.queue)
+                .subscribe()
+                .await?,
+        );
+    }
     let start = Instant::now();
-    let mut last_progress = Instant::now();
-    while received < a.messages {
-        let Some(r) = resp.message().await? else {
-            bail!("the broker closed the stream after {received} messages");
-        };
-        let Some(pb::consume_response::Response::Messages(m)) = r.response else {
-            continue;
-        };
-        let now = now_ms();
-        let last = m.messages.last().and_then(|x| x.id);
-        for msg in &m.messages {
-            hist.record(now.saturating_sub(msg.publish_time_ms).max(1) * 1000).ok();
-            bytes += msg.payload.len() as u64;
-        }
-        received += m.messages.len() as u64;
-        // One cumulative ack per delivery batch.
-        if let Some(id) = last {
-            tx.send(pb::ConsumeRequest {
-                request: Some(pb::consume_request::Request::Ack(pb::Ack {
-                    ids: vec![id],
-                    cumulative: true,
-                })),
-            })
-            .await?;
-        }
-        if granted - received < (a.permits / 2) as u64 {
-            tx.send(flow(a.permits)).await?;
-            granted += a.permits as u64;
-        }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            eprintln!("progress: {received}/{} received", a.messages);
-            last_progress = Instant::now();
-        }
+    let mut tasks = Vec::new();
+    for c in consumers {
+        let (received, bytes, total) = (received.clone(), bytes.clone(), a.messages);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = latency_histogram();
+            let (mut since_ack, mut last) = (0u32, None);
+            while received.load(Ordering::Relaxed) < total {
+                let Ok(m) = tokio::time::timeout(Duration::from_millis(200), c.receive()).await else {
+                    continue; // re-check whether the others finished the total
+                };
+                let m = m?;
+                hist.record(age_us(m.publish_time)).ok();
+                bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+                if cumulative {
+                    since_ack += 1;
+                    if since_ack >= 1000 {
+                        c.ack_cumulative(&m).await?;
+                        since_ack = 0;
+                    } else {
+                        last = Some(m);
+                    }
+                } else {
+                    c.ack(&m).await?;
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(m) = last.filter(|_| since_ack > 0) {
+                c.ack_cumulative(&m).await?;
+            }
+            c.close().await?;
+            anyhow::Ok(hist)
+        }));
     }
+    let progress = {
+        let (received, total) = (received.clone(), a.messages);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                eprintln!("progress: {}/{total} received", received.load(Ordering::Relaxed));
+            }
+        })
+    };
+    let mut hist = latency_histogram();
+    for t in tasks {
+        hist.add(t.await??).ok();
+    }
+    progress.abort();
     let elapsed = start.elapsed();
-    let mut s = Summary::new("W5", received, bytes, elapsed, &hist);
+    let n = received.load(Ordering::Relaxed);
+    let workload = if a.consumers > 1 { "W4" } else { "W5" };
+    let mut s = Summary::new(workload, n, bytes.load(Ordering::Relaxed), elapsed, &hist);
+    s.extra.insert("consumers".into(), a.consumers.into());
     s.extra.insert("topic".into(), a.topic.into());
     s.print(a.json);
     Ok(())

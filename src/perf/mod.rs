@@ -4,6 +4,7 @@
 
 mod bookie;
 mod consume;
+mod e2e;
 mod ledger;
 mod produce;
 mod report;
@@ -24,10 +25,12 @@ enum PerfCommand {
     Bookie(bookie::BookiePerfArgs),
     /// B1 across bookies: a replicated ledger (E/Qw/Qa) through the ledger client.
     Ledger(ledger::LedgerPerfArgs),
-    /// W1: peak durable publish rate through a broker.
+    /// W1: peak durable publish rate through a broker (`--rate` for a fixed load).
     Produce(produce::ProducePerfArgs),
-    /// W5: one consumer drains a backlog from the earliest message.
+    /// W4/W5: consumers drain a backlog from the earliest message.
     Consume(consume::ConsumePerfArgs),
+    /// W2/W3: a producer and tailing subscriptions at once; end-to-end latency.
+    E2e(e2e::E2ePerfArgs),
 }
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         PerfCommand::Ledger(a) => ledger::run(a).await,
         PerfCommand::Produce(a) => produce::run(a).await,
         PerfCommand::Consume(a) => consume::run(a).await,
+        PerfCommand::E2e(a) => e2e::run(a).await,
     }
 }
