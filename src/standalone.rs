@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
 use strata_bookie::{BookieConfig, Storage};
-use strata_broker::broker::{Broker, BrokerConfig};
+use strata_broker::broker::Broker;
+use strata_broker::config::BrokerSettings;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
@@ -19,9 +20,35 @@ pub struct StandaloneArgs {
     /// Address clients connect to.
     #[arg(long, default_value = "127.0.0.1:6650", env = "STRATA_LISTEN")]
     listen: String,
+    /// TOML file with `[broker]` and `[bookie]` settings (docs/configuration.md).
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The configuration file of `strata standalone`.
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StandaloneConfig {
+    broker: BrokerSettings,
+    /// The embedded bookie; its data directory and address are chosen by standalone.
+    bookie: BookieConfig,
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
+    let Some(path) = path else {
+        return Ok(StandaloneConfig::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    // Checked before anything starts, so a bad file fails fast and names the setting.
+    config.broker.to_config(String::new()).map_err(anyhow::Error::msg)?;
+    if config.broker.ensemble_size != 1 {
+        anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -38,8 +65,12 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let bookie_addr = bookie_listener.local_addr()?.to_string();
     let bookie_cfg = BookieConfig {
         data_dir: data_dir.join("bookie"),
-        ..BookieConfig::default()
+        listen: bookie_addr.clone(),
+        ..config.bookie
     };
+    bookie_cfg
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid [bookie] configuration: {e}"))?;
     let storage = Arc::new(
         tokio::task::spawn_blocking(move || Storage::open(bookie_cfg))
             .await?
@@ -73,10 +104,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let broker_cfg = BrokerConfig {
-        advertised_url: format!("http://{}", listener.local_addr()?),
-        ..BrokerConfig::default()
-    };
+    let broker_cfg = config
+        .broker
+        .to_config(format!("http://{}", listener.local_addr()?))
+        .map_err(anyhow::Error::msg)?;
     let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
     let broker = Broker::new(broker_cfg, store.clone(), client).await?;
     broker.ensure_namespace("public", "default").await?;

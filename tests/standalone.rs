@@ -3,96 +3,11 @@
 
 mod common;
 
-use common::{Rng, free_port, seed};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use common::{Rng, Standalone, free_port, seed};
 use std::time::{Duration, Instant};
 use strata_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-
-struct Standalone {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
-}
-
-impl Standalone {
-    async fn start(dir: &Path, port: u16) -> Self {
-        let log = dir.join(format!(
-            "standalone-{}.log",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ common::rand_suffix()
-        ));
-        let child = Command::new(STRATA)
-            .args(["standalone", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!(
-                    "standalone exited with {st}:\n{}",
-                    std::fs::read_to_string(&s.log).unwrap_or_default()
-                );
-            }
-            if let Ok(mut c) = pb::lookup_client::LookupClient::connect(s.url.clone()).await
-                && c.lookup_topic(pb::LookupTopicRequest {
-                    topic: "public/default/x".into(),
-                })
-                .await
-                .is_ok()
-            {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "standalone not ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut cmd = Command::new(STRATA);
-        cmd.args(args).args(["--url", &self.url]);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(input) = stdin {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        common::wait_exit(&mut self.child, Duration::from_secs(30)).expect("standalone did not stop on SIGTERM")
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.sigkill();
-        }
-    }
-}
 
 fn lines(out: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)

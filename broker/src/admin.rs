@@ -317,10 +317,10 @@ impl pb::admin_server::Admin for AdminService {
             )
             .await?;
             for i in 0..r.partitions {
-                self.broker.topic(&t.partition(i), true).await.map_err(to_status)?;
+                self.broker.create_topic(&t.partition(i)).await.map_err(to_status)?;
             }
         } else {
-            self.broker.topic(&t, true).await.map_err(to_status)?;
+            self.broker.create_topic(&t).await.map_err(to_status)?;
         }
         Ok(Response::new(pb::Empty {}))
     }

@@ -353,8 +353,17 @@ impl Broker {
         Ok(self.store.get(&keys::topic(&t.path())).await?.is_some())
     }
 
-    /// The loaded topic, loading (and, if allowed, creating) it.
+    /// The loaded topic, loading it and, if `create` and auto-creation is on, creating it.
     pub async fn topic(&self, name: &TopicName, create: bool) -> Result<Arc<LoadedTopic>> {
+        self.load(name, create && self.cfg.auto_create_topics).await
+    }
+
+    /// Creates (or loads) a topic whatever the auto-creation setting (admin creation).
+    pub async fn create_topic(&self, name: &TopicName) -> Result<Arc<LoadedTopic>> {
+        self.load(name, true).await
+    }
+
+    async fn load(&self, name: &TopicName, create: bool) -> Result<Arc<LoadedTopic>> {
         let mut topics = self.topics.lock().await;
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
@@ -368,7 +377,7 @@ impl Broker {
             )));
         }
         if !self.topic_exists(name).await? {
-            if !(create && self.cfg.auto_create_topics) {
+            if !create {
                 return Err(BrokerError::TopicNotFound(name.to_string()));
             }
             if !self.namespace_exists(name).await? {

@@ -13,7 +13,7 @@ pub enum BrokerError {
     #[error("topic {0} is closed")]
     Closed(String),
     /// The topic does not exist (and auto-creation is off).
-    #[error("topic {0} does not exist")]
+    #[error("topic {0} does not exist and auto-creation is off; create it with `strata admin topics create {0}`")]
     TopicNotFound(String),
     /// The subscription exists with another type.
     #[error("{0}")]

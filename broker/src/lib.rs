@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod config;
 pub mod cursor;
 pub mod dispatch;
 pub mod entry_format;

@@ -439,11 +439,25 @@ impl pb::consumer_server::Consumer for BrokerService {
                                         Err(e) => { fail(e).await; continue; }
                                     }
                                 }
-                                pb::consume_request::Request::Seek(s) => match s.message_id.as_ref().map(from_wire_id) {
-                                    Some(Ok(id)) => subscription.seek(id.position).await,
-                                    Some(Err(e)) => { fail(e).await; continue; }
-                                    None => subscription.seek_time(s.publish_time_ms).await,
-                                },
+                                pb::consume_request::Request::Seek(s) => {
+                                    let r = match s.message_id.as_ref().map(from_wire_id) {
+                                        Some(Ok(id)) => subscription.seek(id.position).await,
+                                        Some(Err(e)) => { fail(e).await; continue; }
+                                        None => subscription.seek_time(s.publish_time_ms).await,
+                                    };
+                                    if r.is_ok() {
+                                        // Deliveries made before the seek are stale: drop them,
+                                        // then mark where the new position starts.
+                                        while deliveries.try_recv().is_ok() {}
+                                        let done = pb::ConsumeResponse {
+                                            response: Some(pb::consume_response::Response::SeekDone(pb::SeekDone {})),
+                                        };
+                                        if tx.send(Ok(done)).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                    r
+                                }
                                 pb::consume_request::Request::Subscribe(_) => {
                                     Err(BrokerError::InvalidArgument("already subscribed on this stream".into()))
                                 }

@@ -210,7 +210,7 @@ enum Cmd {
     Ack(MessageId),
     AckCumulative(MessageId),
     Nack(MessageId),
-    Seek(pb::Seek, Option<MessageId>),
+    Seek(pb::Seek, Option<MessageId>, oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -316,6 +316,8 @@ impl Consumer {
                 acks: Vec::new(),
                 ack_deadline: None,
                 closing: None,
+                seeking: false,
+                seek_done: None,
             };
             tokio::spawn(task.run());
             parts.push(Part { cmds, flow });
@@ -402,26 +404,36 @@ impl Consumer {
 
     /// Moves the subscription so that the next message delivered is `id` (of its
     /// partition); everything before counts as acknowledged, everything from it on as not.
+    /// Returns once the broker applied the seek: the next [`Consumer::receive`] returns
+    /// `id`.
     pub async fn seek(&self, id: MessageId) -> Result<()> {
         let seek = pb::Seek {
             message_id: Some(id.to_wire()),
             publish_time_ms: 0,
         };
-        self.command(&id, Cmd::Seek(seek, Some(id)))
+        let (tx, rx) = oneshot::channel();
+        self.command(&id, Cmd::Seek(seek, Some(id), tx))?;
+        rx.await.map_err(|_| Error::Closed("consumer"))?
     }
 
     /// Moves the subscription (every partition) to the first message published at or
     /// after `time`.
     pub async fn seek_time(&self, time: SystemTime) -> Result<()> {
         let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut waits = Vec::new();
         for p in &self.parts {
             let seek = pb::Seek {
                 message_id: None,
                 publish_time_ms: ms,
             };
+            let (tx, rx) = oneshot::channel();
             p.cmds
-                .send(Cmd::Seek(seek, None))
+                .send(Cmd::Seek(seek, None, tx))
                 .map_err(|_| Error::Closed("consumer"))?;
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await.map_err(|_| Error::Closed("consumer"))??;
         }
         Ok(())
     }
@@ -622,7 +634,7 @@ async fn open(conns: Arc<Connections>, sub: pb::Subscribe) -> Result<(Conn, Stri
 enum Event {
     Cmd(Option<Cmd>),
     Response(Option<Result<pb::ConsumeResponse, tonic::Status>>),
-    Connected(Result<(Conn, String)>),
+    Connected(Box<Result<(Conn, String)>>),
     Reconnect,
     FlushAcks,
     Consumed,
@@ -656,6 +668,9 @@ struct PartitionConsumer {
     acks: Vec<pb::MessageId>,
     ack_deadline: Option<Instant>,
     closing: Option<oneshot::Sender<()>>,
+    /// A seek was sent and its SeekDone not yet received: deliveries are stale.
+    seeking: bool,
+    seek_done: Option<oneshot::Sender<Result<()>>>,
 }
 
 impl PartitionConsumer {
@@ -665,7 +680,7 @@ impl PartitionConsumer {
             let event = tokio::select! {
                 c = self.cmds.recv(), if self.closing.is_none() => Event::Cmd(c),
                 r = next_response(&mut self.conn) => Event::Response(r),
-                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(r),
+                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
                 _ = sleep_until(self.reconnect_at), if self.reconnect_at.is_some() => Event::Reconnect,
                 _ = sleep_until(self.ack_deadline), if self.ack_deadline.is_some() => Event::FlushAcks,
                 _ = self.flow.1.notified() => Event::Consumed,
@@ -692,15 +707,24 @@ impl PartitionConsumer {
                         ids: vec![id.to_wire()],
                     }));
                 }
-                Event::Cmd(Some(Cmd::Seek(seek, id))) => {
+                Event::Cmd(Some(Cmd::Seek(seek, id, done))) => {
+                    if self.conn.is_none() {
+                        let _ = done.send(Err(Error::Transport(format!(
+                            "not connected to the broker of {}; seek again once reconnected",
+                            self.topic
+                        ))));
+                        continue;
+                    }
+                    if let Some(earlier) = self.seek_done.replace(done) {
+                        let _ = earlier.send(Err(Error::InvalidArgument("superseded by a later seek".into())));
+                    }
                     self.flush_acks();
                     self.request(pb::consume_request::Request::Seek(seek));
                     self.skip = id.map(|id| (id, true));
-                    // The broker restarts delivery with fresh permits; queued messages
+                    // Queued messages, and those arriving until the broker's SeekDone,
                     // are from before the seek.
                     self.new_epoch();
-                    self.granted = 0;
-                    self.grant();
+                    self.seeking = true;
                 }
                 Event::Cmd(Some(Cmd::Close(done))) => {
                     self.flush_acks();
@@ -727,7 +751,7 @@ impl PartitionConsumer {
                 }
                 Event::Connected(r) => {
                     self.connecting = None;
-                    self.on_connected(r);
+                    self.on_connected(*r);
                 }
                 Event::Reconnect => {
                     self.reconnect_at = None;
@@ -780,7 +804,7 @@ impl PartitionConsumer {
     /// Grants permits so that granted + queued reaches the queue size, once it fell to
     /// half of it.
     fn grant(&mut self) {
-        if self.conn.is_none() || self.closing.is_some() {
+        if self.conn.is_none() || self.closing.is_some() || self.seeking {
             return;
         }
         let queued = self.flow.0.lock().expect("flow state").queued;
@@ -814,6 +838,18 @@ impl PartitionConsumer {
             }
         };
         match resp {
+            pb::consume_response::Response::Messages(m) if self.seeking => {
+                self.granted = self.granted.saturating_sub(m.messages.len() as u64);
+            }
+            pb::consume_response::Response::SeekDone(_) => {
+                // The broker reset this consumer's permits.
+                self.seeking = false;
+                self.granted = 0;
+                self.grant();
+                if let Some(done) = self.seek_done.take() {
+                    let _ = done.send(Ok(()));
+                }
+            }
             pb::consume_response::Response::Messages(m) => {
                 let mut last = None;
                 let mut skipped = Vec::new();
@@ -863,6 +899,15 @@ impl PartitionConsumer {
             }
             pb::consume_response::Response::Error(e) => {
                 let err = Error::from_wire(&e);
+                if self.seeking && err.code() != Some(crate::ErrorCode::UnknownMessageId) {
+                    // The seek failed; delivery goes on from where it was.
+                    self.seeking = false;
+                    self.grant();
+                    if let Some(done) = self.seek_done.take() {
+                        let _ = done.send(Err(err));
+                    }
+                    return;
+                }
                 if err.code() == Some(crate::ErrorCode::UnknownMessageId) {
                     tracing::debug!(topic = %self.topic, error = %err, "acknowledgement of a message no longer pending");
                 } else {
@@ -878,6 +923,12 @@ impl PartitionConsumer {
 
     fn disconnected(&mut self) {
         self.conn = None;
+        if let Some(done) = self.seek_done.take() {
+            let _ = done.send(Err(Error::Transport(format!(
+                "the connection to the broker of {} broke during a seek; seek again",
+                self.topic
+            ))));
+        }
         self.acks.clear();
         self.ack_deadline = None;
         if self.connecting.is_none() && self.reconnect_at.is_none() {
@@ -892,6 +943,7 @@ impl PartitionConsumer {
                 self.backoff.reset();
                 self.conn = Some(conn);
                 self.granted = 0;
+                self.seeking = false;
                 if !self.reader {
                     self.new_epoch();
                 }

@@ -450,7 +450,7 @@ enum Event {
     Cmd(Option<Cmd>),
     Linger,
     Response(Option<Result<pb::ProduceResponse, tonic::Status>>),
-    Connected(Result<(Conn, pb::ProducerOpened)>),
+    Connected(Box<Result<(Conn, pb::ProducerOpened)>>),
     Reconnect,
     Tick,
 }
@@ -490,7 +490,7 @@ impl PartitionProducer {
                 c = self.cmds.recv(), if !self.cmds_done => Event::Cmd(c),
                 _ = sleep_until(self.batch_deadline), if self.batch_deadline.is_some() => Event::Linger,
                 r = next_response(&mut self.conn), if self.conn.is_some() => Event::Response(r),
-                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(r),
+                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
                 _ = sleep_until(self.reconnect_at), if self.reconnect_at.is_some() => Event::Reconnect,
                 _ = tick.tick(), if !self.send_timeout.is_zero() => Event::Tick,
             };
@@ -512,7 +512,7 @@ impl PartitionProducer {
                 Event::Response(r) => self.on_response(r),
                 Event::Connected(r) => {
                     self.connecting = None;
-                    self.on_connected(r);
+                    self.on_connected(*r);
                 }
                 Event::Reconnect => {
                     self.reconnect_at = None;

@@ -206,3 +206,98 @@ pub fn dir_size(dir: &Path) -> u64 {
     }
     total
 }
+
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A `strata standalone` process on loopback.
+pub struct Standalone {
+    pub child: Child,
+    pub url: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Standalone {
+    pub async fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with_config(dir, port, None).await
+    }
+
+    /// Starts with `config` (TOML) written to `<dir>/strata.toml` and passed as --config.
+    pub async fn start_with_config(dir: &Path, port: u16, config: Option<&str>) -> Self {
+        let log = dir.join(format!(
+            "standalone-{}.log",
+            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ rand_suffix()
+        ));
+        let mut cmd = Command::new(STRATA);
+        cmd.args(["standalone", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(c) = config {
+            let path = dir.join("strata.toml");
+            std::fs::write(&path, c).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!(
+                    "standalone exited with {st}:\n{}",
+                    std::fs::read_to_string(&s.log).unwrap_or_default()
+                );
+            }
+            if let Ok(mut c) = strata_proto::v1::lookup_client::LookupClient::connect(s.url.clone()).await
+                && c.lookup_topic(strata_proto::v1::LookupTopicRequest {
+                    topic: "public/default/x".into(),
+                })
+                .await
+                .is_ok()
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "standalone not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut cmd = Command::new(STRATA);
+        cmd.args(args).args(["--url", &self.url]);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_exit(&mut self.child, Duration::from_secs(30)).expect("standalone did not stop on SIGTERM")
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.sigkill();
+        }
+    }
+}

@@ -188,7 +188,7 @@ mod tests {
         let mut starts = Vec::new();
         for i in 0..records {
             starts.push(buf.len());
-            buf.extend(add(i as u64, &vec![i as u8; 100]));
+            buf.extend(add(i as u64, &[i as u8; 100]));
         }
         let p = dir.join(file_name(id));
         std::fs::write(&p, &buf).unwrap();
