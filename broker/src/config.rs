@@ -33,6 +33,8 @@ pub struct BrokerSettings {
     pub max_entries_per_ledger: u64,
     pub max_ledger_bytes: u64,
     pub max_ledger_age_secs: u64,
+    /// Newest entries kept in memory per topic for consumers keeping up (16 MiB; 0: off).
+    pub read_cache_bytes_per_topic: usize,
 }
 
 impl Default for BrokerSettings {
@@ -52,6 +54,7 @@ impl Default for BrokerSettings {
             max_entries_per_ledger: l.max_entries_per_ledger,
             max_ledger_bytes: l.max_ledger_bytes,
             max_ledger_age_secs: l.max_ledger_age.as_secs(),
+            read_cache_bytes_per_topic: l.cache_bytes,
         }
     }
 }
@@ -95,6 +98,7 @@ impl BrokerSettings {
                 max_entries_per_ledger: self.max_entries_per_ledger,
                 max_ledger_bytes: self.max_ledger_bytes,
                 max_ledger_age: Duration::from_secs(self.max_ledger_age_secs),
+                cache_bytes: self.read_cache_bytes_per_topic,
             },
             max_message_bytes: self.max_message_bytes,
             auto_create_topics: self.auto_create_topics,

@@ -46,6 +46,9 @@ pub struct ManagedLedgerConfig {
     pub max_ledger_bytes: u64,
     /// 4 hours per ledger, so retention can delete old data in steps.
     pub max_ledger_age: Duration,
+    /// Bytes of the newest entries kept in memory for tailing readers (16 MiB; 0 turns
+    /// the cache off). Older entries are read from the bookies.
+    pub cache_bytes: usize,
 }
 
 impl Default for ManagedLedgerConfig {
@@ -57,6 +60,7 @@ impl Default for ManagedLedgerConfig {
             max_entries_per_ledger: 50_000,
             max_ledger_bytes: 2 << 30,
             max_ledger_age: Duration::from_secs(4 * 3600),
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -114,6 +118,44 @@ struct State {
     failed: Option<BrokerError>,
 }
 
+/// The newest confirmed entries of a topic, bounded in bytes (oldest evicted first), so
+/// consumers keeping up are served from memory instead of the bookies.
+struct EntryCache {
+    entries: std::collections::BTreeMap<Position, Bytes>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl EntryCache {
+    fn insert(&mut self, pos: Position, payload: Bytes) {
+        if payload.len() > self.limit {
+            return;
+        }
+        self.bytes += payload.len();
+        if let Some(old) = self.entries.insert(pos, payload) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.limit {
+            let Some((_, b)) = self.entries.pop_first() else { break };
+            self.bytes -= b.len();
+        }
+    }
+
+    /// Up to `max` consecutive entries of `from`'s ledger starting at `from`, if cached.
+    fn run(&self, from: Position, max: usize) -> Vec<(Position, Bytes)> {
+        let mut out = Vec::new();
+        let mut next = from.entry.get();
+        for (p, b) in self.entries.range(from..) {
+            if out.len() >= max || p.ledger != from.ledger || p.entry.get() != next {
+                break;
+            }
+            out.push((*p, b.clone()));
+            next += 1;
+        }
+        out
+    }
+}
+
 /// A topic's storage. Share it behind an `Arc`.
 pub struct ManagedLedger {
     topic: TopicName,
@@ -125,6 +167,7 @@ pub struct ManagedLedger {
     /// The last appended (confirmed) position, for tailing readers.
     last_confirmed: watch::Sender<Option<Position>>,
     readers: std::sync::Mutex<HashMap<u64, Arc<LedgerReader>>>,
+    cache: std::sync::Mutex<EntryCache>,
 }
 
 impl ManagedLedger {
@@ -175,6 +218,7 @@ impl ManagedLedger {
             ledger: LedgerId::new(l.id).expect("stored ids are valid"),
             entry: EntryId::new(l.entries - 1),
         });
+        let cache_limit = cfg.cache_bytes;
         let ml = Arc::new(Self {
             topic,
             key,
@@ -192,6 +236,11 @@ impl ManagedLedger {
             }),
             last_confirmed: watch::Sender::new(last_confirmed),
             readers: std::sync::Mutex::new(HashMap::new()),
+            cache: std::sync::Mutex::new(EntryCache {
+                entries: Default::default(),
+                bytes: 0,
+                limit: cache_limit,
+            }),
         });
         {
             let mut st = ml.state.lock().await;
@@ -315,7 +364,7 @@ impl ManagedLedger {
             let writer = st.writer.as_ref().expect("a current ledger");
             (
                 writer.id(),
-                writer.submit(payload).await.map_err(|e| self.storage_error(e))?,
+                writer.submit(payload.clone()).await.map_err(|e| self.storage_error(e))?,
             )
         };
         match pending.await {
@@ -324,6 +373,8 @@ impl ManagedLedger {
                     ledger,
                     entry: EntryId::new(entry),
                 };
+                // Cached before readers are told about it, so a tailing read finds it.
+                self.cache.lock().expect("entry cache").insert(pos, payload);
                 self.last_confirmed.send_if_modified(|cur| {
                     if *cur < Some(pos) {
                         *cur = Some(pos);
@@ -347,6 +398,10 @@ impl ManagedLedger {
     /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past
     /// the last confirmed position.
     pub async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, Bytes)>> {
+        let cached = self.cache.lock().expect("entry cache").run(from, max);
+        if !cached.is_empty() {
+            return Ok(cached);
+        }
         let (ledgers, current) = {
             let st = self.state.lock().await;
             (st.info.ledgers.clone(), st.writer.clone())
