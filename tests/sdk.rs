@@ -16,6 +16,16 @@ use strata_client::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A child process SIGKILLed when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn consumer(client: &Client, topic: &str, sub: &str, t: SubscriptionType) -> Consumer {
     client
         .consumer(topic)
@@ -155,13 +165,15 @@ async fn unacknowledged_messages_come_back() {
     // The subscription exists before the messages do.
     let survivor = consumer(&client, topic, "work", SubscriptionType::Shared).await;
     // A CLI consumer on the same subscription, SIGKILLed after its first messages.
-    let mut cli = Command::new(STRATA)
-        .args(["consume", topic, "-s", "work", "--type", "shared", "--url", &s.url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = cli.stdout.take().unwrap();
+    let mut cli = KillOnDrop(
+        Command::new(STRATA)
+            .args(["consume", topic, "-s", "work", "--type", "shared", "--url", &s.url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = cli.0.stdout.take().unwrap();
     let (line_tx, line_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -192,8 +204,8 @@ async fn unacknowledged_messages_come_back() {
     assert_eq!(quitter_got.len(), 20, "the quitting consumer got its share");
     drop(quitter);
     let first = line_rx.recv_timeout(WAIT).expect("the CLI consumer printed a message");
-    let _ = cli.kill();
-    let _ = cli.wait();
+    let _ = cli.0.kill();
+    let _ = cli.0.wait();
     let mut cli_printed: HashSet<String> = line_rx.try_iter().collect();
     cli_printed.insert(first);
 
