@@ -395,6 +395,17 @@ async fn readers_and_seeks() {
     c.seek_time(middle).await.unwrap();
     let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
     assert_eq!(text(&m), "b0", "first message published at or after the time");
+
+    // A seek by one consumer of a Shared subscription moves the subscription for all: the
+    // others are disconnected and come back at the new position, not stalled.
+    let sh1 = consumer(&client, topic, "shared-seek", SubscriptionType::Shared).await;
+    let sh2 = consumer(&client, topic, "shared-seek", SubscriptionType::Shared).await;
+    assert_eq!(drain(&[&sh1, &sh2], 11).await.iter().map(Vec::len).sum::<usize>(), 11);
+    sh1.seek(ids[0]).await.unwrap();
+    sh1.close().await.unwrap();
+    producer.send("after-seek").await.unwrap();
+    let again: HashSet<String> = drain(&[&sh2], 12).await[0].iter().map(text).collect();
+    assert!(again.contains("a0") && again.contains("after-seek"), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

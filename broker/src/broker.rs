@@ -169,6 +169,17 @@ impl LoadedTopic {
             let Some(md) = c.mark_delete else { return Ok(0) };
             oldest = Some(oldest.map_or(md, |o| o.min(md)));
         }
+        // A running subscription may be behind what it persisted (a seek back): the
+        // older of the two counts.
+        let running: Vec<Arc<Subscription>> = self.subs.lock().await.values().map(|(s, _)| s.clone()).collect();
+        for s in running {
+            if !s.is_durable().await {
+                continue;
+            }
+            let Some(md) = s.mark_delete().await else { return Ok(0) };
+            let md = (md.ledger.get(), md.entry.get());
+            oldest = Some(oldest.map_or(md, |o| o.min(md)));
+        }
         let Some((md_ledger, md_entry)) = oldest else {
             return Ok(0);
         };
@@ -426,6 +437,29 @@ impl Broker {
     /// The topic if this broker has it loaded.
     pub async fn loaded(&self, name: &TopicName) -> Option<Arc<LoadedTopic>> {
         self.topics.lock().await.get(name).cloned()
+    }
+
+    /// Unloads a topic whose storage failed for good (see `ManagedLedger::is_failed`), so
+    /// the next producer or consumer loads it afresh (recovering its last ledger). A topic
+    /// taken over by another broker is only dropped here: its ownership key is theirs.
+    pub async fn unload_if_failed(&self, name: &TopicName) {
+        let Some(t) = self.loaded(name).await else { return };
+        if !t.topic.managed_ledger().is_failed().await {
+            return;
+        }
+        tracing::warn!(topic = %name, "storage failed; unloading the topic so clients reload it");
+        let taken_over = match self.store.get(&keys::ownership(&name.path())).await {
+            Ok(Some(v)) => v.value != self.cfg.advertised_url.as_bytes(),
+            _ => false,
+        };
+        if taken_over {
+            let dropped = self.topics.lock().await.remove(name);
+            if let Some(t) = dropped {
+                t.close().await;
+            }
+        } else {
+            self.unload(name).await;
+        }
     }
 
     /// Closes a topic and releases its ownership (unload).

@@ -141,16 +141,18 @@ impl EntryCache {
         }
     }
 
+    fn recount(&mut self) {
+        self.bytes = self.entries.values().map(Bytes::len).sum();
+    }
+
     /// Up to `max` consecutive entries of `from`'s ledger starting at `from`, if cached.
     fn run(&self, from: Position, max: usize) -> Vec<(Position, Bytes)> {
         let mut out = Vec::new();
-        let mut next = from.entry.get();
-        for (p, b) in self.entries.range(from..) {
+        for (next, (p, b)) in (from.entry.get()..).zip(self.entries.range(from..)) {
             if out.len() >= max || p.ledger != from.ledger || p.entry.get() != next {
                 break;
             }
             out.push((*p, b.clone()));
-            next += 1;
         }
         out
     }
@@ -355,17 +357,31 @@ impl ManagedLedger {
             let full = st.entries >= self.cfg.max_entries_per_ledger
                 || st.bytes >= self.cfg.max_ledger_bytes
                 || st.created.elapsed() >= self.cfg.max_ledger_age;
+            // Any failure here fails every later append too (`failed`): appends after a
+            // failed one must not be stored ahead of it. The owner then unloads the topic
+            // and the next load recovers it.
             if full || st.writer.is_none() {
-                self.close_current(&mut st).await?;
-                self.start_ledger(&mut st).await?;
+                let rolled = match self.close_current(&mut st).await {
+                    Ok(()) => self.start_ledger(&mut st).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = rolled {
+                    st.failed.get_or_insert(e.clone());
+                    return Err(e);
+                }
             }
             st.entries += 1;
             st.bytes += payload.len() as u64;
             let writer = st.writer.as_ref().expect("a current ledger");
-            (
-                writer.id(),
-                writer.submit(payload.clone()).await.map_err(|e| self.storage_error(e))?,
-            )
+            let id = writer.id();
+            match writer.submit(payload.clone()).await {
+                Ok(pending) => (id, pending),
+                Err(e) => {
+                    let e = self.storage_error(e);
+                    st.failed.get_or_insert(e.clone());
+                    return Err(e);
+                }
+            }
         };
         match pending.await {
             Ok(entry) => {
@@ -387,12 +403,16 @@ impl ManagedLedger {
             }
             Err(e) => {
                 let e = self.storage_error(e);
-                if matches!(e, BrokerError::Fenced(..)) {
-                    self.state.lock().await.failed = Some(e.clone());
-                }
+                self.state.lock().await.failed.get_or_insert(e.clone());
                 Err(e)
             }
         }
+    }
+
+    /// Whether appends fail for good (taken over, closed, or a storage failure): the owner
+    /// should unload the topic so the next load recovers it.
+    pub async fn is_failed(&self) -> bool {
+        self.state.lock().await.failed.is_some()
     }
 
     /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past
@@ -501,6 +521,12 @@ impl ManagedLedger {
             self.store_info(&mut st, info).await?;
             doomed
         };
+        self.cache
+            .lock()
+            .expect("entry cache")
+            .entries
+            .retain(|p, _| !doomed.contains(&p.ledger.get()));
+        self.cache.lock().expect("entry cache").recount();
         for id in &doomed {
             self.readers.lock().expect("reader cache").remove(id);
             let lid = LedgerId::new(*id).expect("stored ids are valid");

@@ -219,10 +219,16 @@ impl pb::producer_server::Producer for BrokerService {
             loop {
                 tokio::select! {
                     Some((seq, count, r)) = pending.next(), if !pending.is_empty() => {
-                        // Losing the topic (unloaded, taken over) ends the stream after the
-                        // sends in flight are answered, so the client reconnects.
-                        if matches!(&r, Err(BrokerError::Closed(_) | BrokerError::Fenced(..) | BrokerError::NotOwner(_))) {
+                        // Losing the topic (unloaded, taken over) or its storage ends the
+                        // stream after the sends in flight are answered, so the client
+                        // reconnects and resends in order; a topic whose storage failed is
+                        // unloaded so that reconnect loads it afresh.
+                        if let Err(e) = &r
+                            && !matches!(e, BrokerError::TooLarge { .. } | BrokerError::InvalidArgument(_))
+                        {
                             reading = false;
+                            let (broker, name) = (broker.clone(), loaded.topic.name().clone());
+                            tokio::spawn(async move { broker.unload_if_failed(&name).await });
                         }
                         let resp = match r {
                             Ok(first) => pb::ProduceResponse {
@@ -441,22 +447,24 @@ impl pb::consumer_server::Consumer for BrokerService {
                                 }
                                 pb::consume_request::Request::Seek(s) => {
                                     let r = match s.message_id.as_ref().map(from_wire_id) {
-                                        Some(Ok(id)) => subscription.seek(id.position).await,
-                                        Some(Err(e)) => { fail(e).await; continue; }
-                                        None => subscription.seek_time(s.publish_time_ms).await,
+                                        Some(Ok(id)) => subscription.seek(cid, id.position).await.map_err(|e| broker_error(&e, None)),
+                                        Some(Err(e)) => Err(e),
+                                        None => subscription.seek_time(cid, s.publish_time_ms).await.map_err(|e| broker_error(&e, None)),
                                     };
                                     if r.is_ok() {
                                         // Deliveries made before the seek are stale: drop them,
                                         // then mark where the new position starts.
                                         while deliveries.try_recv().is_ok() {}
-                                        let done = pb::ConsumeResponse {
-                                            response: Some(pb::consume_response::Response::SeekDone(pb::SeekDone {})),
-                                        };
-                                        if tx.send(Ok(done)).await.is_err() {
-                                            break;
-                                        }
                                     }
-                                    r
+                                    let done = pb::ConsumeResponse {
+                                        response: Some(pb::consume_response::Response::SeekDone(pb::SeekDone {
+                                            error: r.err(),
+                                        })),
+                                    };
+                                    if tx.send(Ok(done)).await.is_err() {
+                                        break;
+                                    }
+                                    Ok(())
                                 }
                                 pb::consume_request::Request::Subscribe(_) => {
                                     Err(BrokerError::InvalidArgument("already subscribed on this stream".into()))

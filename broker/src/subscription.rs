@@ -272,15 +272,17 @@ impl Subscription {
     }
 
     /// Moves the subscription to `position` (the next message delivered is the first of
-    /// that entry): forgets deliveries and acknowledgements after it.
-    pub async fn seek(&self, position: Position) -> Result<()> {
+    /// that entry): forgets deliveries and acknowledgements after it. The consumer `by`
+    /// stays connected (its stream marks the switch with SeekDone); every other consumer
+    /// is disconnected — its deliveries are stale and its permits gone — and reconnects.
+    pub async fn seek(&self, by: ConsumerId, position: Position) -> Result<()> {
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
         let sub_type = g.dispatcher.sub_type();
-        let consumers: Vec<ConsumerId> = g.consumers.keys().copied().collect();
         g.dispatcher = Dispatcher::new(sub_type);
-        for c in consumers {
-            g.dispatcher.add_consumer(c)?;
+        g.consumers.retain(|id, _| *id == by);
+        if g.consumers.contains_key(&by) {
+            g.dispatcher.add_consumer(by)?;
         }
         g.fresh.clear();
         g.partial.clear();
@@ -292,9 +294,9 @@ impl Subscription {
     }
 
     /// Seek by publish time: moves to the first entry stored at or after `time_ms`.
-    pub async fn seek_time(&self, time_ms: u64) -> Result<()> {
+    pub async fn seek_time(&self, by: ConsumerId, time_ms: u64) -> Result<()> {
         let position = self.topic.find_by_publish_time(time_ms).await?;
-        self.seek(position).await
+        self.seek(by, position).await
     }
 
     /// Delivers messages until the topic is closed or fenced. Run it as a task.

@@ -316,8 +316,8 @@ impl Consumer {
                 acks: Vec::new(),
                 ack_deadline: None,
                 closing: None,
-                seeking: false,
-                seek_done: None,
+                seeks: std::collections::VecDeque::new(),
+                resume_seek: None,
             };
             tokio::spawn(task.run());
             parts.push(Part { cmds, flow });
@@ -668,9 +668,12 @@ struct PartitionConsumer {
     acks: Vec<pb::MessageId>,
     ack_deadline: Option<Instant>,
     closing: Option<oneshot::Sender<()>>,
-    /// A seek was sent and its SeekDone not yet received: deliveries are stale.
-    seeking: bool,
-    seek_done: Option<oneshot::Sender<Result<()>>>,
+    /// Seeks sent whose SeekDone has not arrived, oldest first, with the application's
+    /// waiter (None for a reader's own re-seek). While any is pending, deliveries are
+    /// stale and no permits are granted.
+    seeks: std::collections::VecDeque<Option<oneshot::Sender<Result<()>>>>,
+    /// A reader's last applied seek, replayed after a reconnect if nothing was read since.
+    resume_seek: Option<pb::Seek>,
 }
 
 impl PartitionConsumer {
@@ -715,16 +718,8 @@ impl PartitionConsumer {
                         ))));
                         continue;
                     }
-                    if let Some(earlier) = self.seek_done.replace(done) {
-                        let _ = earlier.send(Err(Error::InvalidArgument("superseded by a later seek".into())));
-                    }
                     self.flush_acks();
-                    self.request(pb::consume_request::Request::Seek(seek));
-                    self.skip = id.map(|id| (id, true));
-                    // Queued messages, and those arriving until the broker's SeekDone,
-                    // are from before the seek.
-                    self.new_epoch();
-                    self.seeking = true;
+                    self.send_seek(seek, id, Some(done));
                 }
                 Event::Cmd(Some(Cmd::Close(done))) => {
                     self.flush_acks();
@@ -756,11 +751,15 @@ impl PartitionConsumer {
                 Event::Reconnect => {
                     self.reconnect_at = None;
                     let mut sub = self.subscribe.clone();
-                    if self.reader
-                        && let Some(last) = self.last_queued
-                    {
-                        sub.start_message_id = Some(last.to_wire());
-                        self.skip = Some((last, false));
+                    if self.reader {
+                        if let Some(last) = self.last_queued {
+                            sub.start_message_id = Some(last.to_wire());
+                            self.skip = Some((last, false));
+                        } else if let Some(id) = self.resume_seek.as_ref().and_then(|s| s.message_id) {
+                            // Read nothing since seeking to `id`: start there again.
+                            sub.start_message_id = Some(id);
+                            self.skip = Some((MessageId::from_wire(&id), true));
+                        }
                     }
                     let conns = self.conns.clone();
                     let timeout = conns.operation_timeout;
@@ -804,7 +803,7 @@ impl PartitionConsumer {
     /// Grants permits so that granted + queued reaches the queue size, once it fell to
     /// half of it.
     fn grant(&mut self) {
-        if self.conn.is_none() || self.closing.is_some() || self.seeking {
+        if self.conn.is_none() || self.closing.is_some() || !self.seeks.is_empty() {
             return;
         }
         let queued = self.flow.0.lock().expect("flow state").queued;
@@ -838,16 +837,27 @@ impl PartitionConsumer {
             }
         };
         match resp {
-            pb::consume_response::Response::Messages(m) if self.seeking => {
+            pb::consume_response::Response::Messages(m) if !self.seeks.is_empty() => {
                 self.granted = self.granted.saturating_sub(m.messages.len() as u64);
             }
-            pb::consume_response::Response::SeekDone(_) => {
-                // The broker reset this consumer's permits.
-                self.seeking = false;
-                self.granted = 0;
-                self.grant();
-                if let Some(done) = self.seek_done.take() {
-                    let _ = done.send(Ok(()));
+            pb::consume_response::Response::SeekDone(d) => {
+                let waiter = self.seeks.pop_front().flatten();
+                if let Some(e) = d.error {
+                    // Nothing changed on the broker, but the queue was dropped: reconnect so
+                    // the broker redelivers it.
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(Error::from_wire(&e)));
+                    }
+                    return self.disconnected();
+                }
+                if let Some(w) = waiter {
+                    let _ = w.send(Ok(()));
+                }
+                if self.seeks.is_empty() {
+                    // The broker reset this consumer's permits.
+                    self.granted = 0;
+                    self.backoff.reset();
+                    self.grant();
                 }
             }
             pb::consume_response::Response::Messages(m) => {
@@ -881,6 +891,7 @@ impl PartitionConsumer {
                 }
                 if let Some(id) = last {
                     self.last_queued = Some(id);
+                    self.backoff.reset();
                 }
                 if self.reader {
                     // A reader acknowledges as it goes so the broker keeps nothing for it.
@@ -899,15 +910,6 @@ impl PartitionConsumer {
             }
             pb::consume_response::Response::Error(e) => {
                 let err = Error::from_wire(&e);
-                if self.seeking && err.code() != Some(crate::ErrorCode::UnknownMessageId) {
-                    // The seek failed; delivery goes on from where it was.
-                    self.seeking = false;
-                    self.grant();
-                    if let Some(done) = self.seek_done.take() {
-                        let _ = done.send(Err(err));
-                    }
-                    return;
-                }
                 if err.code() == Some(crate::ErrorCode::UnknownMessageId) {
                     tracing::debug!(topic = %self.topic, error = %err, "acknowledgement of a message no longer pending");
                 } else {
@@ -921,10 +923,22 @@ impl PartitionConsumer {
         }
     }
 
+    /// Sends a seek: queued messages, and those arriving until its SeekDone, are stale.
+    fn send_seek(&mut self, seek: pb::Seek, id: Option<MessageId>, waiter: Option<oneshot::Sender<Result<()>>>) {
+        if self.reader {
+            self.last_queued = None;
+            self.resume_seek = Some(seek);
+        }
+        self.request(pb::consume_request::Request::Seek(seek));
+        self.skip = id.map(|id| (id, true));
+        self.new_epoch();
+        self.seeks.push_back(waiter);
+    }
+
     fn disconnected(&mut self) {
         self.conn = None;
-        if let Some(done) = self.seek_done.take() {
-            let _ = done.send(Err(Error::Transport(format!(
+        for w in self.seeks.drain(..).flatten() {
+            let _ = w.send(Err(Error::Transport(format!(
                 "the connection to the broker of {} broke during a seek; seek again",
                 self.topic
             ))));
@@ -932,7 +946,9 @@ impl PartitionConsumer {
         self.acks.clear();
         self.ack_deadline = None;
         if self.connecting.is_none() && self.reconnect_at.is_none() {
-            self.reconnect_at = Some(Instant::now());
+            // Backoff resets only once a stream delivered something, so a broker that
+            // accepts subscriptions and then fails them is not hammered.
+            self.reconnect_at = Some(Instant::now() + self.backoff.next_delay());
         }
     }
 
@@ -940,12 +956,17 @@ impl PartitionConsumer {
         match r {
             Ok((conn, _)) => {
                 tracing::debug!(topic = %self.topic, "consumer reconnected");
-                self.backoff.reset();
                 self.conn = Some(conn);
                 self.granted = 0;
-                self.seeking = false;
                 if !self.reader {
                     self.new_epoch();
+                }
+                // A reader that seeked by time and read nothing since seeks again.
+                if self.reader
+                    && self.last_queued.is_none()
+                    && let Some(seek) = self.resume_seek.filter(|s| s.message_id.is_none())
+                {
+                    self.send_seek(seek, None, None);
                 }
                 self.grant();
             }

@@ -474,7 +474,8 @@ struct PartitionProducer {
     batch_deadline: Option<Instant>,
     inflight: VecDeque<Inflight>,
     next_seq: u64,
-    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Flushes waiting for every batch with a sequence id below theirs to be answered.
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl PartitionProducer {
@@ -498,11 +499,9 @@ impl PartitionProducer {
                 Event::Cmd(Some(Cmd::Send(msg, pending))) => self.add(msg, pending),
                 Event::Cmd(Some(Cmd::Flush(w))) => {
                     self.send_batch();
-                    if self.inflight.is_empty() {
-                        let _ = w.send(());
-                    } else {
-                        self.flush_waiters.push(w);
-                    }
+                    // Answered once every batch sent so far is answered, whatever is sent
+                    // after it.
+                    self.flush_waiters.push((self.next_seq, w));
                 }
                 Event::Cmd(None) => {
                     self.send_batch();
@@ -526,13 +525,18 @@ impl PartitionProducer {
                 }
                 Event::Tick => self.expire(),
             }
-            if self.inflight.is_empty() {
-                for w in self.flush_waiters.drain(..) {
+            let done_below = self.inflight.front().map_or(u64::MAX, |b| b.wire.sequence_id);
+            if self.flush_waiters.iter().any(|(target, _)| *target <= done_below) {
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
+                    .into_iter()
+                    .partition(|(target, _)| *target <= done_below);
+                self.flush_waiters = waiting;
+                for (_, w) in done {
                     let _ = w.send(());
                 }
             }
         }
-        for w in self.flush_waiters.drain(..) {
+        for (_, w) in self.flush_waiters.drain(..) {
             let _ = w.send(());
         }
     }
@@ -593,6 +597,7 @@ impl PartitionProducer {
         };
         match resp {
             pb::produce_response::Response::Receipt(r) => {
+                self.backoff.reset();
                 let Some(batch) = self.take_inflight(r.sequence_id) else {
                     return;
                 };
@@ -650,7 +655,9 @@ impl PartitionProducer {
         }
         self.conn = None;
         if self.connecting.is_none() && self.reconnect_at.is_none() {
-            self.reconnect_at = Some(Instant::now());
+            // Backoff resets only on a receipt, so a broker that accepts the stream and
+            // then refuses every send is not hammered.
+            self.reconnect_at = Some(Instant::now() + self.backoff.next_delay());
         }
     }
 
@@ -658,7 +665,6 @@ impl PartitionProducer {
         match r {
             Ok((conn, _opened)) => {
                 tracing::debug!(topic = %self.topic, resend = self.inflight.len(), "producer reconnected");
-                self.backoff.reset();
                 for b in &self.inflight {
                     let _ = conn.tx.send(send_request(&b.wire));
                 }
