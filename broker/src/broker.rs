@@ -59,6 +59,23 @@ impl Default for BrokerConfig {
 /// A running subscription and its dispatch task.
 type RunningSubscription = (Arc<Subscription>, tokio::task::JoinHandle<Result<()>>);
 
+/// Runs a subscription's delivery loop. A failed read (a bookie restarting, say) pauses
+/// delivery, never ends it; losing the topic (fenced, closed) ends it.
+fn spawn_delivery(topic: TopicName, s: Arc<Subscription>) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        loop {
+            match s.clone().run().await {
+                Ok(()) => return Ok(()),
+                Err(e @ (BrokerError::Fenced(..) | BrokerError::Closed(_))) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%topic, sub = %s.name(), error = %e, "delivery paused; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
 /// A loaded topic and its running subscriptions.
 pub struct LoadedTopic {
     pub topic: Arc<Topic>,
@@ -86,24 +103,7 @@ impl LoadedTopic {
             return Ok(s.clone());
         }
         let s = Subscription::open(self.topic.clone(), name.clone(), sub_type, initial).await?;
-        let runner = {
-            let s = s.clone();
-            let topic = self.topic.name().clone();
-            tokio::spawn(async move {
-                // A failed read (a bookie restarting, say) pauses delivery, never ends it;
-                // losing the topic (fenced, closed) ends it.
-                loop {
-                    match s.clone().run().await {
-                        Ok(()) => return Ok(()),
-                        Err(e @ (BrokerError::Fenced(..) | BrokerError::Closed(_))) => return Err(e),
-                        Err(e) => {
-                            tracing::warn!(%topic, sub = %s.name(), error = %e, "delivery paused; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            })
-        };
+        let runner = spawn_delivery(self.topic.name().clone(), s.clone());
         subs.insert(name.clone(), (s.clone(), runner));
         Ok(s)
     }
@@ -130,21 +130,7 @@ impl LoadedTopic {
             )));
         }
         let s = Subscription::open_non_durable(self.topic.clone(), name.clone(), start, initial).await;
-        let runner = {
-            let s = s.clone();
-            tokio::spawn(async move {
-                loop {
-                    match s.clone().run().await {
-                        Ok(()) => return Ok(()),
-                        Err(e @ (BrokerError::Fenced(..) | BrokerError::Closed(_))) => return Err(e),
-                        Err(e) => {
-                            tracing::warn!(sub = %s.name(), error = %e, "reader delivery paused; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            })
-        };
+        let runner = spawn_delivery(self.topic.name().clone(), s.clone());
         subs.insert(name, (s.clone(), runner));
         Ok(s)
     }

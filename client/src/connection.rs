@@ -118,6 +118,40 @@ impl Connections {
     }
 }
 
+/// The error of a failed stream call on `url`; a broken connection also drops the cached
+/// channel, so the next attempt connects afresh.
+pub(crate) fn stream_error(conns: &Connections, url: &str, s: tonic::Status) -> Error {
+    let e = Error::from_status(&s);
+    if matches!(e, Error::Transport(_)) {
+        conns.forget(url);
+    }
+    e
+}
+
+/// The next message of an optional stream; never resolves without one (for `select!`).
+pub(crate) async fn next_message<T>(stream: Option<&mut tonic::Streaming<T>>) -> Option<Result<T, tonic::Status>> {
+    match stream {
+        Some(s) => s.message().await.transpose(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Awaits an optional future in place; never resolves without one (for `select!`).
+pub(crate) async fn poll_optional<F: std::future::Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; never resolves without a time (for `select!`).
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The full chain of an error's sources on one line.
 pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -1,4 +1,4 @@
-//! Consumers and readers.
+//! Consumers (readers, in `reader.rs`, are consumers of a non-durable subscription).
 //!
 //! Each partition (one for a non-partitioned topic) has a task that owns its consume
 //! stream and feeds one queue the application [`Consumer::receive`]s from.
@@ -14,7 +14,10 @@
 //! resumes after the last message it queued.
 
 use crate::Client;
-use crate::connection::{Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, partition_name};
+use crate::connection::{
+    Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, next_message, partition_name, poll_optional, sleep_until,
+    stream_error,
+};
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageId};
 use std::future::Future;
@@ -57,21 +60,6 @@ pub enum InitialPosition {
     Latest,
     /// Every message the topic still has.
     Earliest,
-}
-
-/// Where a [`Reader`] starts.
-///
-/// ```
-/// use strata_client::{MessageId, StartPosition};
-/// let from_id = StartPosition::MessageId("7:42:0:-1".parse::<MessageId>().unwrap());
-/// assert_ne!(from_id, StartPosition::Earliest);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartPosition {
-    Earliest,
-    Latest,
-    /// After this message (or at it, with [`ReaderBuilder::start_inclusive`]).
-    MessageId(MessageId),
 }
 
 /// Settings of a [`Consumer`]; start from [`Client::consumer`].
@@ -180,12 +168,19 @@ impl ConsumerBuilder {
     }
 }
 
-fn initial_wire(p: InitialPosition) -> i32 {
+pub(crate) fn initial_wire(p: InitialPosition) -> i32 {
     let wire = match p {
         InitialPosition::Latest => pb::InitialPosition::Latest,
         InitialPosition::Earliest => pb::InitialPosition::Earliest,
     };
     wire as i32
+}
+
+/// Where a reader starts, for [`Consumer::start`].
+#[derive(Clone, Copy)]
+pub(crate) struct ReaderStart {
+    pub(crate) from: Option<MessageId>,
+    pub(crate) inclusive: bool,
 }
 
 struct Flow {
@@ -248,7 +243,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    async fn start(
+    pub(crate) async fn start(
         client: &Client,
         topic: String,
         template: pb::Subscribe,
@@ -455,124 +450,6 @@ impl Consumer {
     }
 }
 
-/// Settings of a [`Reader`]; start from [`Client::reader`].
-///
-/// ```no_run
-/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
-/// use strata_client::StartPosition;
-/// let reader = client
-///     .reader("public/default/audit")
-///     .start(StartPosition::Earliest)
-///     .create()
-///     .await?;
-/// # Ok(()) }
-/// ```
-pub struct ReaderBuilder {
-    client: Client,
-    topic: String,
-    start: StartPosition,
-    inclusive: bool,
-    queue: u32,
-}
-
-#[derive(Clone, Copy)]
-struct ReaderStart {
-    from: Option<MessageId>,
-    inclusive: bool,
-}
-
-impl ReaderBuilder {
-    pub(crate) fn new(client: Client, topic: String) -> Self {
-        Self {
-            client,
-            topic,
-            start: StartPosition::Earliest,
-            inclusive: false,
-            queue: 1000,
-        }
-    }
-
-    /// Where reading starts (default Earliest).
-    pub fn start(mut self, s: StartPosition) -> Self {
-        self.start = s;
-        self
-    }
-
-    /// With [`StartPosition::MessageId`]: include that message (default: start after it).
-    pub fn start_inclusive(mut self, inclusive: bool) -> Self {
-        self.inclusive = inclusive;
-        self
-    }
-
-    /// Messages buffered per partition (default 1000).
-    pub fn receiver_queue_size(mut self, n: u32) -> Self {
-        self.queue = n.max(1);
-        self
-    }
-
-    /// Opens the reader (a non-durable subscription on every partition).
-    pub async fn create(self) -> Result<Reader> {
-        let (initial, from) = match self.start {
-            StartPosition::Earliest => (InitialPosition::Earliest, None),
-            StartPosition::Latest => (InitialPosition::Latest, None),
-            StartPosition::MessageId(id) => (InitialPosition::Earliest, Some(id)),
-        };
-        let template = pb::Subscribe {
-            topic: String::new(),
-            subscription: String::new(),
-            r#type: pb::SubscriptionType::Exclusive as i32,
-            initial_position: initial_wire(initial),
-            consumer_name: String::new(),
-            ack_timeout_ms: 0,
-            non_durable: true,
-            start_message_id: None,
-        };
-        let start = ReaderStart {
-            from,
-            inclusive: self.inclusive,
-        };
-        let consumer = Consumer::start(&self.client, self.topic, template, self.queue, Some(start)).await?;
-        Ok(Reader { consumer })
-    }
-}
-
-/// Reads a topic from a position, without a durable subscription: nothing it reads is
-/// acknowledged for anyone else, nothing is kept for it after it closes.
-///
-/// ```no_run
-/// # async fn example(client: strata_client::Client) -> strata_client::Result<()> {
-/// let reader = client.reader("public/default/audit").create().await?;
-/// while let Ok(msg) = tokio::time::timeout(std::time::Duration::from_secs(1), reader.read_next()).await {
-///     let msg = msg?;
-///     println!("{}: {}", msg.id, String::from_utf8_lossy(&msg.payload));
-/// }
-/// # Ok(()) }
-/// ```
-pub struct Reader {
-    consumer: Consumer,
-}
-
-impl Reader {
-    /// The next message, waiting until one arrives.
-    pub async fn read_next(&self) -> Result<Message> {
-        self.consumer.receive().await
-    }
-
-    /// Moves the reader to the first message published at or after `time`.
-    pub async fn seek_time(&self, time: SystemTime) -> Result<()> {
-        self.consumer.seek_time(time).await
-    }
-
-    /// Moves the reader so the next message read is `id`.
-    pub async fn seek(&self, id: MessageId) -> Result<()> {
-        self.consumer.seek(id).await
-    }
-
-    pub async fn close(&self) -> Result<()> {
-        self.consumer.close().await
-    }
-}
-
 struct Conn {
     tx: mpsc::UnboundedSender<pb::ConsumeRequest>,
     rx: tonic::Streaming<pb::ConsumeResponse>,
@@ -599,13 +476,7 @@ async fn open(conns: Arc<Connections>, sub: pb::Subscribe) -> Result<(Conn, Stri
     let _ = tx.send(pb::ConsumeRequest {
         request: Some(pb::consume_request::Request::Subscribe(sub)),
     });
-    let transport = |s: tonic::Status| {
-        let e = Error::from_status(&s);
-        if matches!(e, Error::Transport(_)) {
-            conns.forget(&url);
-        }
-        e
-    };
+    let transport = |s| stream_error(&conns, &url, s);
     let mut stream = client
         .consume(UnboundedReceiverStream::new(rx))
         .await
@@ -682,8 +553,8 @@ impl PartitionConsumer {
         loop {
             let event = tokio::select! {
                 c = self.cmds.recv(), if self.closing.is_none() => Event::Cmd(c),
-                r = next_response(&mut self.conn) => Event::Response(r),
-                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
+                r = next_message(self.conn.as_mut().map(|c| &mut c.rx)) => Event::Response(r),
+                r = poll_optional(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
                 _ = sleep_until(self.reconnect_at), if self.reconnect_at.is_some() => Event::Reconnect,
                 _ = sleep_until(self.ack_deadline), if self.ack_deadline.is_some() => Event::FlushAcks,
                 _ = self.flow.1.notified() => Event::Consumed,
@@ -976,26 +847,5 @@ impl PartitionConsumer {
                 self.reconnect_at = Some(Instant::now() + delay);
             }
         }
-    }
-}
-
-async fn next_response(conn: &mut Option<Conn>) -> Option<Result<pb::ConsumeResponse, tonic::Status>> {
-    match conn {
-        Some(c) => c.rx.message().await.transpose(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn poll_connecting(c: &mut Option<Connecting>) -> Result<(Conn, String)> {
-    match c {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }

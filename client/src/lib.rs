@@ -37,14 +37,14 @@ mod consumer;
 mod error;
 mod message;
 mod producer;
+mod reader;
 
 pub use admin::{Admin, SubscriptionStats, TopicStats};
-pub use consumer::{
-    Consumer, ConsumerBuilder, InitialPosition, Reader, ReaderBuilder, StartPosition, SubscriptionType,
-};
+pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, SubscriptionType};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Message, MessageId, ProducerMessage};
 pub use producer::{Producer, ProducerBuilder, RoutingMode, SendFuture};
+pub use reader::{Reader, ReaderBuilder, StartPosition};
 
 /// The generated gRPC types and clients of `strata.proto`, for what the SDK does not wrap.
 pub use strata_proto::v1 as proto;

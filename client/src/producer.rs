@@ -20,7 +20,10 @@
 //!   may still have been stored.
 
 use crate::Client;
-use crate::connection::{Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, partition_name, random_u64};
+use crate::connection::{
+    Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, next_message, partition_name, poll_optional, random_u64,
+    sleep_until, stream_error,
+};
 use crate::error::{Error, Result};
 use crate::message::{MessageId, ProducerMessage};
 use std::collections::VecDeque;
@@ -414,13 +417,7 @@ async fn open(conns: Arc<Connections>, topic: String, name: String) -> Result<(C
             producer_name: name,
         })),
     });
-    let transport = |s: tonic::Status| {
-        let e = Error::from_status(&s);
-        if matches!(e, Error::Transport(_)) {
-            conns.forget(&url);
-        }
-        e
-    };
+    let transport = |s| stream_error(&conns, &url, s);
     let mut rx_stream = client
         .produce(UnboundedReceiverStream::new(rx))
         .await
@@ -490,8 +487,8 @@ impl PartitionProducer {
             let event = tokio::select! {
                 c = self.cmds.recv(), if !self.cmds_done => Event::Cmd(c),
                 _ = sleep_until(self.batch_deadline), if self.batch_deadline.is_some() => Event::Linger,
-                r = next_response(&mut self.conn), if self.conn.is_some() => Event::Response(r),
-                r = poll_connecting(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
+                r = next_message(self.conn.as_mut().map(|c| &mut c.rx)), if self.conn.is_some() => Event::Response(r),
+                r = poll_optional(&mut self.connecting), if self.connecting.is_some() => Event::Connected(Box::new(r)),
                 _ = sleep_until(self.reconnect_at), if self.reconnect_at.is_some() => Event::Reconnect,
                 _ = tick.tick(), if !self.send_timeout.is_zero() => Event::Tick,
             };
@@ -718,26 +715,5 @@ impl PartitionProducer {
 fn send_request(b: &pb::SendBatch) -> pb::ProduceRequest {
     pb::ProduceRequest {
         request: Some(pb::produce_request::Request::Send(b.clone())),
-    }
-}
-
-async fn next_response(conn: &mut Option<Conn>) -> Option<Result<pb::ProduceResponse, tonic::Status>> {
-    match conn {
-        Some(c) => c.rx.message().await.transpose(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn poll_connecting(c: &mut Option<Connecting>) -> Result<(Conn, pb::ProducerOpened)> {
-    match c {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
