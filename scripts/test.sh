@@ -8,10 +8,16 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo build --release --workspace --all-targets
-cargo test --release --workspace -- --test-threads="${STRATA_TEST_THREADS:-2}" 2>&1 | tee /tmp/strata-test-output.$$ 
+# The whole run is bounded (CI allows 90 minutes): a hung test fails the run with the
+# runner's output so far instead of timing CI out.
+timeout --kill-after=30 "${STRATA_TEST_TIMEOUT_SECS:-2700}" \
+    cargo test --release --workspace -- --test-threads="${STRATA_TEST_THREADS:-2}" 2>&1 | tee /tmp/strata-test-output.$$
 status=${PIPESTATUS[0]}
 # One closing line summing every test binary's result.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' /tmp/strata-test-output.$$
 rm -f /tmp/strata-test-output.$$
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "the test run was stopped after ${STRATA_TEST_TIMEOUT_SECS:-2700} s (a test hung)" >&2
+fi
 exit "$status"

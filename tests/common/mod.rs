@@ -278,7 +278,37 @@ impl Standalone {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
-        child.wait_with_output().unwrap()
+        // Read the pipes on threads so the child never blocks on a full pipe, and bound the
+        // whole run: a CLI that waits for something that never comes fails the test instead
+        // of hanging the suite.
+        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let out = read(Box::new(child.stdout.take().unwrap()));
+        let err = read(Box::new(child.stderr.take().unwrap()));
+        let limit = Duration::from_secs(120);
+        let status = match wait_exit(&mut child, limit) {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`strata {}` did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.join().unwrap()),
+                    String::from_utf8_lossy(&err.join().unwrap())
+                );
+            }
+        };
+        std::process::Output {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        }
     }
 
     pub fn sigkill(&mut self) {
