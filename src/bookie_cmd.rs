@@ -45,6 +45,9 @@ struct RunArgs {
     /// Address published in the registry for clients [default: the --listen address].
     #[arg(long, env = "STRATA_BOOKIE_ADVERTISED_ADDRESS")]
     advertised_address: Option<String>,
+    /// Serve /healthz, /readyz and /metrics on this address (off unless given).
+    #[arg(long, env = "STRATA_BOOKIE_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Truncate a damaged journal at the first bad record instead of refusing to start.
     /// Entries after the damage are lost: inspect first.
     #[arg(long)]
@@ -104,6 +107,23 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (is another process using it?)", cfg.listen))?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
+    if let Some(addr) = &args.http_listen {
+        let http = crate::http::bind(addr).await?;
+        let store = match &cfg.metadata_url {
+            Some(url) => Some(
+                strata_meta::connect(url)
+                    .await
+                    .with_context(|| format!("metadata store {url}"))?,
+            ),
+            None => None,
+        };
+        let probes = BookieProbes {
+            listen: cfg.listen.clone(),
+            advertised: cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone()),
+            store,
+        };
+        tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
+    }
     tracing::info!(data_dir = %cfg.data_dir.display(), listen = %cfg.listen, journal_sync = cfg.journal_sync, "starting bookie");
     strata_bookie::run(cfg, listener, shutdown)
         .await
@@ -123,4 +143,65 @@ pub fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
         token.cancel();
     });
     Ok(())
+}
+
+/// Probes of a bookie: ready once it accepts connections and (with a metadata store) is
+/// registered; metrics from its registration (disk space, read-only).
+struct BookieProbes {
+    listen: String,
+    advertised: String,
+    store: Option<std::sync::Arc<dyn strata_meta::MetadataStore>>,
+}
+
+impl BookieProbes {
+    async fn registration(&self) -> Result<Option<strata_bookie::registration::BookieInfo>, String> {
+        let Some(store) = &self.store else { return Ok(None) };
+        match store.get(&strata_meta::keys::bookie(&self.advertised)).await {
+            Ok(Some(v)) => serde_json::from_slice(&v.value).map(Some).map_err(|e| e.to_string()),
+            Ok(None) => Err("not registered in the metadata store (yet)".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl crate::http::Probes for BookieProbes {
+    fn ready(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let addr = self.listen.replace("0.0.0.0:", "127.0.0.1:");
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| format!("not accepting connections on {addr}: {e}"))?;
+            self.registration().await.map(drop)
+        })
+    }
+
+    fn metrics(&self) -> futures_util::future::BoxFuture<'_, String> {
+        Box::pin(async move {
+            let mut w = strata_common::metrics::TextWriter::default();
+            let ready = self.ready().await.is_ok();
+            w.gauge(
+                "strata_bookie_ready",
+                "1 while the bookie serves and is registered.",
+                f64::from(u8::from(ready)),
+            );
+            if let Ok(Some(info)) = self.registration().await {
+                w.gauge(
+                    "strata_bookie_read_only",
+                    "1 while the bookie refuses writes.",
+                    f64::from(u8::from(info.read_only)),
+                );
+                w.gauge(
+                    "strata_bookie_disk_free_bytes",
+                    "Free bytes on the data disk.",
+                    info.free_bytes as f64,
+                );
+                w.gauge(
+                    "strata_bookie_disk_total_bytes",
+                    "Size of the data disk.",
+                    info.total_bytes as f64,
+                );
+            }
+            w.finish()
+        })
+    }
 }

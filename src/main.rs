@@ -3,7 +3,9 @@
 
 mod admin_cmd;
 mod bookie_cmd;
+mod broker_cmd;
 mod client_cmd;
+mod http;
 mod logging;
 mod perf;
 mod standalone;
@@ -31,6 +33,8 @@ enum Command {
     Consume(client_cmd::ConsumeArgs),
     /// Manage tenants, namespaces, topics and subscriptions.
     Admin(admin_cmd::AdminArgs),
+    /// Run a broker of a cluster (topics, ownership, dispatch) against etcd.
+    Broker(broker_cmd::BrokerArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
     /// Benchmarks (see BENCHMARK.md): `strata perf bookie …`.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => client_cmd::produce(args).await,
             Command::Consume(args) => client_cmd::consume(args).await,
             Command::Admin(args) => admin_cmd::run(args).await,
+            Command::Broker(args) => broker_cmd::run(args).await,
             Command::Bookie(args) => bookie_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
         }

@@ -45,8 +45,11 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfi
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref())?;
     // Checked before anything starts, so a bad file fails fast and names the setting.
-    config.broker.to_config(String::new()).map_err(anyhow::Error::msg)?;
-    if config.broker.ensemble_size != 1 {
+    config
+        .broker
+        .to_config(String::new(), (1, 1, 1))
+        .map_err(anyhow::Error::msg)?;
+    if config.broker.ensemble_size.is_some_and(|n| n != 1) {
         anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
     }
     std::fs::create_dir_all(&args.data_dir)
@@ -106,7 +109,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 
     let broker_cfg = config
         .broker
-        .to_config(format!("http://{}", listener.local_addr()?))
+        .to_config(format!("http://{}", listener.local_addr()?), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
     let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
     let broker = Broker::new(broker_cfg, store.clone(), client).await?;

@@ -44,6 +44,16 @@ fn split_namespace(ns: &str) -> Result<(String, String), Status> {
     Ok((t.to_string(), n.to_string()))
 }
 
+/// gRPC metadata marking an admin request one broker forwarded to a topic's owner.
+const FORWARDED: &str = "strata-forwarded";
+
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r
+}
+
 fn last_part(key: &str) -> String {
     key.rsplit('/').next().unwrap_or_default().to_string()
 }
@@ -87,12 +97,87 @@ impl AdminService {
         }
     }
 
+    /// Creates a topic's (empty) ledger list; its owner opens the first ledger when the
+    /// topic is first used. Needs no ownership, so any broker can do it.
+    async fn create_storage(&self, t: &TopicName) -> Result<(), Status> {
+        let info = crate::managed_ledger::ManagedLedgerInfo {
+            format: crate::managed_ledger::INFO_FORMAT,
+            ledgers: Vec::new(),
+        };
+        match self
+            .broker
+            .store()
+            .put(&keys::topic(&t.path()), info.encode(), Condition::Absent)
+            .await
+        {
+            Ok(_) | Err(MetaError::BadVersion(_)) => Ok(()),
+            Err(e) => Err(to_status(e.into())),
+        }
+    }
+
+    /// The admin client of the broker owning `t`'s bundle, if that is another broker
+    /// (and this request was not already forwarded to us).
+    async fn owner_elsewhere(
+        &self,
+        was_forwarded: bool,
+        t: &TopicName,
+    ) -> Result<Option<pb::admin_client::AdminClient<tonic::transport::Channel>>, Status> {
+        if was_forwarded {
+            return Ok(None);
+        }
+        let layout = crate::cluster::layout(&self.broker, t.tenant(), t.namespace())
+            .await
+            .map_err(to_status)?;
+        let bundle = crate::bundles::bundle_of(&layout, t);
+        match self.broker.owner_of(&bundle).await.map_err(to_status)? {
+            Some(o) if o.broker != self.broker.address() => {
+                let channel = tonic::transport::Endpoint::from_shared(o.url.clone())
+                    .map_err(|e| status(pb::ErrorCode::InvalidArgument, format!("owner URL {}: {e}", o.url)))?
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .map_err(|e| {
+                        status(
+                            pb::ErrorCode::ServiceNotReady,
+                            format!("the owner of {t}, {}, is unreachable: {e}", o.broker),
+                        )
+                    })?;
+                Ok(Some(pb::admin_client::AdminClient::new(channel)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The bundle a request names, checked against the namespace's current layout.
+    async fn bundle(&self, r: &pb::BundleRequest) -> Result<crate::bundles::Bundle, Status> {
+        let (t, n) = split_namespace(&r.namespace)?;
+        let range = crate::bundles::Range::parse(&r.bundle).map_err(to_status)?;
+        let layout = crate::cluster::layout(&self.broker, &t, &n).await.map_err(to_status)?;
+        if !layout.ranges().any(|x| x == range) {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "bundle {} of {t}/{n}; `strata admin bundles list {t}/{n}` shows the current ones",
+                r.bundle
+            ))));
+        }
+        Ok(crate::bundles::Bundle {
+            tenant: t,
+            namespace: n,
+            range,
+        })
+    }
+
     async fn partitions(&self, t: &TopicName) -> Result<u32, Status> {
         self.broker.partitions(t).await.map_err(to_status)
     }
 
     /// Deletes one (non-partitioned) topic: unload, ledgers, cursors, the ledger list.
-    async fn delete_one(&self, t: &TopicName) -> Result<(), Status> {
+    async fn delete_one(&self, t: &TopicName, was_forwarded: bool) -> Result<(), Status> {
+        if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
+            owner
+                .delete_topic(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .await?;
+            return Ok(());
+        }
         if let Some(loaded) = self.broker.loaded(t).await
             && loaded.consumer_counts().await.values().any(|n| *n > 0)
         {
@@ -131,7 +216,18 @@ impl AdminService {
         Ok(())
     }
 
-    async fn stats_one(&self, t: &TopicName, out: &mut pb::TopicStats) -> Result<(), Status> {
+    async fn stats_one(&self, t: &TopicName, out: &mut pb::TopicStats, was_forwarded: bool) -> Result<(), Status> {
+        if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
+            let s = owner
+                .get_topic_stats(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .await?
+                .into_inner();
+            out.entries += s.entries;
+            out.storage_bytes += s.storage_bytes;
+            out.ledgers += s.ledgers;
+            out.subscriptions.extend(s.subscriptions);
+            return Ok(());
+        }
         let store = self.broker.store();
         let Some(v) = store
             .get(&keys::topic(&t.path()))
@@ -238,11 +334,26 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn create_namespace(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::Empty>, Status> {
-        let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        let r = r.into_inner();
+        let (t, n) = split_namespace(&r.namespace)?;
         if !self.exists(&keys::tenant(&t)).await? {
             return Err(to_status(BrokerError::NotFound(format!(
                 "tenant {t} does not exist; create it with `strata admin tenants create {t}`"
             ))));
+        }
+        let count = if r.bundles == 0 {
+            self.broker.cfg.default_bundles
+        } else {
+            r.bundles
+        };
+        let layout = crate::bundles::BundleLayout::even(count).map_err(to_status)?;
+        if self.exists(&keys::namespace(&t, &n)).await? {
+            return Err(to_status(BrokerError::AlreadyExists(format!("namespace {t}/{n}"))));
+        }
+        // The layout first: a namespace is never visible without its bundles.
+        match crate::bundles::store_layout(&**self.broker.store(), &t, &n, &layout, 0).await {
+            Ok(()) | Err(BrokerError::Metadata(_)) => {}
+            Err(e) => return Err(to_status(e)),
         }
         self.create(
             &keys::namespace(&t, &n),
@@ -273,6 +384,7 @@ impl pb::admin_server::Admin for AdminService {
                 "namespace {t}/{n} does not exist"
             ))));
         }
+        let _ = self.broker.store().delete(&keys::bundles(&t, &n), Condition::Any).await;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -317,20 +429,21 @@ impl pb::admin_server::Admin for AdminService {
             )
             .await?;
             for i in 0..r.partitions {
-                self.broker.create_topic(&t.partition(i)).await.map_err(to_status)?;
+                self.create_storage(&t.partition(i)).await?;
             }
         } else {
-            self.broker.create_topic(&t).await.map_err(to_status)?;
+            self.create_storage(&t).await?;
         }
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn delete_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
         let n = self.partitions(&t).await?;
         if n > 0 {
             for i in 0..n {
-                match self.delete_one(&t.partition(i)).await {
+                match self.delete_one(&t.partition(i), fwd).await {
                     Ok(()) => {}
                     Err(s) if s.code() == tonic::Code::NotFound => {}
                     Err(s) => return Err(s),
@@ -342,7 +455,7 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(|e| to_status(e.into()))?;
         } else {
-            self.delete_one(&t).await?;
+            self.delete_one(&t, fwd).await?;
         }
         Ok(Response::new(pb::Empty {}))
     }
@@ -371,6 +484,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn get_topic_stats(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::TopicStats>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
         let n = self.partitions(&t).await?;
         let mut out = pb::TopicStats {
@@ -380,23 +494,35 @@ impl pb::admin_server::Admin for AdminService {
         };
         if n > 0 {
             for i in 0..n {
-                self.stats_one(&t.partition(i), &mut out).await?;
+                self.stats_one(&t.partition(i), &mut out, fwd).await?;
             }
         } else {
-            self.stats_one(&t, &mut out).await?;
+            self.stats_one(&t, &mut out, fwd).await?;
         }
         Ok(Response::new(out))
     }
 
     async fn unload_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
+            owner
+                .unload_topic(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .await?;
+            return Ok(Response::new(pb::Empty {}));
+        }
         self.broker.unload(&t).await;
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn create_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
+            owner.create_subscription(forwarded(r)).await?;
+            return Ok(Response::new(pb::Empty {}));
+        }
         let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
         if self.exists(&keys::cursor(&t.path(), name.as_str())).await? {
             return Err(to_status(BrokerError::AlreadyExists(format!(
@@ -419,8 +545,13 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn delete_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
+            owner.delete_subscription(forwarded(r)).await?;
+            return Ok(Response::new(pb::Empty {}));
+        }
         let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
         if let Some(loaded) = self.broker.loaded(&t).await {
             loaded.remove_subscription(&name).await.map_err(to_status)?;
@@ -448,5 +579,106 @@ impl pb::admin_server::Admin for AdminService {
             .map(|k| last_part(k))
             .collect();
         Ok(Response::new(pb::NameList { names }))
+    }
+
+    async fn get_cluster(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterInfo>, Status> {
+        let b = &self.broker;
+        let leader = b.leader().await.map_err(to_status)?.unwrap_or_default();
+        let owners = b.owners().await.map_err(to_status)?;
+        let mut brokers: Vec<pb::BrokerStatus> = b
+            .brokers()
+            .await
+            .map_err(to_status)?
+            .into_iter()
+            .map(|i| pb::BrokerStatus {
+                leader: i.address == leader,
+                bundles: owners
+                    .iter()
+                    .filter(|(_, o)| o.broker == i.address)
+                    .map(|(b, _)| b.id())
+                    .collect(),
+                topics: i.load.topics,
+                producers: i.load.producers,
+                consumers: i.load.consumers,
+                msg_rate_in: i.load.msg_rate_in,
+                msg_rate_out: i.load.msg_rate_out,
+                version: i.version,
+                started_ms: i.started_ms,
+                address: i.address,
+                url: i.url,
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.address.cmp(&b.address));
+        let mut bookies = Vec::new();
+        for (k, v) in b
+            .store()
+            .list(&keys::bookies_prefix())
+            .await
+            .map_err(|e| to_status(e.into()))?
+        {
+            let i: strata_bookie::registration::BookieInfo = serde_json::from_slice(&v.value)
+                .map_err(|e| to_status(BrokerError::Corruption(format!("bookie registration {k}: {e}"))))?;
+            bookies.push(pb::BookieStatus {
+                address: i.address,
+                read_only: i.read_only,
+                free_bytes: i.free_bytes,
+                total_bytes: i.total_bytes,
+                version: i.version,
+            });
+        }
+        Ok(Response::new(pb::ClusterInfo {
+            brokers,
+            bookies,
+            leader,
+        }))
+    }
+
+    async fn list_bundles(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::BundleList>, Status> {
+        let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        if !self.exists(&keys::namespace(&t, &n)).await? {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "namespace {t}/{n} does not exist"
+            ))));
+        }
+        let layout = crate::cluster::layout(&self.broker, &t, &n).await.map_err(to_status)?;
+        let owners = self.broker.owners().await.map_err(to_status)?;
+        let bundles = layout
+            .ranges()
+            .map(|range| pb::BundleInfo {
+                range: range.name(),
+                owner: owners
+                    .iter()
+                    .find(|(b, _)| b.tenant == t && b.namespace == n && b.range == range)
+                    .map(|(_, o)| o.broker.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::BundleList { bundles }))
+    }
+
+    async fn unload_bundle(&self, r: Request<pb::BundleRequest>) -> Result<Response<pb::Empty>, Status> {
+        let bundle = self.bundle(r.get_ref()).await?;
+        match self.broker.owner_of(&bundle).await.map_err(to_status)? {
+            Some(o) if o.broker != self.broker.address() => {
+                crate::cluster::unload_remote(&o.url, &bundle)
+                    .await
+                    .map_err(to_status)?;
+            }
+            _ => {
+                self.broker.release_bundle(&bundle).await.map_err(to_status)?;
+            }
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn split_bundle(&self, r: Request<pb::BundleRequest>) -> Result<Response<pb::Empty>, Status> {
+        let bundle = self.bundle(r.get_ref()).await?;
+        match self.broker.owner_of(&bundle).await.map_err(to_status)? {
+            Some(o) if o.broker != self.broker.address() => {
+                crate::cluster::split_remote(&o.url, &bundle).await.map_err(to_status)?;
+            }
+            _ => self.broker.split_bundle_locally(&bundle).await.map_err(to_status)?,
+        }
+        Ok(Response::new(pb::Empty {}))
     }
 }

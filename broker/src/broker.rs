@@ -20,6 +20,7 @@ use strata_bookie::ledger::LedgerClient;
 use strata_common::{SubscriptionName, TopicName};
 use strata_meta::{Condition, MetaError, MetadataStore, Session, keys};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 /// Broker settings.
 #[derive(Debug, Clone)]
@@ -39,6 +40,15 @@ pub struct BrokerConfig {
     pub retention_bytes: Option<u64>,
     /// How often retention is applied.
     pub retention_check_interval: Duration,
+    /// TTL of the broker's metadata session: a broker that cannot renew it for this long
+    /// loses its bundles, and other brokers may take them over.
+    pub session_ttl: Duration,
+    /// How often the broker refreshes its load report in the registry.
+    pub load_report_interval: Duration,
+    /// How often the leader looks for overloaded brokers and moves one bundle away.
+    pub load_balance_interval: Duration,
+    /// Bundles of a namespace created without a count.
+    pub default_bundles: u32,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +62,10 @@ impl Default for BrokerConfig {
             retention_time: Some(Duration::ZERO),
             retention_bytes: Some(0),
             retention_check_interval: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(10),
+            load_report_interval: Duration::from_secs(5),
+            load_balance_interval: Duration::from_secs(30),
+            default_bundles: crate::bundles::DEFAULT_BUNDLES,
         }
     }
 }
@@ -80,9 +94,24 @@ fn spawn_delivery(topic: TopicName, s: Arc<Subscription>) -> tokio::task::JoinHa
 pub struct LoadedTopic {
     pub topic: Arc<Topic>,
     subs: Mutex<HashMap<SubscriptionName, RunningSubscription>>,
+    closed: CancellationToken,
 }
 
 impl LoadedTopic {
+    fn new(topic: Topic) -> Self {
+        Self {
+            topic: Arc::new(topic),
+            subs: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Resolves once the topic is closed or abandoned on this broker (producer streams
+    /// then end so their clients look the topic up again).
+    pub fn closed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closed.cancelled()
+    }
+
     /// A running subscription: opened (or created) and its dispatch loop started.
     pub async fn subscription(
         &self,
@@ -244,75 +273,192 @@ impl LoadedTopic {
         }
     }
 
-    /// Stops dispatching, persists cursors and closes the ledger.
+    /// Stops dispatching, persists cursors and the deduplication state, and closes the
+    /// ledger (unload, shutdown: the next owner finds everything in order).
     pub async fn close(&self) {
+        self.closed.cancel();
         self.persist_cursors().await;
         for (_, (sub, runner)) in self.subs.lock().await.drain() {
             runner.abort();
             sub.disconnect_all().await;
         }
-        if let Err(e) = self.topic.managed_ledger().close().await {
+        let ml = self.topic.managed_ledger();
+        if let Err(e) = ml.close().await {
             tracing::warn!(topic = %self.topic.name(), error = %e, "closing topic");
         }
+        if let Err(e) = self.topic.dedup().persist(&*ml.store(), ml.last_confirmed()).await {
+            tracing::warn!(topic = %self.topic.name(), error = %e, "deduplication state not persisted");
+        }
+    }
+
+    /// Stops serving at once without writing any metadata: ownership was lost, and the
+    /// new owner's recovery decides where the topic ends (fencing our ledger).
+    pub async fn abandon(&self) {
+        self.closed.cancel();
+        self.topic.managed_ledger().abandon();
+        for (_, (sub, runner)) in self.subs.lock().await.drain() {
+            runner.abort();
+            sub.disconnect_all().await;
+        }
+    }
+
+    /// Producers and consumers connected, for load reports.
+    pub async fn client_counts(&self) -> (u32, u32) {
+        let consumers = self.consumer_counts().await.values().sum();
+        (self.topic.producer_count(), consumers)
     }
 }
+
+/// A bundle this broker owns: the version of its ownership key, and whether it is being
+/// released (no topic of it may load meanwhile).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owned {
+    pub(crate) version: u64,
+    pub(crate) releasing: bool,
+}
+
+/// A topic being loaded or loaded; concurrent loads of one topic share the cell, loads of
+/// different topics run in parallel.
+type TopicCell = Arc<tokio::sync::OnceCell<Arc<LoadedTopic>>>;
 
 /// The broker.
 pub struct Broker {
     pub cfg: BrokerConfig,
-    store: Arc<dyn MetadataStore>,
+    pub(crate) store: Arc<dyn MetadataStore>,
     client: LedgerClient,
-    session: Session,
-    topics: Mutex<HashMap<TopicName, Arc<LoadedTopic>>>,
+    /// The current metadata session; replaced after a loss.
+    session: std::sync::RwLock<Session>,
+    topics: std::sync::Mutex<HashMap<TopicName, TopicCell>>,
+    pub(crate) owned: std::sync::Mutex<HashMap<crate::bundles::Bundle, Owned>>,
+    /// Serialises taking and releasing bundle ownership.
+    pub(crate) ownership: Mutex<()>,
+    draining: std::sync::atomic::AtomicBool,
+    /// Registered with a live session (readiness).
+    ready: std::sync::atomic::AtomicBool,
+    pub metrics: crate::metrics::BrokerMetrics,
+    /// Cancelled when the broker is closed: background tasks end.
+    stopped: CancellationToken,
+    /// Wakes the load reporter (ownership changed).
+    pub(crate) report_now: tokio::sync::Notify,
+    pub(crate) started_ms: u64,
 }
 
 impl Broker {
+    /// Starts a broker: opens its metadata session, registers it (waiting for a previous
+    /// registration of the same address to expire), and starts its background tasks
+    /// (cursor and deduplication persistence, retention, load reports, session renewal,
+    /// leader election and load balancing).
     pub async fn new(cfg: BrokerConfig, store: Arc<dyn MetadataStore>, client: LedgerClient) -> Result<Arc<Self>> {
-        let session = store.session(Duration::from_secs(10)).await?;
+        let session = store.session(cfg.session_ttl).await?;
         let broker = Arc::new(Self {
             cfg,
             store,
             client,
-            session,
-            topics: Mutex::new(HashMap::new()),
+            session: std::sync::RwLock::new(session),
+            topics: std::sync::Mutex::new(HashMap::new()),
+            owned: std::sync::Mutex::new(HashMap::new()),
+            ownership: Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            metrics: Default::default(),
+            stopped: CancellationToken::new(),
+            report_now: tokio::sync::Notify::new(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         });
-        let weak = Arc::downgrade(&broker);
-        tokio::spawn(async move {
-            loop {
-                let Some(b) = weak.upgrade() else { return };
-                let every = b.cfg.cursor_persist_interval;
-                let topics: Vec<Arc<LoadedTopic>> = b.topics.lock().await.values().cloned().collect();
-                drop(b);
-                for t in topics {
-                    t.persist_cursors().await;
-                }
-                tokio::time::sleep(every).await;
+        broker.register().await?;
+        broker.ready.store(true, std::sync::atomic::Ordering::Release);
+        broker.spawn_periodic(broker.cfg.cursor_persist_interval, |t| async move {
+            t.persist_cursors().await;
+        });
+        broker.spawn_periodic(crate::dedup::SNAPSHOT_INTERVAL, |t| async move {
+            let ml = t.topic.managed_ledger();
+            if let Err(e) = t.topic.dedup().persist(&*ml.store(), ml.last_confirmed()).await {
+                tracing::warn!(topic = %t.topic.name(), error = %e, "deduplication state not persisted");
             }
         });
-        let weak = Arc::downgrade(&broker);
-        tokio::spawn(async move {
-            loop {
-                let Some(b) = weak.upgrade() else { return };
-                let (every, time, bytes) = (
-                    b.cfg.retention_check_interval,
-                    b.cfg.retention_time,
-                    b.cfg.retention_bytes,
-                );
-                let topics: Vec<Arc<LoadedTopic>> = b.topics.lock().await.values().cloned().collect();
-                drop(b);
-                for t in topics {
-                    if let Err(e) = t.apply_retention(time, bytes).await {
-                        tracing::warn!(topic = %t.topic.name(), error = %e, "retention not applied");
-                    }
-                }
-                tokio::time::sleep(every).await;
+        let (time, bytes) = (broker.cfg.retention_time, broker.cfg.retention_bytes);
+        broker.spawn_periodic(broker.cfg.retention_check_interval, move |t| async move {
+            if let Err(e) = t.apply_retention(time, bytes).await {
+                tracing::warn!(topic = %t.topic.name(), error = %e, "retention not applied");
             }
         });
+        crate::cluster::spawn_tasks(&broker);
         Ok(broker)
+    }
+
+    /// Runs `f` on every loaded topic every `every`, until the broker stops.
+    fn spawn_periodic<F, Fut>(self: &Arc<Self>, every: Duration, f: F)
+    where
+        F: Fn(Arc<LoadedTopic>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(self);
+        let stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.cancelled() => return,
+                }
+                let Some(b) = weak.upgrade() else { return };
+                let topics = b.loaded_topics();
+                drop(b);
+                for t in topics {
+                    f(t).await;
+                }
+            }
+        });
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
+    }
+
+    /// The current metadata session.
+    pub(crate) fn session(&self) -> Session {
+        self.session.read().expect("session lock").clone()
+    }
+
+    pub(crate) fn set_session(&self, s: Session) {
+        *self.session.write().expect("session lock") = s;
+    }
+
+    pub(crate) fn stopped(&self) -> &CancellationToken {
+        &self.stopped
+    }
+
+    /// This broker's address (`host:port`), its id in the registry.
+    pub fn address(&self) -> &str {
+        self.cfg
+            .advertised_url
+            .split_once("://")
+            .map_or(self.cfg.advertised_url.as_str(), |(_, a)| a)
+    }
+
+    /// Shutting down: takes no new ownership.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Registered with a live metadata session and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire) && !self.is_draining() && !self.session().is_lost()
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Every fully loaded topic.
+    pub fn loaded_topics(&self) -> Vec<Arc<LoadedTopic>> {
+        self.topics
+            .lock()
+            .expect("topics")
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect()
     }
 
     /// Creates a namespace (`tenant/ns`) and its tenant if needed; idempotent.
@@ -361,10 +507,32 @@ impl Broker {
     }
 
     async fn load(&self, name: &TopicName, create: bool) -> Result<Arc<LoadedTopic>> {
-        let mut topics = self.topics.lock().await;
-        if let Some(t) = topics.get(name) {
-            return Ok(t.clone());
+        let cell = self
+            .topics
+            .lock()
+            .expect("topics")
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let r = cell.get_or_try_init(|| self.open_topic(name, create)).await.cloned();
+        let current = {
+            let mut topics = self.topics.lock().expect("topics");
+            let current = topics.get(name).is_some_and(|c| Arc::ptr_eq(c, &cell));
+            if r.is_err() && current {
+                topics.remove(name);
+            }
+            current
+        };
+        let t = r?;
+        if !current {
+            // Unloaded while it loaded (its bundle was released or lost).
+            t.close().await;
+            return Err(BrokerError::NotOwner(name.to_string()));
         }
+        Ok(t)
+    }
+
+    async fn open_topic(&self, name: &TopicName, create: bool) -> Result<Arc<LoadedTopic>> {
         let n = self.partitions(name).await?;
         if n > 0 {
             return Err(BrokerError::InvalidArgument(format!(
@@ -387,23 +555,9 @@ impl Broker {
                 )));
             }
         }
-        // Take ownership (an ephemeral key on our session), then open the ledger.
-        let owner_key = keys::ownership(&name.path());
-        let value = Bytes::from(self.cfg.advertised_url.clone());
-        match self
-            .store
-            .put_ephemeral(&self.session, &owner_key, value.clone(), Condition::Absent)
-            .await
-        {
-            Ok(_) => {}
-            Err(MetaError::BadVersion(_)) => {
-                let holder = self.store.get(&owner_key).await?;
-                if holder.as_ref().map(|v| &v.value) != Some(&value) {
-                    return Err(BrokerError::NotOwner(name.to_string()));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // Own the topic's bundle (an ephemeral key on our session), then open the ledger:
+        // recovery fences the previous owner's last ledger before we append.
+        let bundle = self.ensure_owned(name).await?;
         let ml = ManagedLedger::open(
             name.clone(),
             self.client.clone(),
@@ -411,64 +565,80 @@ impl Broker {
             self.cfg.ledger.clone(),
         )
         .await?;
-        let loaded = Arc::new(LoadedTopic {
-            topic: Arc::new(Topic::new(ml, self.cfg.max_message_bytes)),
-            subs: Mutex::new(HashMap::new()),
-        });
-        topics.insert(name.clone(), loaded.clone());
-        tracing::info!(topic = %name, "topic loaded");
+        let dedup = match crate::dedup::Dedup::load(&ml).await {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                ml.abandon();
+                return Err(e);
+            }
+        };
+        let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(
+            ml,
+            self.cfg.max_message_bytes,
+            dedup,
+        )));
+        if !self.owns(&bundle) {
+            loaded.abandon().await;
+            return Err(BrokerError::NotOwner(name.to_string()));
+        }
+        tracing::info!(topic = %name, bundle = %bundle.id(), "topic loaded");
         Ok(loaded)
     }
 
     /// The topic if this broker has it loaded.
     pub async fn loaded(&self, name: &TopicName) -> Option<Arc<LoadedTopic>> {
-        self.topics.lock().await.get(name).cloned()
+        let cell = self.topics.lock().expect("topics").get(name).cloned()?;
+        cell.get().cloned()
+    }
+
+    /// Removes topics matching `pred` from the loaded set; returns the loaded ones.
+    pub(crate) fn take_topics(&self, pred: impl Fn(&TopicName) -> bool) -> Vec<Arc<LoadedTopic>> {
+        let mut topics = self.topics.lock().expect("topics");
+        let names: Vec<TopicName> = topics.keys().filter(|n| pred(n)).cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|n| topics.remove(&n))
+            .filter_map(|c| c.get().cloned())
+            .collect()
     }
 
     /// Unloads a topic whose storage failed for good (see `ManagedLedger::is_failed`), so
-    /// the next producer or consumer loads it afresh (recovering its last ledger). A topic
-    /// taken over by another broker is only dropped here: its ownership key is theirs.
+    /// the next producer or consumer loads it afresh (recovering its last ledger).
     pub async fn unload_if_failed(&self, name: &TopicName) {
         let Some(t) = self.loaded(name).await else { return };
         if !t.topic.managed_ledger().is_failed().await {
             return;
         }
         tracing::warn!(topic = %name, "storage failed; unloading the topic so clients reload it");
-        let taken_over = match self.store.get(&keys::ownership(&name.path())).await {
-            Ok(Some(v)) => v.value != self.cfg.advertised_url.as_bytes(),
-            _ => false,
-        };
-        if taken_over {
-            let dropped = self.topics.lock().await.remove(name);
-            if let Some(t) = dropped {
-                t.close().await;
-            }
-        } else {
-            self.unload(name).await;
-        }
+        self.unload(name).await;
     }
 
-    /// Closes a topic and releases its ownership (unload).
+    /// Closes a topic (unload); clients look it up again and this broker, still owning
+    /// its bundle, loads it afresh. Returns whether it was loaded.
     pub async fn unload(&self, name: &TopicName) -> bool {
-        let t = self.topics.lock().await.remove(name);
-        if let Some(t) = &t {
+        let taken = self.take_topics(|n| n == name);
+        for t in &taken {
             t.close().await;
-            let _ = self.store.delete(&keys::ownership(&name.path()), Condition::Any).await;
         }
-        t.is_some()
+        !taken.is_empty()
     }
 
     pub fn ledger_client(&self) -> &LedgerClient {
         &self.client
     }
 
-    /// Closes every topic and releases ownership (graceful shutdown).
+    /// Graceful shutdown: stops taking ownership, leaves the registry (so lookups send
+    /// clients elsewhere), hands every bundle over (closing its topics cleanly and
+    /// releasing its key), then ends the session.
     pub async fn close(&self) {
-        let topics: Vec<(TopicName, Arc<LoadedTopic>)> = self.topics.lock().await.drain().collect();
-        for (name, t) in topics {
+        self.draining.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.store.delete(&keys::broker(self.address()), Condition::Any).await;
+        crate::cluster::release_all(self).await;
+        // Topics loaded outside any owned bundle (none normally).
+        for t in self.take_topics(|_| true) {
             t.close().await;
-            let _ = self.store.delete(&keys::ownership(&name.path()), Condition::Any).await;
         }
-        self.session.close();
+        self.stopped.cancel();
+        self.session().close();
     }
 }

@@ -24,10 +24,11 @@ pub struct BrokerSettings {
     pub retention_check_interval_secs: u64,
     /// How often cursors are persisted, in milliseconds (100).
     pub cursor_persist_interval_ms: u64,
-    /// Bookies per ledger, copies per entry, acknowledgements awaited (1/1/1 standalone).
-    pub ensemble_size: u32,
-    pub write_quorum: u32,
-    pub ack_quorum: u32,
+    /// Bookies per ledger, copies per entry, acknowledgements awaited (1/1/1 in
+    /// standalone mode, 2/2/2 for `strata broker`, as in Pulsar).
+    pub ensemble_size: Option<u32>,
+    pub write_quorum: Option<u32>,
+    pub ack_quorum: Option<u32>,
     /// A topic's ledger is closed and a new one started past 50,000 entries, 2 GiB or
     /// 4 hours — the units retention deletes.
     pub max_entries_per_ledger: u64,
@@ -35,6 +36,15 @@ pub struct BrokerSettings {
     pub max_ledger_age_secs: u64,
     /// Newest entries kept in memory per topic for consumers keeping up (16 MiB; 0: off).
     pub read_cache_bytes_per_topic: usize,
+    /// TTL of the broker's metadata session, in seconds (10): how long a frozen or cut
+    /// off broker keeps its bundles before other brokers take them over.
+    pub session_ttl_secs: u64,
+    /// How often the broker publishes its load report, in seconds (5).
+    pub load_report_interval_secs: u64,
+    /// How often the leader sheds load from the busiest broker, in milliseconds (30,000).
+    pub load_balance_interval_ms: u64,
+    /// Bundles of a namespace created without a count (4).
+    pub default_bundles: u32,
 }
 
 impl Default for BrokerSettings {
@@ -48,20 +58,28 @@ impl Default for BrokerSettings {
             retention_bytes: b.retention_bytes.map_or(-1, |n| n as i64),
             retention_check_interval_secs: b.retention_check_interval.as_secs(),
             cursor_persist_interval_ms: b.cursor_persist_interval.as_millis() as u64,
-            ensemble_size: l.ensemble,
-            write_quorum: l.write_quorum,
-            ack_quorum: l.ack_quorum,
+            ensemble_size: None,
+            write_quorum: None,
+            ack_quorum: None,
             max_entries_per_ledger: l.max_entries_per_ledger,
             max_ledger_bytes: l.max_ledger_bytes,
             max_ledger_age_secs: l.max_ledger_age.as_secs(),
             read_cache_bytes_per_topic: l.cache_bytes,
+            session_ttl_secs: b.session_ttl.as_secs(),
+            load_report_interval_secs: b.load_report_interval.as_secs(),
+            load_balance_interval_ms: b.load_balance_interval.as_millis() as u64,
+            default_bundles: b.default_bundles,
         }
     }
 }
 
 impl BrokerSettings {
-    /// Validates and converts; the error names the offending setting.
-    pub fn to_config(&self, advertised_url: String) -> Result<BrokerConfig, String> {
+    /// Validates and converts; the error names the offending setting. `quorum` is the
+    /// ensemble / write quorum / ack quorum used where the settings give none.
+    pub fn to_config(&self, advertised_url: String, quorum: (u32, u32, u32)) -> Result<BrokerConfig, String> {
+        let ensemble = self.ensemble_size.unwrap_or(quorum.0);
+        let write_quorum = self.write_quorum.unwrap_or(quorum.1.min(ensemble));
+        let ack_quorum = self.ack_quorum.unwrap_or(quorum.2.min(write_quorum));
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(format!("broker.{name} must be greater than 0"))
@@ -78,10 +96,18 @@ impl BrokerSettings {
         if self.max_message_bytes > 64 << 20 {
             return Err("broker.max_message_bytes must be at most 64 MiB".into());
         }
-        if !(self.ensemble_size >= self.write_quorum && self.write_quorum >= self.ack_quorum && self.ack_quorum >= 1) {
+        if !(ensemble >= write_quorum && write_quorum >= ack_quorum && ack_quorum >= 1) {
             return Err(format!(
-                "broker: need ensemble_size ≥ write_quorum ≥ ack_quorum ≥ 1, got {}/{}/{}",
-                self.ensemble_size, self.write_quorum, self.ack_quorum
+                "broker: need ensemble_size ≥ write_quorum ≥ ack_quorum ≥ 1, got {ensemble}/{write_quorum}/{ack_quorum}"
+            ));
+        }
+        positive("session_ttl_secs", self.session_ttl_secs)?;
+        positive("load_report_interval_secs", self.load_report_interval_secs)?;
+        positive("load_balance_interval_ms", self.load_balance_interval_ms)?;
+        if self.default_bundles == 0 || self.default_bundles > crate::bundles::MAX_BUNDLES {
+            return Err(format!(
+                "broker.default_bundles must be 1 to {}",
+                crate::bundles::MAX_BUNDLES
             ));
         }
         let limit = |name: &str, v: i64| match v {
@@ -92,9 +118,9 @@ impl BrokerSettings {
         Ok(BrokerConfig {
             advertised_url,
             ledger: ManagedLedgerConfig {
-                ensemble: self.ensemble_size,
-                write_quorum: self.write_quorum,
-                ack_quorum: self.ack_quorum,
+                ensemble,
+                write_quorum,
+                ack_quorum,
                 max_entries_per_ledger: self.max_entries_per_ledger,
                 max_ledger_bytes: self.max_ledger_bytes,
                 max_ledger_age: Duration::from_secs(self.max_ledger_age_secs),
@@ -106,6 +132,10 @@ impl BrokerSettings {
             retention_time: limit("retention_time_secs", self.retention_time_secs)?.map(Duration::from_secs),
             retention_bytes: limit("retention_bytes", self.retention_bytes)?,
             retention_check_interval: Duration::from_secs(self.retention_check_interval_secs),
+            session_ttl: Duration::from_secs(self.session_ttl_secs),
+            load_report_interval: Duration::from_secs(self.load_report_interval_secs),
+            load_balance_interval: Duration::from_millis(self.load_balance_interval_ms),
+            default_bundles: self.default_bundles,
         })
     }
 }
@@ -116,23 +146,38 @@ mod tests {
 
     #[test]
     fn defaults_convert_and_bad_values_are_named() {
-        let c = BrokerSettings::default().to_config("http://x:1".into()).unwrap();
+        let c = BrokerSettings::default()
+            .to_config("http://x:1".into(), (1, 1, 1))
+            .unwrap();
         assert!(c.auto_create_topics);
         assert_eq!(c.retention_time, Some(Duration::ZERO));
         let bad = BrokerSettings {
-            write_quorum: 2,
+            write_quorum: Some(2),
             ..Default::default()
         };
-        assert!(bad.to_config(String::new()).unwrap_err().contains("write_quorum"));
+        assert!(
+            bad.to_config(String::new(), (1, 1, 1))
+                .unwrap_err()
+                .contains("write_quorum")
+        );
+        let cluster = BrokerSettings::default().to_config(String::new(), (2, 2, 2)).unwrap();
+        assert_eq!(cluster.ledger.ensemble, 2);
         let bad = BrokerSettings {
             retention_bytes: -2,
             ..Default::default()
         };
-        assert!(bad.to_config(String::new()).unwrap_err().contains("retention_bytes"));
+        assert!(
+            bad.to_config(String::new(), (1, 1, 1))
+                .unwrap_err()
+                .contains("retention_bytes")
+        );
         let forever = BrokerSettings {
             retention_time_secs: -1,
             ..Default::default()
         };
-        assert_eq!(forever.to_config(String::new()).unwrap().retention_time, None);
+        assert_eq!(
+            forever.to_config(String::new(), (1, 1, 1)).unwrap().retention_time,
+            None
+        );
     }
 }

@@ -33,6 +33,10 @@ pub enum BrokerError {
     /// Another broker owns the topic.
     #[error("this broker does not own topic {0}; look it up again")]
     NotOwner(String),
+    /// The broker cannot serve now (shutting down, no metadata session, no broker to
+    /// assign a bundle to); retry with backoff.
+    #[error("service not ready: {0}")]
+    Unavailable(String),
     /// A message or batch is over the size limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -62,6 +66,7 @@ impl BrokerError {
             BrokerError::NotFound(_) | BrokerError::TopicNotFound(_) => ErrorCode::NoSuchLedger,
             BrokerError::SubscriptionTypeMismatch(_) | BrokerError::Dispatch(_) => ErrorCode::InvalidArgument,
             BrokerError::NotOwner(_) => ErrorCode::Fenced,
+            BrokerError::Unavailable(_) => ErrorCode::MetadataError,
             BrokerError::AlreadyExists(_) | BrokerError::NotEmpty(_) => ErrorCode::InvalidArgument,
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,

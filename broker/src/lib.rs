@@ -4,12 +4,16 @@
 
 pub mod admin;
 pub mod broker;
+pub mod bundles;
+pub mod cluster;
 pub mod config;
 pub mod cursor;
+pub mod dedup;
 pub mod dispatch;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
+pub mod metrics;
 pub mod service;
 pub mod subscription;
 pub mod topic;

@@ -96,7 +96,7 @@ impl ManagedLedgerInfo {
         Ok(info)
     }
 
-    fn encode(&self) -> Bytes {
+    pub fn encode(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).expect("managed ledger info serialises"))
     }
 }
@@ -170,6 +170,9 @@ pub struct ManagedLedger {
     last_confirmed: watch::Sender<Option<Position>>,
     readers: std::sync::Mutex<HashMap<u64, Arc<LedgerReader>>>,
     cache: std::sync::Mutex<EntryCache>,
+    /// Ownership was lost: every append fails at once, without touching the state lock
+    /// (which a rollover stuck on an unreachable store may hold).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl ManagedLedger {
@@ -243,6 +246,7 @@ impl ManagedLedger {
                 bytes: 0,
                 limit: cache_limit,
             }),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut st = ml.state.lock().await;
@@ -349,6 +353,9 @@ impl ManagedLedger {
     /// Appends one entry; returns its position once it is on an ack quorum. Appends are
     /// positioned in call order.
     pub async fn append(&self, payload: Bytes) -> Result<Position> {
+        if self.abandoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(BrokerError::Closed(self.topic.to_string()));
+        }
         let (ledger, pending) = {
             let mut st = self.state.lock().await;
             if let Some(e) = &st.failed {
@@ -412,7 +419,13 @@ impl ManagedLedger {
     /// Whether appends fail for good (taken over, closed, or a storage failure): the owner
     /// should unload the topic so the next load recovers it.
     pub async fn is_failed(&self) -> bool {
-        self.state.lock().await.failed.is_some()
+        self.abandoned.load(std::sync::atomic::Ordering::Acquire) || self.state.lock().await.failed.is_some()
+    }
+
+    /// Stops appending for good without closing the ledger or writing metadata: the
+    /// topic's ownership was lost and the next owner recovers (fences) the ledger.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past

@@ -13,6 +13,7 @@ use crate::subscription::InitialPosition;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use strata_common::{EntryId, LedgerId, MessageId, Position, SubscriptionName, TopicName};
 use strata_proto::broker::v1::StoredMessage;
@@ -37,7 +38,7 @@ pub(crate) fn code_of(e: &BrokerError) -> pb::ErrorCode {
         BrokerError::NotEmpty(_) => pb::ErrorCode::NotEmpty,
         BrokerError::NotFound(_) => pb::ErrorCode::NotFound,
         BrokerError::NotOwner(_) | BrokerError::Fenced(..) => pb::ErrorCode::NotOwner,
-        BrokerError::Closed(_) => pb::ErrorCode::ServiceNotReady,
+        BrokerError::Closed(_) | BrokerError::Unavailable(_) => pb::ErrorCode::ServiceNotReady,
         BrokerError::TooLarge { .. } => pb::ErrorCode::MessageTooLarge,
         BrokerError::InvalidArgument(_) => pb::ErrorCode::InvalidArgument,
         BrokerError::SubscriptionTypeMismatch(_) => pb::ErrorCode::SubscriptionTypeMismatch,
@@ -133,9 +134,17 @@ impl pb::lookup_server::Lookup for BrokerService {
                 partitions,
             }));
         }
-        // One broker: it owns every topic. Cluster mode adds assignment here.
+        self.broker
+            .metrics
+            .lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let broker_url = self
+            .broker
+            .lookup(&topic)
+            .await
+            .map_err(|e| status(code_of(&e), e.to_string()))?;
         Ok(Response::new(pb::LookupTopicResponse {
-            broker_url: self.broker.cfg.advertised_url.clone(),
+            broker_url,
             partitions: 0,
         }))
     }
@@ -204,10 +213,11 @@ impl pb::producer_server::Producer for BrokerService {
             } else {
                 open.producer_name
             };
+            let _connected = loaded.topic.producer_connected();
             let opened = pb::ProduceResponse {
                 response: Some(pb::produce_response::Response::Opened(pb::ProducerOpened {
                     producer_name: name.clone(),
-                    last_sequence_id: None,
+                    last_sequence_id: loaded.topic.dedup().last_sequence(&name),
                     max_message_bytes: broker.cfg.max_message_bytes as u64,
                 })),
             };
@@ -216,9 +226,28 @@ impl pb::producer_server::Producer for BrokerService {
             }
             let mut pending = FuturesOrdered::new();
             let mut reading = true;
+            // Once the client is gone, the sends already started are still driven to the
+            // end (never dropped half-way), so deduplication learns where they landed.
+            let mut client_gone = false;
+            let mut closed = std::pin::pin!(loaded.closed());
             loop {
                 tokio::select! {
-                    Some((seq, count, r)) = pending.next(), if !pending.is_empty() => {
+                    Some((seq, count, bytes, started, r)) = pending.next(), if !pending.is_empty() => {
+                        let m = &broker.metrics;
+                        m.publish_latency.observe(std::time::Instant::elapsed(&started));
+                        let r: Result<crate::topic::Published, BrokerError> = r;
+                        match &r {
+                            Ok(p) if p.duplicate => {
+                                m.duplicates.fetch_add(1, Relaxed);
+                            }
+                            Ok(_) => {
+                                m.msgs_in.fetch_add(u64::from(count), Relaxed);
+                                m.bytes_in.fetch_add(bytes, Relaxed);
+                            }
+                            Err(_) => {
+                                m.publish_errors.fetch_add(1, Relaxed);
+                            }
+                        }
                         // Losing the topic (unloaded, taken over) or its storage ends the
                         // stream after the sends in flight are answered, so the client
                         // reconnects and resends in order; a topic whose storage failed is
@@ -231,24 +260,27 @@ impl pb::producer_server::Producer for BrokerService {
                             tokio::spawn(async move { broker.unload_if_failed(&name).await });
                         }
                         let resp = match r {
-                            Ok(first) => pb::ProduceResponse {
+                            Ok(p) => pb::ProduceResponse {
                                 response: Some(pb::produce_response::Response::Receipt(pb::SendReceipt {
                                     sequence_id: seq,
-                                    first_id: Some(to_wire_id(first)),
+                                    first_id: p.first.map(to_wire_id),
                                     count,
+                                    duplicate: p.duplicate,
                                 })),
                             },
                             Err(e) => produce_error(broker_error(&e, Some(seq))),
                         };
-                        if tx.send(Ok(resp)).await.is_err() {
-                            return;
+                        if !client_gone && tx.send(Ok(resp)).await.is_err() {
+                            client_gone = true;
+                            reading = false;
                         }
                     }
                     _ = shutdown.cancelled(), if reading => reading = false,
+                    // The topic was unloaded (handed over): stop taking sends; the stream
+                    // ends once those in flight are answered and the client reconnects.
+                    _ = &mut closed, if reading => reading = false,
                     msg = inbound.message(), if reading && pending.len() < MAX_PENDING_SENDS => match msg {
                         Ok(Some(pb::ProduceRequest { request: Some(pb::produce_request::Request::Send(send)) })) => {
-                            let topic = loaded.topic.clone();
-                            let producer = name.clone();
                             let count = send.messages.len() as u32;
                             let messages: Vec<StoredMessage> = send
                                 .messages
@@ -261,9 +293,10 @@ impl pb::producer_server::Producer for BrokerService {
                                 })
                                 .collect();
                             let seq = send.sequence_id;
-                            pending.push_back(async move {
-                                (seq, count, topic.publish(&producer, seq, messages).await)
-                            });
+                            let bytes: u64 = messages.iter().map(|m| m.payload.len() as u64).sum();
+                            let started = std::time::Instant::now();
+                            let publish = loaded.topic.publish(&name, seq, messages);
+                            pending.push_back(async move { (seq, count, bytes, started, publish.await) });
                         }
                         Ok(Some(_)) => {
                             let _ = tx.send(Ok(produce_error(error(
@@ -389,8 +422,10 @@ impl pb::consumer_server::Consumer for BrokerService {
                             let mut messages = Vec::new();
                             let mut size = 0usize;
                             let mut closed = false;
+                            broker.metrics.msgs_out.fetch_add(batch.len() as u64, Relaxed);
                             for d in batch {
                                 let len = d.message.message.payload.len();
+                                broker.metrics.bytes_out.fetch_add(len as u64, Relaxed);
                                 if !messages.is_empty() && size + len > RESPONSE_BYTES {
                                     let resp = pb::ConsumeResponse {
                                         response: Some(pb::consume_response::Response::Messages(pb::Messages {
@@ -487,10 +522,14 @@ impl pb::consumer_server::Consumer for BrokerService {
     }
 }
 
-/// Serves the public services on `listener` until `shutdown`; then closes every topic
-/// (persisting cursors, closing ledgers, releasing ownership).
+/// Serves the public services on `listener` until `shutdown`; then hands every bundle
+/// over (see [`Broker::close`]: streams end, clients look their topics up again and move
+/// to other brokers) while still answering lookups, and only then stops serving.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BrokerError> {
-    let svc = BrokerService::new(broker.clone(), shutdown.clone());
+    // Producer streams end on their own when their topic closes; this token is only the
+    // last resort for streams of topics that were never closed.
+    let streams_stop = CancellationToken::new();
+    let svc = BrokerService::new(broker.clone(), streams_stop.clone());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
         if let Ok(s) = &s {
             let _ = s.set_nodelay(true);
@@ -498,6 +537,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancell
         s
     });
     let max = broker.cfg.max_message_bytes * 2 + (1 << 20);
+    let server_stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
         .add_service(pb::admin_server::AdminServer::new(crate::admin::AdminService::new(
@@ -513,14 +553,21 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancell
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
-    let drain = async {
+        .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
+    let handover = async {
         shutdown.cancelled().await;
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let started = std::time::Instant::now();
+        broker.close().await;
+        tracing::info!(took = ?started.elapsed(), "bundles handed over");
+        streams_stop.cancel();
+        server_stop.cancel();
+        // Clients had their streams ended; give them a moment to close, then stop.
+        tokio::time::sleep(Duration::from_secs(5)).await;
     };
+    tokio::pin!(server);
     tokio::select! {
-        r = server => r.map_err(|e| BrokerError::InvalidArgument(format!("gRPC server: {e}")))?,
-        _ = drain => tracing::warn!("clients did not close their streams in time; closing them"),
+        r = &mut server => r.map_err(|e| BrokerError::InvalidArgument(format!("gRPC server: {e}")))?,
+        _ = handover => tracing::warn!("clients did not close their streams in time; closing them"),
     }
     broker.close().await;
     Ok(())

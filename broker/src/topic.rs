@@ -4,10 +4,12 @@
 //! Invariants: a publish returns only after its entry is on an ack quorum (the managed
 //! ledger's append); message ids are assigned by position, so publish order is id order.
 
+use crate::dedup::{Check, Dedup};
 use crate::entry_format;
 use crate::error::{BrokerError, Result};
 use crate::managed_ledger::ManagedLedger;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use strata_common::{EntryId, LedgerId, MessageId, Position, TopicName};
 use strata_proto::broker::v1::{StoredBatch, StoredMessage};
@@ -30,16 +32,56 @@ pub struct Topic {
     ml: Arc<ManagedLedger>,
     partition: i32,
     max_message_bytes: usize,
+    dedup: Arc<Dedup>,
+    producers: Arc<AtomicU32>,
+}
+
+/// Counts a connected producer while alive.
+pub struct ProducerGuard(Arc<AtomicU32>);
+
+impl Drop for ProducerGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A publish's outcome: the id of the batch's first message, and whether the batch was a
+/// resend of one already stored (then nothing was appended).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Published {
+    /// `None` only for a duplicate stored too long ago for its position to be known.
+    pub first: Option<MessageId>,
+    pub duplicate: bool,
 }
 
 impl Topic {
+    /// A topic with empty deduplication state (a new topic, or tests).
     pub fn new(ml: Arc<ManagedLedger>, max_message_bytes: usize) -> Self {
+        let dedup = Arc::new(Dedup::new(&ml.topic().path()));
+        Self::with_dedup(ml, max_message_bytes, dedup)
+    }
+
+    /// A topic with deduplication state rebuilt by [`Dedup::load`].
+    pub fn with_dedup(ml: Arc<ManagedLedger>, max_message_bytes: usize, dedup: Arc<Dedup>) -> Self {
         let partition = ml.topic().partition_of().map_or(-1, |(_, i)| i as i32);
         Self {
             ml,
             partition,
             max_message_bytes,
+            dedup,
+            producers: Arc::new(AtomicU32::new(0)),
         }
+    }
+
+    /// Registers a connected producer until the guard is dropped.
+    pub fn producer_connected(&self) -> ProducerGuard {
+        self.producers.fetch_add(1, Ordering::Relaxed);
+        ProducerGuard(self.producers.clone())
+    }
+
+    /// Producers connected now.
+    pub fn producer_count(&self) -> u32 {
+        self.producers.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &TopicName {
@@ -50,8 +92,83 @@ impl Topic {
         &self.ml
     }
 
-    /// Stores a producer batch as one entry; returns the id of its first message.
-    pub async fn publish(&self, producer: &str, sequence_id: u64, messages: Vec<StoredMessage>) -> Result<MessageId> {
+    pub fn dedup(&self) -> &Arc<Dedup> {
+        &self.dedup
+    }
+
+    /// Stores a producer batch as one entry, unless it is a resend of a batch already
+    /// stored (same producer name, sequence id not above the last one accepted). The
+    /// decision is taken when this is called, so call it in the producer's send order;
+    /// the returned future stores (or waits for the original) and needs no borrow.
+    pub fn publish(
+        &self,
+        producer: &str,
+        sequence_id: u64,
+        messages: Vec<StoredMessage>,
+    ) -> impl std::future::Future<Output = Result<Published>> + Send + 'static {
+        let checked = self.check_batch(&messages);
+        let decision = match &checked {
+            Ok(()) if !producer.is_empty() => Some(self.dedup.check(producer, sequence_id)),
+            _ => None,
+        };
+        let (ml, dedup, partition) = (self.ml.clone(), self.dedup.clone(), self.partition);
+        let producer = producer.to_string();
+        let at = move |position| MessageId {
+            position,
+            batch_index: 0,
+            partition,
+        };
+        async move {
+            checked?;
+            let decision = match decision {
+                Some(Check::Pending(rx)) => dedup.wait(&producer, sequence_id, rx).await?,
+                Some(d) => d,
+                None => Check::New,
+            };
+            match decision {
+                Check::Stored { position, .. } => {
+                    return Ok(Published {
+                        first: Some(at(position)),
+                        duplicate: true,
+                    });
+                }
+                Check::StoredUnknown => {
+                    return Ok(Published {
+                        first: None,
+                        duplicate: true,
+                    });
+                }
+                Check::Pending(_) => unreachable!("`wait` resolves pending duplicates"),
+                Check::New => {}
+            }
+            let count = messages.len() as u32;
+            let batch = StoredBatch {
+                producer_name: producer.clone(),
+                sequence_id,
+                publish_time_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                messages,
+            };
+            match ml.append(entry_format::encode(&batch)).await {
+                Ok(position) => {
+                    if !producer.is_empty() {
+                        dedup.stored(&producer, sequence_id, position, count);
+                    }
+                    Ok(Published {
+                        first: Some(at(position)),
+                        duplicate: false,
+                    })
+                }
+                Err(e) => {
+                    dedup.failed(&producer);
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn check_batch(&self, messages: &[StoredMessage]) -> Result<()> {
         if messages.is_empty() {
             return Err(BrokerError::InvalidArgument(
                 "a batch needs at least one message".into(),
@@ -72,20 +189,7 @@ impl Topic {
                 limit: self.max_message_bytes,
             });
         }
-        let batch = StoredBatch {
-            producer_name: producer.to_string(),
-            sequence_id,
-            publish_time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            messages,
-        };
-        let position = self.ml.append(entry_format::encode(&batch)).await?;
-        Ok(MessageId {
-            position,
-            batch_index: 0,
-            partition: self.partition,
-        })
+        Ok(())
     }
 
     /// Reads the messages of up to `max_entries` entries from `from` on.

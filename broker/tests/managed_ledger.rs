@@ -229,7 +229,14 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
                 ..Default::default()
             })
             .collect();
-        firsts.push(topic.publish("producer-1", batch, messages).await.unwrap());
+        firsts.push(
+            topic
+                .publish("producer-1", batch, messages)
+                .await
+                .unwrap()
+                .first
+                .unwrap(),
+        );
     }
     assert!(firsts.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(firsts[0].partition, 2, "partition index comes from the name");
@@ -266,6 +273,78 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
         topic.publish("p", 99, vec![big]).await.unwrap_err().code(),
         ErrorCode::TooLarge
     );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn resent_batches_are_stored_once_also_under_a_new_owner() {
+    use strata_broker::dedup::Dedup;
+    use strata_broker::topic::Topic;
+    use strata_proto::broker::v1::StoredMessage;
+    let b = bookies(2).await;
+    let name = TopicName::parse("persistent://t/ns/dedup").unwrap();
+    let open = || async {
+        let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+        let ml = ManagedLedger::open(name.clone(), client, b.store.clone(), cfg(4))
+            .await
+            .unwrap();
+        let dedup = Arc::new(Dedup::load(&ml).await.unwrap());
+        Topic::with_dedup(ml, 1 << 20, dedup)
+    };
+    let msg = |s: &str| {
+        vec![StoredMessage {
+            payload: Bytes::from(s.to_string()),
+            ..Default::default()
+        }]
+    };
+    let topic = open().await;
+    let mut ids = Vec::new();
+    for seq in 0..6u64 {
+        let p = topic.publish("p", seq, msg(&format!("m{seq}"))).await.unwrap();
+        assert!(!p.duplicate);
+        ids.push(p.first.unwrap());
+    }
+    // A resend of batch 4 (the receipt was lost) is answered with the original id.
+    let again = topic.publish("p", 4, msg("m4")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.first, Some(ids[4]));
+    // Persist the state once (as the owner does every second), then store two more
+    // batches the snapshot does not know about, and "crash" (no clean close).
+    topic
+        .dedup()
+        .persist(&*b.store, topic.managed_ledger().last_confirmed())
+        .await
+        .unwrap();
+    for seq in 6..8u64 {
+        ids.push(
+            topic
+                .publish("p", seq, msg(&format!("m{seq}")))
+                .await
+                .unwrap()
+                .first
+                .unwrap(),
+        );
+    }
+    let last_before = topic.managed_ledger().last_confirmed().unwrap();
+    drop(topic);
+    // A new owner recovers the ledger and rebuilds the state: resends of 5..=7 are
+    // duplicates with their original ids (7 was never in a snapshot), 8 is new.
+    let topic = open().await;
+    assert_eq!(topic.dedup().last_sequence("p"), Some(7));
+    for seq in 5..8u64 {
+        let p = topic.publish("p", seq, msg(&format!("m{seq}"))).await.unwrap();
+        assert!(p.duplicate, "batch {seq} stored twice");
+        assert_eq!(p.first, Some(ids[seq as usize]));
+    }
+    assert_eq!(
+        topic.managed_ledger().last_confirmed().unwrap(),
+        last_before,
+        "nothing appended"
+    );
+    let p = topic.publish("p", 8, msg("m8")).await.unwrap();
+    assert!(!p.duplicate);
+    // Another producer name has its own sequence.
+    assert!(!topic.publish("q", 0, msg("q0")).await.unwrap().duplicate);
     b.shutdown().await;
 }
 

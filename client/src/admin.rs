@@ -10,6 +10,10 @@ use tonic::transport::Channel;
 pub type TopicStats = pb::TopicStats;
 /// A subscription's statistics.
 pub type SubscriptionStats = pb::SubscriptionStats;
+/// The cluster: brokers with their load and bundles, bookies, the leader.
+pub type ClusterInfo = pb::ClusterInfo;
+/// A namespace bundle (hash range) and its owner.
+pub type BundleInfo = pb::BundleInfo;
 
 /// Administers tenants, namespaces, topics and subscriptions. Errors carry the broker's
 /// [`ErrorCode`](crate::ErrorCode): `ALREADY_EXISTS`, `NOT_FOUND`, `NOT_EMPTY`, ….
@@ -34,42 +38,45 @@ impl Admin {
         Self { client }
     }
 
-    async fn rpc(&self) -> Result<pb::admin_client::AdminClient<Channel>> {
-        let ch = self.client.conns.channel(self.client.conns.service_url()).await?;
-        Ok(pb::admin_client::AdminClient::new(ch))
-    }
-
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Calls a broker of the service URL (the next one if one cannot be reached).
+    async fn call<R, T, F, Fut>(&self, request: R, f: F) -> Result<T>
     where
-        F: FnOnce(pb::admin_client::AdminClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(pb::admin_client::AdminClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.rpc().await?;
-        let timeout = self.client.conns.operation_timeout;
-        match tokio::time::timeout(timeout, f(client)).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(Error::from_status(&s)),
+        let conns = &self.client.conns;
+        let call = conns.on_service(|ch| {
+            let fut = f(pb::admin_client::AdminClient::new(ch), request.clone());
+            async move { fut.await.map(tonic::Response::into_inner) }
+        });
+        match tokio::time::timeout(conns.operation_timeout, call).await {
+            Ok(r) => r,
             Err(_) => Err(Error::Timeout("admin call".into())),
         }
     }
 
     pub async fn create_tenant(&self, tenant: &str) -> Result<()> {
         let tenant = tenant.to_string();
-        self.call(|mut c| async move { c.create_tenant(pb::TenantRequest { tenant }).await })
-            .await
-            .map(drop)
+        self.call(pb::TenantRequest { tenant }, |mut c, r| async move {
+            c.create_tenant(r).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Fails with NOT_EMPTY while the tenant has namespaces.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<()> {
         let tenant = tenant.to_string();
-        self.call(|mut c| async move { c.delete_tenant(pb::TenantRequest { tenant }).await })
-            .await
-            .map(drop)
+        self.call(pb::TenantRequest { tenant }, |mut c, r| async move {
+            c.delete_tenant(r).await
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
-        self.call(|mut c| async move { c.list_tenants(pb::Empty {}).await })
+        self.call(pb::Empty {}, |mut c, r| async move { c.list_tenants(r).await })
             .await
             .map(|l| l.names)
     }
@@ -77,7 +84,59 @@ impl Admin {
     /// Creates `tenant/namespace`; the tenant must exist.
     pub async fn create_namespace(&self, namespace: &str) -> Result<()> {
         let namespace = namespace.to_string();
-        self.call(|mut c| async move { c.create_namespace(pb::NamespaceRequest { namespace }).await })
+        self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
+            c.create_namespace(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Creates `tenant/namespace` with `bundles` bundles (hash ranges, the unit of
+    /// ownership spread over brokers); more bundles spread a namespace's topics wider.
+    pub async fn create_namespace_with_bundles(&self, namespace: &str, bundles: u32) -> Result<()> {
+        let namespace = namespace.to_string();
+        self.call(pb::NamespaceRequest { namespace, bundles }, |mut c, r| async move {
+            c.create_namespace(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Brokers (address, load, owned bundles, leader), bookies.
+    pub async fn cluster(&self) -> Result<ClusterInfo> {
+        self.call(pb::Empty {}, |mut c, r| async move { c.get_cluster(r).await })
+            .await
+    }
+
+    /// A namespace's bundles and who owns each.
+    pub async fn list_bundles(&self, namespace: &str) -> Result<Vec<BundleInfo>> {
+        let namespace = namespace.to_string();
+        self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
+            c.list_bundles(r).await
+        })
+        .await
+        .map(|l| l.bundles)
+    }
+
+    /// Unloads a bundle from its owner; its topics move to the least loaded broker when
+    /// their clients look them up again (they do so by themselves).
+    pub async fn unload_bundle(&self, namespace: &str, bundle: &str) -> Result<()> {
+        let r = pb::BundleRequest {
+            namespace: namespace.to_string(),
+            bundle: bundle.to_string(),
+        };
+        self.call(r, |mut c, r| async move { c.unload_bundle(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Splits a bundle into two halves (its topics are unloaded and reassigned).
+    pub async fn split_bundle(&self, namespace: &str, bundle: &str) -> Result<()> {
+        let r = pb::BundleRequest {
+            namespace: namespace.to_string(),
+            bundle: bundle.to_string(),
+        };
+        self.call(r, |mut c, r| async move { c.split_bundle(r).await })
             .await
             .map(drop)
     }
@@ -85,53 +144,69 @@ impl Admin {
     /// Fails with NOT_EMPTY while the namespace has topics.
     pub async fn delete_namespace(&self, namespace: &str) -> Result<()> {
         let namespace = namespace.to_string();
-        self.call(|mut c| async move { c.delete_namespace(pb::NamespaceRequest { namespace }).await })
-            .await
-            .map(drop)
+        self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
+            c.delete_namespace(r).await
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn list_namespaces(&self, tenant: &str) -> Result<Vec<String>> {
         let tenant = tenant.to_string();
-        self.call(|mut c| async move { c.list_namespaces(pb::TenantRequest { tenant }).await })
-            .await
-            .map(|l| l.names)
+        self.call(pb::TenantRequest { tenant }, |mut c, r| async move {
+            c.list_namespaces(r).await
+        })
+        .await
+        .map(|l| l.names)
     }
 
     /// Creates a topic; with `partitions > 0`, a partitioned topic.
     pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
         let topic = topic.to_string();
-        self.call(|mut c| async move { c.create_topic(pb::CreateTopicRequest { topic, partitions }).await })
-            .await
-            .map(drop)
+        self.call(pb::CreateTopicRequest { topic, partitions }, |mut c, r| async move {
+            c.create_topic(r).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Deletes a topic (every partition), its data and its subscriptions.
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
         let topic = topic.to_string();
-        self.call(|mut c| async move { c.delete_topic(pb::TopicRequest { topic }).await })
-            .await
-            .map(drop)
+        self.call(
+            pb::TopicRequest { topic },
+            |mut c, r| async move { c.delete_topic(r).await },
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn list_topics(&self, namespace: &str) -> Result<Vec<String>> {
         let namespace = namespace.to_string();
-        self.call(|mut c| async move { c.list_topics(pb::NamespaceRequest { namespace }).await })
-            .await
-            .map(|l| l.names)
+        self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
+            c.list_topics(r).await
+        })
+        .await
+        .map(|l| l.names)
     }
 
     pub async fn topic_stats(&self, topic: &str) -> Result<TopicStats> {
         let topic = topic.to_string();
-        self.call(|mut c| async move { c.get_topic_stats(pb::TopicRequest { topic }).await })
-            .await
+        self.call(pb::TopicRequest { topic }, |mut c, r| async move {
+            c.get_topic_stats(r).await
+        })
+        .await
     }
 
-    /// Closes the topic on its broker and releases ownership; clients reconnect.
+    /// Closes the topic on its owner; its clients reconnect and it loads again there.
     pub async fn unload_topic(&self, topic: &str) -> Result<()> {
         let topic = topic.to_string();
-        self.call(|mut c| async move { c.unload_topic(pb::TopicRequest { topic }).await })
-            .await
-            .map(drop)
+        self.call(
+            pb::TopicRequest { topic },
+            |mut c, r| async move { c.unload_topic(r).await },
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn create_subscription(&self, topic: &str, subscription: &str, initial: InitialPosition) -> Result<()> {
@@ -143,7 +218,7 @@ impl Admin {
                 InitialPosition::Earliest => pb::InitialPosition::Earliest,
             } as i32,
         };
-        self.call(|mut c| async move { c.create_subscription(r).await })
+        self.call(r, |mut c, r| async move { c.create_subscription(r).await })
             .await
             .map(drop)
     }
@@ -154,15 +229,17 @@ impl Admin {
             subscription: subscription.to_string(),
             initial_position: 0,
         };
-        self.call(|mut c| async move { c.delete_subscription(r).await })
+        self.call(r, |mut c, r| async move { c.delete_subscription(r).await })
             .await
             .map(drop)
     }
 
     pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<String>> {
         let topic = topic.to_string();
-        self.call(|mut c| async move { c.list_subscriptions(pb::TopicRequest { topic }).await })
-            .await
-            .map(|l| l.names)
+        self.call(pb::TopicRequest { topic }, |mut c, r| async move {
+            c.list_subscriptions(r).await
+        })
+        .await
+        .map(|l| l.names)
     }
 }

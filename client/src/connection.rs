@@ -2,7 +2,9 @@
 //! the reconnect backoff.
 //!
 //! A cached channel reconnects by itself when its broker comes back; lookups always go to
-//! the service URL, so a topic that moved is found at its new owner.
+//! the service URL, so a topic that moved is found at its new owner. The service URL may
+//! name several brokers (`http://b1:6650,b2:6650`): lookups and admin calls go to the
+//! last one that answered and move on to the next when it cannot be reached.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -22,10 +24,40 @@ pub(crate) enum Lookup {
 
 pub(crate) struct Connections {
     service_url: String,
+    /// The brokers the service URL names, each as a URL.
+    service_urls: Vec<String>,
+    /// Index into `service_urls` of the broker used for lookups now.
+    current: std::sync::atomic::AtomicUsize,
     connect_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     backoff: (Duration, Duration),
     channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Splits a service URL naming one or more brokers into one URL per broker:
+/// `http://a:1,b:2` and `http://a:1,http://b:2` both give `http://a:1` and `http://b:2`.
+pub(crate) fn split_service_url(url: &str) -> Result<Vec<String>> {
+    let bad = |why: String| {
+        Error::InvalidArgument(format!(
+            "service URL {url:?} is not like http://127.0.0.1:6650 or http://broker-1:6650,broker-2:6650: {why}"
+        ))
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme".into()))?;
+    let mut out = Vec::new();
+    for part in rest.trim_end_matches('/').split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(bad("an empty host".into()));
+        }
+        let u = if part.contains("://") {
+            part.to_string()
+        } else {
+            format!("{scheme}://{part}")
+        };
+        Endpoint::from_shared(u.clone()).map_err(|e| bad(e.to_string()))?;
+        out.push(u);
+    }
+    Ok(out)
 }
 
 impl Connections {
@@ -35,13 +67,11 @@ impl Connections {
         operation_timeout: Duration,
         backoff: (Duration, Duration),
     ) -> Result<Self> {
-        Endpoint::from_shared(service_url.clone()).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "service URL {service_url:?} is not a URL like http://127.0.0.1:6650: {e}"
-            ))
-        })?;
+        let service_urls = split_service_url(&service_url)?;
         Ok(Self {
             service_url,
+            current: std::sync::atomic::AtomicUsize::new(random_u64() as usize % service_urls.len()),
+            service_urls,
             connect_timeout,
             operation_timeout,
             backoff,
@@ -70,8 +100,10 @@ impl Connections {
             .map_err(|e| Error::InvalidArgument(format!("broker URL {url:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            // A frozen or cut-off broker is noticed within ~15 s even while idle.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect().await.map_err(|e| Error::Connect {
             url: url.to_string(),
             message: format!(
@@ -93,28 +125,83 @@ impl Connections {
         self.channels.lock().expect("channel cache").remove(url);
     }
 
+    /// Runs `call` against the service URL's brokers: the current one first, then each
+    /// other one while the broker cannot be reached (a broker's own errors are final).
+    pub(crate) async fn on_service<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let n = self.service_urls.len();
+        let first = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut last_err = None;
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let url = &self.service_urls[idx];
+            let result = match self.channel(url).await {
+                Ok(ch) => call(ch).await.map_err(|s| Error::from_status(&s)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e @ (Error::Transport(_) | Error::Connect { .. })) => {
+                    self.forget(url);
+                    last_err = Some(e);
+                }
+                r => {
+                    self.current.store(idx, std::sync::atomic::Ordering::Relaxed);
+                    return r;
+                }
+            }
+        }
+        Err(last_err.expect("at least one service URL"))
+    }
+
     /// Which broker owns `topic`, or how many partitions it has.
     pub(crate) async fn lookup(&self, topic: &str) -> Result<Lookup> {
-        let channel = self.channel(&self.service_url).await?;
-        let mut client = pb::lookup_client::LookupClient::new(channel);
-        let r = client
-            .lookup_topic(pb::LookupTopicRequest {
-                topic: topic.to_string(),
+        let r = self
+            .on_service(|channel| async move {
+                pb::lookup_client::LookupClient::new(channel)
+                    .lookup_topic(pb::LookupTopicRequest {
+                        topic: topic.to_string(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
             })
-            .await
-            .map_err(|s| {
-                let e = Error::from_status(&s);
-                if matches!(e, Error::Transport(_)) {
-                    self.forget(&self.service_url);
-                }
-                e
-            })?
-            .into_inner();
+            .await?;
         Ok(if r.partitions > 0 {
             Lookup::Partitioned(r.partitions)
         } else {
             Lookup::Broker(r.broker_url)
         })
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the operation timeout passes;
+/// retriable failures (the topic is moving between brokers, its owner is unreachable)
+/// are retried with backoff. `what` names the operation in a timeout error.
+pub(crate) async fn retrying<T, F, Fut>(conns: &Connections, what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + conns.operation_timeout;
+    let mut backoff = conns.backoff();
+    loop {
+        let r = match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(r) => r,
+            Err(_) => return Err(Error::Timeout(what.to_string())),
+        };
+        match r {
+            Err(e) if e.is_retriable() && !matches!(e, Error::Timeout(_)) => {
+                let at = tokio::time::Instant::now() + backoff.next_delay();
+                if at >= deadline {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "{what}: retrying");
+                tokio::time::sleep_until(at).await;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -206,6 +293,21 @@ pub(crate) fn partition_name(topic: &str, i: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_urls_may_name_several_brokers() {
+        assert_eq!(split_service_url("http://a:1").unwrap(), ["http://a:1"]);
+        assert_eq!(
+            split_service_url("http://a:1,b:2").unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            split_service_url("http://a:1, http://b:2/").unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert!(split_service_url("a:1").is_err());
+        assert!(split_service_url("http://a:1,,b:2").is_err());
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum_and_resets() {

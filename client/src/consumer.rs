@@ -14,6 +14,7 @@
 //! resumes after the last message it queued.
 
 use crate::Client;
+use crate::connection::retrying;
 use crate::connection::{
     Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, next_message, partition_name, poll_optional, sleep_until,
     stream_error,
@@ -251,10 +252,7 @@ impl Consumer {
         reader: Option<ReaderStart>,
     ) -> Result<Self> {
         let conns = client.conns.clone();
-        let timeout = conns.operation_timeout;
-        let lookup = tokio::time::timeout(timeout, conns.lookup(&topic))
-            .await
-            .map_err(|_| Error::Timeout(format!("looking up {topic}")))??;
+        let lookup = retrying(&conns, &format!("looking up {topic}"), || conns.lookup(&topic)).await?;
         let topics: Vec<String> = match lookup {
             Lookup::Broker(_) => vec![topic.clone()],
             Lookup::Partitioned(n) => (0..n).map(|i| partition_name(&topic, i)).collect(),
@@ -285,9 +283,10 @@ impl Consumer {
             if let Some(ReaderStart { from: Some(id), .. }) = start {
                 sub.start_message_id = Some(id.to_wire());
             }
-            let (conn, name) = tokio::time::timeout(timeout, open(conns.clone(), sub.clone()))
-                .await
-                .map_err(|_| Error::Timeout(format!("subscribing to {t}")))??;
+            let (conn, name) = retrying(&conns, &format!("subscribing to {t}"), || {
+                open(conns.clone(), sub.clone())
+            })
+            .await?;
             subscription = name;
             let flow = Arc::new((std::sync::Mutex::new(Flow { epoch: 0, queued: 0 }), Notify::new()));
             let (cmds, cmd_rx) = mpsc::unbounded_channel();

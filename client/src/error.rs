@@ -38,6 +38,10 @@ pub enum Error {
     /// An argument is invalid; the message names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A resent batch had been stored before (deduplication) so long ago that the broker
+    /// no longer knows its message ids. The messages *are* stored, once: do not resend.
+    #[error("already stored by an earlier send; its message id is no longer known")]
+    StoredEarlier,
 }
 
 impl Error {
@@ -57,7 +61,7 @@ impl Error {
                 ErrorCode::NotOwner | ErrorCode::ServiceNotReady | ErrorCode::StorageError
             ),
             Error::Connect { .. } | Error::Transport(_) | Error::Timeout(_) => true,
-            Error::Closed(_) | Error::InvalidArgument(_) => false,
+            Error::Closed(_) | Error::InvalidArgument(_) | Error::StoredEarlier => false,
         }
     }
 

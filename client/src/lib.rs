@@ -39,7 +39,7 @@ mod message;
 mod producer;
 mod reader;
 
-pub use admin::{Admin, SubscriptionStats, TopicStats};
+pub use admin::{Admin, BundleInfo, ClusterInfo, SubscriptionStats, TopicStats};
 pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, SubscriptionType};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Message, MessageId, ProducerMessage};
@@ -86,7 +86,7 @@ impl Client {
             connect_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(5),
         }
     }
 
@@ -150,7 +150,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Reconnect delays: from `initial`, doubling up to `max` (defaults 100 ms and 30 s).
+    /// Reconnect delays: from `initial`, doubling up to `max` (defaults 100 ms and 5 s).
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max.max(initial);
@@ -165,7 +165,7 @@ impl ClientBuilder {
             self.operation_timeout,
             (self.backoff_initial, self.backoff_max),
         )?;
-        conns.channel(conns.service_url()).await?;
+        conns.on_service(|_| async { Ok(()) }).await?;
         Ok(Client { conns: Arc::new(conns) })
     }
 }

@@ -20,6 +20,7 @@
 //!   may still have been stored.
 
 use crate::Client;
+use crate::connection::retrying;
 use crate::connection::{
     Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, next_message, partition_name, poll_optional, random_u64,
     sleep_until, stream_error,
@@ -159,23 +160,24 @@ impl ProducerBuilder {
     /// (an invalid topic name, a missing namespace, …) or after the operation timeout.
     pub async fn create(self) -> Result<Producer> {
         let conns = self.client.conns.clone();
-        let timeout = conns.operation_timeout;
         let name = self
             .name
             .clone()
             .unwrap_or_else(|| format!("producer-{:016x}", random_u64()));
-        let lookup = tokio::time::timeout(timeout, conns.lookup(&self.topic))
-            .await
-            .map_err(|_| Error::Timeout(format!("looking up {}", self.topic)))??;
+        let lookup = retrying(&conns, &format!("looking up {}", self.topic), || {
+            conns.lookup(&self.topic)
+        })
+        .await?;
         let topics: Vec<String> = match lookup {
             Lookup::Broker(_) => vec![self.topic.clone()],
             Lookup::Partitioned(n) => (0..n).map(|i| partition_name(&self.topic, i)).collect(),
         };
         let mut parts = Vec::with_capacity(topics.len());
         for topic in topics {
-            let (conn, opened) = tokio::time::timeout(timeout, open(conns.clone(), topic.clone(), name.clone()))
-                .await
-                .map_err(|_| Error::Timeout(format!("opening a producer on {topic}")))??;
+            let (conn, opened) = retrying(&conns, &format!("opening a producer on {topic}"), || {
+                open(conns.clone(), topic.clone(), name.clone())
+            })
+            .await?;
             let (tx, rx) = mpsc::unbounded_channel();
             let task = PartitionProducer {
                 conns: conns.clone(),
@@ -604,9 +606,11 @@ impl PartitionProducer {
                         batch_index: f.batch_index + i as u32,
                         ..f
                     });
-                    let _ = p
-                        .reply
-                        .send(id.ok_or_else(|| Error::Transport("receipt without a message id".into())));
+                    let _ = p.reply.send(id.ok_or(if r.duplicate {
+                        Error::StoredEarlier
+                    } else {
+                        Error::Transport("receipt without a message id".into())
+                    }));
                 }
             }
             pb::produce_response::Response::Error(e) => {

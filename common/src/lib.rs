@@ -6,6 +6,7 @@
 
 pub mod error_code;
 pub mod ids;
+pub mod metrics;
 pub mod topic;
 
 pub use error_code::ErrorCode;

@@ -6,6 +6,11 @@
 //! - `/strata/v1/ledger-id`              the last ledger id handed out (decimal)
 //! - `/strata/v1/topics/<tenant>/<ns>/<topic>`  JSON `ManagedLedgerInfo` (broker crate)
 //! - `/strata/v1/cursors/<tenant>/<ns>/<topic>/<sub>`  JSON `CursorInfo` (broker crate)
+//! - `/strata/v1/dedup/<tenant>/<ns>/<topic>`  JSON dedup `Snapshot` (broker crate)
+//! - `/strata/v1/bundles/<tenant>/<ns>`   JSON `BundleLayout`: the namespace's hash ranges
+//! - `/strata/v1/ownership/<tenant>/<ns>/<range>`  ephemeral, JSON `BundleOwner`
+//! - `/strata/v1/brokers/<address>`       ephemeral, JSON `BrokerInfo` with its load report
+//! - `/strata/v1/leader`                  ephemeral, the load-balancing leader's address
 
 /// Root of every Strata key.
 pub const ROOT: &str = "/strata/v1";
@@ -45,9 +50,39 @@ pub fn cursor(path: &str, sub: &str) -> String {
     format!("{ROOT}/cursors/{path}/{sub}")
 }
 
-/// Ownership key of a topic (ephemeral, value: the owner's URL).
-pub fn ownership(path: &str) -> String {
-    format!("{ROOT}/ownership/{path}")
+/// Ownership key of namespace bundle `range` (ephemeral on the owner's session).
+pub fn bundle_owner(tenant: &str, namespace: &str, range: &str) -> String {
+    format!("{ROOT}/ownership/{tenant}/{namespace}/{range}")
+}
+
+/// Prefix of every bundle ownership key.
+pub fn ownership_prefix() -> String {
+    format!("{ROOT}/ownership/")
+}
+
+/// Bundle layout (hash ranges) of a namespace.
+pub fn bundles(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/bundles/{tenant}/{namespace}")
+}
+
+/// Registration key of the broker serving clients at `address` (host:port).
+pub fn broker(address: &str) -> String {
+    format!("{ROOT}/brokers/{address}")
+}
+
+/// Prefix of broker registrations.
+pub fn brokers_prefix() -> String {
+    format!("{ROOT}/brokers/")
+}
+
+/// The load-balancing leader's key.
+pub fn leader() -> String {
+    format!("{ROOT}/leader")
+}
+
+/// Deduplication snapshot of a topic (`path` is `tenant/namespace/topic`).
+pub fn dedup(path: &str) -> String {
+    format!("{ROOT}/dedup/{path}")
 }
 
 /// Key of a tenant.

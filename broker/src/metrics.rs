@@ -1,0 +1,109 @@
+//! The broker's counters, its Prometheus page and the message rates in its load report.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use strata_common::metrics::{Histogram, LATENCY_BOUNDS, TextWriter};
+
+/// Counters updated on the publish and dispatch paths (relaxed atomics).
+pub struct BrokerMetrics {
+    pub msgs_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Batches answered as duplicates (not stored again).
+    pub duplicates: AtomicU64,
+    pub publish_errors: AtomicU64,
+    pub lookups: AtomicU64,
+    /// From receiving a batch to its receipt.
+    pub publish_latency: Histogram,
+    last: Mutex<(Instant, [u64; 4], Rates)>,
+}
+
+/// Messages and bytes per second, in and out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rates {
+    pub msg_in: f64,
+    pub msg_out: f64,
+    pub bytes_in: f64,
+    pub bytes_out: f64,
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        Self {
+            msgs_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            msgs_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            publish_errors: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+            publish_latency: Histogram::new(LATENCY_BOUNDS),
+            last: Mutex::new((Instant::now(), [0; 4], Rates::default())),
+        }
+    }
+}
+
+impl BrokerMetrics {
+    fn totals(&self) -> [u64; 4] {
+        [
+            self.msgs_in.load(Ordering::Relaxed),
+            self.msgs_out.load(Ordering::Relaxed),
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Rates over the time since the previous sample (at least a second apart).
+    pub fn rates(&self) -> Rates {
+        let mut last = self.last.lock().expect("rates");
+        let elapsed = last.0.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return last.2;
+        }
+        let now = self.totals();
+        let per_sec = |i: usize| (now[i] - last.1[i]) as f64 / elapsed.as_secs_f64();
+        let r = Rates {
+            msg_in: per_sec(0),
+            msg_out: per_sec(1),
+            bytes_in: per_sec(2),
+            bytes_out: per_sec(3),
+        };
+        *last = (Instant::now(), now, r);
+        r
+    }
+
+    /// Appends the broker's counters to a Prometheus page.
+    pub fn write(&self, w: &mut TextWriter) {
+        let [mi, mo, bi, bo] = self.totals();
+        w.counter("strata_broker_messages_in_total", "Messages stored.", mi);
+        w.counter(
+            "strata_broker_messages_out_total",
+            "Messages delivered to consumers.",
+            mo,
+        );
+        w.counter("strata_broker_bytes_in_total", "Payload bytes stored.", bi);
+        w.counter("strata_broker_bytes_out_total", "Payload bytes delivered.", bo);
+        w.counter(
+            "strata_broker_duplicate_batches_total",
+            "Resent batches answered without storing them again.",
+            self.duplicates.load(Ordering::Relaxed),
+        );
+        w.counter(
+            "strata_broker_publish_errors_total",
+            "Batches answered with an error.",
+            self.publish_errors.load(Ordering::Relaxed),
+        );
+        w.counter(
+            "strata_broker_lookups_total",
+            "Topic lookups answered.",
+            self.lookups.load(Ordering::Relaxed),
+        );
+        w.histogram(
+            "strata_broker_publish_latency_seconds",
+            "Time from receiving a batch to sending its receipt.",
+            &self.publish_latency,
+        );
+    }
+}

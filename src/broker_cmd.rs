@@ -1,0 +1,133 @@
+//! `strata broker`: a stateless broker of a cluster — topics, ownership and dispatch
+//! against a shared metadata store (etcd) and the bookies registered there.
+
+use anyhow::Context;
+use clap::Args;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
+use strata_broker::broker::Broker;
+use strata_broker::config::BrokerSettings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct BrokerArgs {
+    /// The cluster's metadata store: etcd://host:port[,host:port…].
+    #[arg(long, env = "STRATA_METADATA_URL")]
+    metadata_url: String,
+    /// Address to serve clients on.
+    #[arg(long, default_value = "127.0.0.1:6650", env = "STRATA_LISTEN")]
+    listen: String,
+    /// `host:port` clients and other brokers reach this broker at; also its id in the
+    /// cluster [default: the --listen address].
+    #[arg(long, env = "STRATA_ADVERTISED_ADDRESS")]
+    advertised_address: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "STRATA_HTTP_LISTEN")]
+    http_listen: String,
+    /// TOML file with a `[broker]` section (docs/configuration.md).
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BrokerFile {
+    broker: BrokerSettings,
+}
+
+pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let settings = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<BrokerFile>(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+                .broker
+        }
+        None => BrokerSettings::default(),
+    };
+    let advertised = args.advertised_address.clone().unwrap_or_else(|| args.listen.clone());
+    if advertised.starts_with("0.0.0.0:") || advertised.starts_with("[::]:") {
+        anyhow::bail!(
+            "--advertised-address is needed when listening on {}: clients must be told a reachable host:port",
+            args.listen
+        );
+    }
+    // Pulsar's cluster defaults: two copies, both acknowledged.
+    let cfg = settings
+        .to_config(format!("http://{advertised}"), (2, 2, 2))
+        .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another process using it?)", args.listen))?;
+    let http = crate::http::bind(&args.http_listen).await?;
+    let store = strata_meta::connect(&args.metadata_url)
+        .await
+        .with_context(|| format!("cannot reach the metadata store {}", args.metadata_url))?;
+    let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
+    let broker = Broker::new(cfg, store, client).await.context("starting the broker")?;
+    broker.ensure_namespace("public", "default").await?;
+    let stop = CancellationToken::new();
+    crate::bookie_cmd::spawn_signal_handler(stop.clone())?;
+    let http_stop = CancellationToken::new();
+    tokio::spawn(crate::http::serve(
+        http,
+        Arc::new(BrokerProbes(broker.clone())),
+        http_stop.clone(),
+    ));
+    tracing::info!(listen = %args.listen, advertised = %advertised, http = %args.http_listen, "broker ready");
+    let served = strata_broker::service::serve(broker, listener, stop).await;
+    http_stop.cancel();
+    served?;
+    tracing::info!("broker stopped cleanly");
+    Ok(())
+}
+
+/// Probes of a broker (also used by standalone mode).
+pub struct BrokerProbes(pub Arc<Broker>);
+
+impl crate::http::Probes for BrokerProbes {
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            if self.0.is_draining() {
+                Err("shutting down".into())
+            } else if !self.0.is_ready() {
+                Err("no live metadata session (renewing it)".into())
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        async move {
+            let b = &self.0;
+            let mut w = strata_common::metrics::TextWriter::default();
+            w.gauge(
+                "strata_broker_ready",
+                "1 while the broker has a live session and is not shutting down.",
+                f64::from(u8::from(b.is_ready())),
+            );
+            let load = b.load_report().await;
+            w.gauge("strata_broker_bundles", "Bundles owned.", f64::from(load.bundles));
+            w.gauge("strata_broker_topics", "Topics loaded.", f64::from(load.topics));
+            w.gauge(
+                "strata_broker_producers",
+                "Producers connected.",
+                f64::from(load.producers),
+            );
+            w.gauge(
+                "strata_broker_consumers",
+                "Consumers connected.",
+                f64::from(load.consumers),
+            );
+            b.metrics.write(&mut w);
+            w.finish()
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,104 @@
+//! The operations endpoint of brokers and bookies: `/healthz` (the process serves),
+//! `/readyz` (it should get traffic: Kubernetes readiness) and `/metrics` (Prometheus).
+//!
+//! A deliberately tiny HTTP/1.1 server — GET and HEAD of three paths, one request per
+//! connection — so no web framework is pulled in. Requests are bounded (8 KiB of headers,
+//! 5 s to send them); anything else gets a clear 4xx and the server keeps serving.
+
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What a node exposes: readiness and a Prometheus page.
+pub trait Probes: Send + Sync + 'static {
+    /// `Ok` if ready, else why not.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn metrics(&self) -> BoxFuture<'_, String>;
+}
+
+/// Binds `addr` (failing with a clear error) and serves until `shutdown`.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for /healthz, /readyz and /metrics (--http-listen)"))
+}
+
+pub async fn serve(listener: TcpListener, probes: Arc<dyn Probes>, shutdown: CancellationToken) {
+    loop {
+        let (mut conn, _) = tokio::select! {
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let probes = probes.clone();
+        tokio::spawn(async move {
+            let (status, body) = match tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn)).await {
+                Ok(Ok(head)) => respond(&head, &*probes).await,
+                Ok(Err(e)) => (400, format!("bad request: {e}\n")),
+                Err(_) => (408, "request headers not received within 5 s\n".to_string()),
+            };
+            let reason = match status {
+                200 => "OK",
+                400 => "Bad Request",
+                404 => "Not Found",
+                405 => "Method Not Allowed",
+                408 => "Request Timeout",
+                _ => "Service Unavailable",
+            };
+            let ctype = if body.starts_with("# HELP") {
+                "text/plain; version=0.0.4"
+            } else {
+                "text/plain"
+            };
+            let msg = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(msg.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+async fn read_head(conn: &mut tokio::net::TcpStream) -> Result<String, String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > 8192 {
+            return Err("headers over 8 KiB".into());
+        }
+        let n = conn.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the request ended".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(buf).map_err(|_| "request is not UTF-8".into())
+}
+
+async fn respond(head: &str, probes: &dyn Probes) -> (u16, String) {
+    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    if method != "GET" && method != "HEAD" {
+        return (405, format!("{method} is not supported; use GET\n"));
+    }
+    match target.split('?').next().unwrap_or_default() {
+        "/healthz" => (200, "ok\n".into()),
+        "/readyz" => match probes.ready().await {
+            Ok(()) => (200, "ready\n".into()),
+            Err(why) => (503, format!("not ready: {why}\n")),
+        },
+        "/metrics" => (200, probes.metrics().await),
+        other => (404, format!("{other} not found; try /healthz, /readyz or /metrics\n")),
+    }
+}
