@@ -58,6 +58,13 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The etcd process id (to pause it with SIGSTOP in outage tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

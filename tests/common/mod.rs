@@ -331,3 +331,154 @@ impl Drop for Standalone {
         }
     }
 }
+
+/// Sends `sig` (e.g. "STOP", "CONT", "TERM") to a process we started.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// A plain HTTP GET on loopback: (status, body), or `None` if nothing answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A running `strata broker` child process (cluster mode).
+pub struct BrokerProcess {
+    pub child: Child,
+    /// `127.0.0.1:port`, its advertised address and id.
+    pub addr: String,
+    pub http: String,
+    pub log: PathBuf,
+    metadata_url: String,
+    config: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on free ports with `config` as its `[broker]` TOML section.
+    pub fn start(dir: &Path, metadata_url: &str, config: &str) -> Self {
+        let config_path = dir.join(format!("broker-{}.toml", rand_suffix()));
+        std::fs::write(&config_path, format!("[broker]\n{config}")).unwrap();
+        Self::start_at(
+            dir,
+            metadata_url,
+            &config_path,
+            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+    }
+
+    fn start_at(dir: &Path, metadata_url: &str, config: &Path, addr: &str, http: &str) -> Self {
+        let log = dir.join(format!("broker-{}.log", rand_suffix()));
+        let child = Command::new(STRATA)
+            .args([
+                "broker",
+                "--metadata-url",
+                metadata_url,
+                "--listen",
+                addr,
+                "--http-listen",
+                http,
+            ])
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn strata broker");
+        Self {
+            child,
+            addr: addr.to_string(),
+            http: http.to_string(),
+            log,
+            metadata_url: metadata_url.to_string(),
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// Starts this broker again (same addresses and configuration) after it stopped.
+    pub fn restart(&mut self, dir: &Path) {
+        let _ = self.child.wait();
+        let again = Self::start_at(dir, &self.metadata_url, &self.config, &self.addr, &self.http);
+        drop(std::mem::replace(self, again));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Polls /readyz until 200, or fails with the log.
+    pub async fn ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("broker exited early with {status}; log:\n{}", self.log_text());
+            }
+            if let Some((200, _)) = http_get(&self.http, "/readyz").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker not ready in 60 s; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        match wait_exit(&mut self.child, Duration::from_secs(30)) {
+            Some(s) => s,
+            None => {
+                self.sigkill();
+                panic!("broker did not stop within 30 s of SIGTERM; log:\n{}", self.log_text());
+            }
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
