@@ -580,3 +580,45 @@ async fn bookie_sigkill_under_load_is_invisible() {
     let (acked, _) = load.finish(&c).await;
     check_storage(&client, &acked).await;
 }
+
+/// Benchmark, not a check (run by `scripts/bench-cluster.sh`): the failover time — from
+/// SIGKILL of a topic's owner to the first receipt of a publish after it — over
+/// `STRATA_FAILOVER_TRIALS` (10) trials with the default 10 s session TTL (override with
+/// `STRATA_FAILOVER_TTL_SECS`). Prints one JSON line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run by scripts/bench-cluster.sh"]
+async fn failover_time_distribution() {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (trials, ttl) = (env("STRATA_FAILOVER_TRIALS", 10), env("STRATA_FAILOVER_TTL_SECS", 10));
+    let mut c = Cluster::start(3, &format!("session_ttl_secs = {ttl}")).await;
+    let client = c.client().await;
+    client.admin().create_namespace_with_bundles("public/fo", 1).await.unwrap();
+    let p = client
+        .producer("public/fo/t")
+        .send_timeout(Duration::from_secs(300))
+        .create()
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        p.send(ProducerMessage::new(format!("warm-{trial}"))).await.unwrap();
+        let owner = client.admin().list_bundles("public/fo").await.unwrap()[0].owner.clone();
+        let victim = c.broker_at(&owner);
+        let killed = Instant::now();
+        c.brokers[victim].sigkill();
+        p.send(ProducerMessage::new(format!("after-{trial}"))).await.unwrap();
+        let t = killed.elapsed();
+        eprintln!("trial {trial}: failover {t:?}");
+        times.push(t.as_secs_f64() * 1000.0);
+        let dir = c.dir.path().to_path_buf();
+        c.brokers[victim].restart(&dir);
+        c.brokers[victim].ready().await;
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+    println!(
+        "{}",
+        serde_json::json!({"workload": "failover", "trials": trials, "session_ttl_secs": ttl,
+            "min_ms": q(0.0), "p50_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "all_ms": times})
+    );
+}
