@@ -592,7 +592,11 @@ async fn failover_time_distribution() {
     let (trials, ttl) = (env("STRATA_FAILOVER_TRIALS", 10), env("STRATA_FAILOVER_TTL_SECS", 10));
     let mut c = Cluster::start(3, &format!("session_ttl_secs = {ttl}")).await;
     let client = c.client().await;
-    client.admin().create_namespace_with_bundles("public/fo", 1).await.unwrap();
+    client
+        .admin()
+        .create_namespace_with_bundles("public/fo", 1)
+        .await
+        .unwrap();
     let p = client
         .producer("public/fo/t")
         .send_timeout(Duration::from_secs(300))
