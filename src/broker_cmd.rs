@@ -49,7 +49,14 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         }
         None => BrokerSettings::default(),
     };
-    let advertised = args.advertised_address.clone().unwrap_or_else(|| args.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another process using it?)", args.listen))?;
+    // The bound address, so `--listen 127.0.0.1:0` advertises the port it got.
+    let advertised = match &args.advertised_address {
+        Some(a) => a.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
     if advertised.starts_with("0.0.0.0:") || advertised.starts_with("[::]:") {
         anyhow::bail!(
             "--advertised-address is needed when listening on {}: clients must be told a reachable host:port",
@@ -60,9 +67,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let cfg = settings
         .to_config(format!("http://{advertised}"), (2, 2, 2))
         .map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another process using it?)", args.listen))?;
     let http = crate::http::bind(&args.http_listen).await?;
     let store = strata_meta::connect(&args.metadata_url)
         .await

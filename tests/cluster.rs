@@ -39,7 +39,11 @@ impl Cluster {
             b.ready().await;
             bookies.push(b);
         }
-        let broker_config = format!("ensemble_size = 3\nwrite_quorum = 3\nack_quorum = 2\n{extra}");
+        // Acknowledged data is kept (retention off) so the final storage check can read
+        // every topic from its first message; by default it is deleted once consumed.
+        let broker_config = format!(
+            "ensemble_size = 3\nwrite_quorum = 3\nack_quorum = 2\nretention_time_secs = -1\nretention_bytes = -1\n{extra}"
+        );
         let mut c = Self {
             dir,
             etcd,
@@ -309,9 +313,19 @@ async fn check_storage(client: &Client, acked: &BTreeMap<String, Vec<String>>) {
             .create()
             .await
             .unwrap();
+        // Everything expected (bounded wait per message), then anything extra that shows
+        // up within a further half second.
         let mut stored = Vec::new();
-        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(3), r.read_next()).await {
-            stored.push(String::from_utf8_lossy(&m.payload).to_string());
+        loop {
+            let wait = if stored.len() < sent.len() {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_millis(500)
+            };
+            match tokio::time::timeout(wait, r.read_next()).await {
+                Ok(Ok(m)) => stored.push(String::from_utf8_lossy(&m.payload).to_string()),
+                _ => break,
+            }
         }
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for s in &stored {
