@@ -15,23 +15,12 @@ work=${1:-$PWD/target/bench-cluster}
 rm -rf "$work" && mkdir -p "$work"
 cargo build --release --quiet
 strata=$PWD/target/release/strata
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/bench-common.sh
 echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
 echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-ec=$(free_port); ep=$(free_port)
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$ec" \
-  --advertise-client-urls "http://127.0.0.1:$ec" --listen-peer-urls "http://127.0.0.1:$ep" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$ep" --initial-cluster "bench=http://127.0.0.1:$ep" \
-  >"$work/etcd.log" 2>&1 &
-pids+=($!)
-meta="etcd://127.0.0.1:$ec"
-for i in 1 2 3; do
-  "$strata" bookie --data-dir "$work/bookie$i" --listen "127.0.0.1:$(free_port)" --metadata-url "$meta" \
-    2>"$work/bookie$i.log" &
-  pids+=($!)
-done
+start_etcd_and_bookies
 bp=$(free_port); hp=$(free_port)
 printf '[broker]\nensemble_size = 3\nwrite_quorum = 3\nack_quorum = 2\n' >"$work/broker.toml"
 ready() { python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$hp/readyz', timeout=1).status == 200 else 1)" 2>/dev/null; }

@@ -9,23 +9,12 @@ work=${1:-$PWD/target/bench-ledger}
 rm -rf "$work" && mkdir -p "$work"
 cargo build --release --quiet
 strata=$PWD/target/release/strata
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/bench-common.sh
 echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
 echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-cp=$(free_port); pp=$(free_port)
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$cp" \
-  --advertise-client-urls "http://127.0.0.1:$cp" --listen-peer-urls "http://127.0.0.1:$pp" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$pp" --initial-cluster "bench=http://127.0.0.1:$pp" \
-  >"$work/etcd.log" 2>&1 &
-pids+=($!)
-meta="etcd://127.0.0.1:$cp"
-for i in 1 2 3; do
-  port=$(free_port)
-  "$strata" bookie --data-dir "$work/bookie$i" --listen "127.0.0.1:$port" --metadata-url "$meta" 2>"$work/bookie$i.log" &
-  pids+=($!)
-done
+start_etcd_and_bookies
 deadline=$((SECONDS + 60))
 until "$strata" perf ledger --metadata-url "$meta" --entries 10 --size 10 --inflight 1 >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "cluster did not start" >&2; tail "$work"/*.log >&2; exit 1; }

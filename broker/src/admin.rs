@@ -125,24 +125,10 @@ impl AdminService {
         if was_forwarded {
             return Ok(None);
         }
-        let layout = crate::cluster::layout(&self.broker, t.tenant(), t.namespace())
-            .await
-            .map_err(to_status)?;
-        let bundle = crate::bundles::bundle_of(&layout, t);
+        let bundle = self.broker.bundle_of(t).await.map_err(to_status)?;
         match self.broker.owner_of(&bundle).await.map_err(to_status)? {
             Some(o) if o.broker != self.broker.address() => {
-                let channel = tonic::transport::Endpoint::from_shared(o.url.clone())
-                    .map_err(|e| status(pb::ErrorCode::InvalidArgument, format!("owner URL {}: {e}", o.url)))?
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .connect()
-                    .await
-                    .map_err(|e| {
-                        status(
-                            pb::ErrorCode::ServiceNotReady,
-                            format!("the owner of {t}, {}, is unreachable: {e}", o.broker),
-                        )
-                    })?;
-                Ok(Some(pb::admin_client::AdminClient::new(channel)))
+                Ok(Some(crate::cluster::admin_client(&o.url).await.map_err(to_status)?))
             }
             _ => Ok(None),
         }
@@ -152,7 +138,7 @@ impl AdminService {
     async fn bundle(&self, r: &pb::BundleRequest) -> Result<crate::bundles::Bundle, Status> {
         let (t, n) = split_namespace(&r.namespace)?;
         let range = crate::bundles::Range::parse(&r.bundle).map_err(to_status)?;
-        let layout = crate::cluster::layout(&self.broker, &t, &n).await.map_err(to_status)?;
+        let layout = self.broker.layout(&t, &n).await.map_err(to_status)?;
         if !layout.ranges().any(|x| x == range) {
             return Err(to_status(BrokerError::NotFound(format!(
                 "bundle {} of {t}/{n}; `strata admin bundles list {t}/{n}` shows the current ones",
@@ -640,7 +626,7 @@ impl pb::admin_server::Admin for AdminService {
                 "namespace {t}/{n} does not exist"
             ))));
         }
-        let layout = crate::cluster::layout(&self.broker, &t, &n).await.map_err(to_status)?;
+        let layout = self.broker.layout(&t, &n).await.map_err(to_status)?;
         let owners = self.broker.owners().await.map_err(to_status)?;
         let bundles = layout
             .ranges()

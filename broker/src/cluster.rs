@@ -166,19 +166,36 @@ impl Broker {
         v
     }
 
+    /// A namespace's current bundle layout (read from the store).
+    pub async fn layout(&self, tenant: &str, namespace: &str) -> Result<BundleLayout> {
+        Ok(bundles::load_layout(&*self.store, tenant, namespace).await?.0)
+    }
+
+    /// The bundle `topic` belongs to under its namespace's current layout.
+    pub async fn bundle_of(&self, topic: &TopicName) -> Result<Bundle> {
+        Ok(bundles::bundle_of(
+            &self.layout(topic.tenant(), topic.namespace()).await?,
+            topic,
+        ))
+    }
+
     /// Owns the bundle of `topic` (taking it if nobody owns it); returns the bundle.
     pub async fn ensure_owned(&self, topic: &TopicName) -> Result<Bundle> {
-        let (layout, _) = bundles::load_layout(&*self.store, topic.tenant(), topic.namespace()).await?;
-        let bundle = bundles::bundle_of(&layout, topic);
-        if self.owns(&bundle) {
-            return Ok(bundle);
-        }
-        let _g = self.ownership.lock().await;
-        self.acquire(&bundle).await.map_err(|e| match e {
+        let bundle = self.bundle_of(topic).await?;
+        self.own(&bundle).await.map_err(|e| match e {
             BrokerError::NotOwner(who) => BrokerError::NotOwner(format!("{topic} ({who})")),
             e => e,
         })?;
         Ok(bundle)
+    }
+
+    /// Owns `bundle`, taking it if nobody owns it.
+    async fn own(&self, bundle: &Bundle) -> Result<()> {
+        if self.owns(bundle) {
+            return Ok(());
+        }
+        let _g = self.ownership.lock().await;
+        self.acquire(bundle).await
     }
 
     /// Takes `bundle` if nobody owns it. Call with the ownership lock held.
@@ -237,7 +254,7 @@ impl Broker {
             Err(e) => return Err(e.into()),
         };
         // A split may have replaced the bundle meanwhile: then give it back.
-        let (layout, _) = bundles::load_layout(&*self.store, &bundle.tenant, &bundle.namespace).await?;
+        let layout = self.layout(&bundle.tenant, &bundle.namespace).await?;
         if !layout.ranges().any(|r| r == bundle.range) {
             let _ = self.store.delete(&key, Condition::Version(version)).await;
             return Err(BrokerError::NotOwner(format!("bundle {} was split", bundle.id())));
@@ -315,8 +332,7 @@ impl Broker {
 
     /// The URL of the broker serving `topic`, assigning its bundle if nobody owns it.
     pub async fn lookup(&self, topic: &TopicName) -> Result<String> {
-        let (layout, _) = bundles::load_layout(&*self.store, topic.tenant(), topic.namespace()).await?;
-        let bundle = bundles::bundle_of(&layout, topic);
+        let bundle = self.bundle_of(topic).await?;
         if let Some(o) = self.owner_of(&bundle).await?
             && !(o.broker == self.address() && self.is_draining())
         {
@@ -326,8 +342,8 @@ impl Broker {
         if candidate.address != self.address() {
             return Ok(candidate.url);
         }
-        match self.ensure_owned(topic).await {
-            Ok(_) => Ok(self.cfg.advertised_url.clone()),
+        match self.own(&bundle).await {
+            Ok(()) => Ok(self.cfg.advertised_url.clone()),
             Err(BrokerError::NotOwner(_)) => match self.owner_of(&bundle).await? {
                 Some(o) => Ok(o.url),
                 None => Err(BrokerError::Unavailable(format!(
@@ -466,7 +482,8 @@ fn bundle_request(b: &Bundle) -> pb::BundleRequest {
     }
 }
 
-async fn admin_client(url: &str) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>> {
+/// An admin client of the broker at `url` (5 s to connect, 30 s per call).
+pub(crate) async fn admin_client(url: &str) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| BrokerError::InvalidArgument(format!("broker URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
@@ -621,9 +638,4 @@ async fn campaign(b: &Broker) -> Result<bool> {
         Err(MetaError::BadVersion(_)) => Ok(b.store.get(&keys::leader()).await?.is_some_and(|v| v.value == me)),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Namespaces' bundle layouts for reports: `(layout, stored version)`.
-pub async fn layout(b: &Broker, tenant: &str, namespace: &str) -> Result<BundleLayout> {
-    Ok(bundles::load_layout(&*b.store, tenant, namespace).await?.0)
 }

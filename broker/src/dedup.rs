@@ -219,10 +219,7 @@ impl Dedup {
     pub fn check(&self, producer: &str, seq: u64) -> Check {
         let now = now_ms();
         let mut inner = self.inner.lock().expect("dedup state");
-        let p = inner
-            .producers
-            .entry(producer.to_string())
-            .or_insert_with(|| Producer::new(now));
+        let p = Self::producer(&mut inner, producer, now);
         p.last_active_ms = now;
         if p.pushed.is_none_or(|pushed| seq > pushed) {
             p.pushed = Some(seq);
@@ -267,11 +264,16 @@ impl Dedup {
         let now = now_ms();
         let mut inner = self.inner.lock().expect("dedup state");
         inner.dirty = true;
-        inner
-            .producers
-            .entry(producer.to_string())
-            .or_insert_with(|| Producer::new(now))
-            .record(seq, position, count);
+        Self::producer(&mut inner, producer, now).record(seq, position, count);
+    }
+
+    /// The state of `producer`, created on first use (without allocating its name on
+    /// the per-batch path once it exists).
+    fn producer<'a>(inner: &'a mut Inner, producer: &str, now: u64) -> &'a mut Producer {
+        if !inner.producers.contains_key(producer) {
+            inner.producers.insert(producer.to_string(), Producer::new(now));
+        }
+        inner.producers.get_mut(producer).expect("just inserted")
     }
 
     /// Records that storing a batch of `producer` failed: duplicates waiting on it fail
