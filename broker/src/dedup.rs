@@ -305,7 +305,7 @@ impl Dedup {
         inner.dirty = false;
         inner
             .producers
-            .retain(|_, p| now.saturating_sub(p.last_active_ms) < PRODUCER_INACTIVITY_MS || p.recent.is_empty());
+            .retain(|_, p| now.saturating_sub(p.last_active_ms) < PRODUCER_INACTIVITY_MS);
         let producers = inner
             .producers
             .iter()
@@ -429,6 +429,25 @@ mod tests {
         let s2 = d.take_snapshot(Some(pos(1, 1))).unwrap();
         assert_eq!(s2.replay_from, Some((1, 0)), "lags one snapshot behind");
         assert_eq!(s2.producers["p"].0, 1);
+    }
+
+    #[test]
+    fn producers_idle_for_long_are_forgotten() {
+        let d = Dedup::new("t/n/x");
+        for name in ["old", "new"] {
+            assert!(matches!(d.check(name, 0), Check::New));
+            d.stored(name, 0, pos(1, 0), 1);
+        }
+        {
+            // As restored from a snapshot: no recent positions, last seen long ago.
+            let mut inner = d.inner.lock().unwrap();
+            let old = inner.producers.get_mut("old").unwrap();
+            old.last_active_ms = 0;
+            old.recent.clear();
+        }
+        let s = d.take_snapshot(Some(pos(1, 0))).unwrap();
+        assert_eq!(s.producers.keys().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(d.last_sequence("old"), None);
     }
 
     #[test]
