@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks W1–W5 (BENCHMARK.md) on `strata standalone`, fsync on, after the disk ceiling
 # of the same run, every client through the Rust SDK (`strata perf`). 3 runs each.
-#   W1: 1 producer, 500,000 × 1 KiB, up to 2,000 messages in flight.
+#   W1: 1 producer, 500,000 × 1 KiB, up to 1,000 messages in flight (the perf default).
 #   W2: 20,000 msg/s for 30 s, 1 consumer tailing: end-to-end latency.
 #   W3: 1 producer at full speed, 4 subscriptions × 1 consumer: delivered msgs/s.
 #   W4: a 200,000-message backlog, Shared subscription, 8 consumers, individual acks.
@@ -26,7 +26,7 @@ until grep -q "standalone ready" "$work/standalone.log"; do
   sleep 0.1
 done
 run() { echo "strata $*"; "$strata" "$@" --url "$url" --json 2>/dev/null | tail -1; }
-for i in 1 2 3; do run perf produce --topic "public/default/w1-$i" --messages 500000 --size 1024 --inflight 2000; done
+for i in 1 2 3; do run perf produce --topic "public/default/w1-$i" --messages 500000 --size 1024 --inflight 1000; done
 for i in 1 2 3; do run perf e2e --topic "public/default/w2-$i" --rate 20000 --messages 600000 --size 1024; done
 for i in 1 2 3; do run perf e2e --topic "public/default/w3-$i" --rate 0 --subscriptions 4 --messages 200000 --size 1024; done
 run perf produce --topic public/default/w4 --messages 200000 --size 1024 >/dev/null

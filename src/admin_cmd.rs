@@ -50,8 +50,11 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum TenantOp {
+    /// Create a tenant (`public` exists from the start).
     Create { tenant: String },
+    /// Delete a tenant that has no namespaces left.
     Delete { tenant: String },
+    /// Every tenant, one per line.
     List,
 }
 
@@ -71,44 +74,36 @@ enum BundleOp {
 
 #[derive(Subcommand)]
 enum NamespaceOp {
+    /// Create a namespace (tenant/namespace) of an existing tenant.
     Create {
         namespace: String,
         /// Bundles to start with (default: the broker's default_bundles, 4).
         #[arg(long)]
         bundles: Option<u32>,
     },
-    Delete {
-        namespace: String,
-    },
-    /// Namespaces of a tenant.
-    List {
-        tenant: String,
-    },
+    /// Delete a namespace that has no topics left.
+    Delete { namespace: String },
+    /// Namespaces of a tenant, one per line.
+    List { tenant: String },
 }
 
 #[derive(Subcommand)]
 enum TopicOp {
+    /// Create a topic, or a partitioned topic with --partitions N.
     Create {
         topic: String,
         /// Create a partitioned topic with this many partitions.
         #[arg(long, default_value_t = 0)]
         partitions: u32,
     },
-    Delete {
-        topic: String,
-    },
-    /// Topics of a namespace (tenant/namespace).
-    List {
-        namespace: String,
-    },
+    /// Delete a topic (every partition of a partitioned one) with its data and subscriptions.
+    Delete { topic: String },
+    /// Topics of a namespace (tenant/namespace), one per line.
+    List { namespace: String },
     /// Entries, bytes, ledgers and per-subscription backlog, as JSON.
-    Stats {
-        topic: String,
-    },
+    Stats { topic: String },
     /// Close the topic on its broker; clients reconnect.
-    Unload {
-        topic: String,
-    },
+    Unload { topic: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,19 +114,17 @@ enum Position {
 
 #[derive(Subcommand)]
 enum SubscriptionOp {
+    /// Create a durable subscription so messages are kept for it before any consumer comes.
     Create {
         topic: String,
         subscription: String,
         #[arg(long, value_enum, default_value = "latest")]
         initial_position: Position,
     },
-    Delete {
-        topic: String,
-        subscription: String,
-    },
-    List {
-        topic: String,
-    },
+    /// Delete a subscription (it must have no connected consumer).
+    Delete { topic: String, subscription: String },
+    /// Subscriptions of a topic, one per line.
+    List { topic: String },
 }
 
 fn print_names(names: Vec<String>) {

@@ -38,12 +38,26 @@ pub struct ProduceArgs {
     send_timeout: u64,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SubscriptionTypeArg {
+/// A subscription type on the command line: `exclusive`, `failover`, `shared` or
+/// `key_shared` (also `key-shared`; any case, so `Key_Shared` works too).
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum SubscriptionTypeArg {
     Exclusive,
     Failover,
     Shared,
+    #[value(name = "key_shared", alias = "key-shared")]
     KeyShared,
+}
+
+impl SubscriptionTypeArg {
+    pub fn sdk(self) -> SubscriptionType {
+        match self {
+            SubscriptionTypeArg::Exclusive => SubscriptionType::Exclusive,
+            SubscriptionTypeArg::Failover => SubscriptionType::Failover,
+            SubscriptionTypeArg::Shared => SubscriptionType::Shared,
+            SubscriptionTypeArg::KeyShared => SubscriptionType::KeyShared,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,10 +81,11 @@ pub struct ConsumeArgs {
     /// Subscription name.
     #[arg(short = 's', long)]
     subscription: String,
-    #[arg(long = "type", value_enum, default_value = "exclusive")]
+    /// Subscription type (of a new subscription; an existing one must match).
+    #[arg(long = "type", value_enum, ignore_case = true, default_value = "exclusive")]
     sub_type: SubscriptionTypeArg,
     /// Where a new subscription starts.
-    #[arg(long, value_enum, default_value = "latest")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "latest")]
     initial_position: InitialPositionArg,
     /// Stop after N messages (default: run until interrupted).
     #[arg(long)]
@@ -214,12 +229,7 @@ pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
     let mut builder = client
         .consumer(a.topic.clone())
         .subscription(a.subscription.clone())
-        .subscription_type(match a.sub_type {
-            SubscriptionTypeArg::Exclusive => SubscriptionType::Exclusive,
-            SubscriptionTypeArg::Failover => SubscriptionType::Failover,
-            SubscriptionTypeArg::Shared => SubscriptionType::Shared,
-            SubscriptionTypeArg::KeyShared => SubscriptionType::KeyShared,
-        })
+        .subscription_type(a.sub_type.sdk())
         .initial_position(match a.initial_position {
             InitialPositionArg::Earliest => InitialPosition::Earliest,
             InitialPositionArg::Latest => InitialPosition::Latest,
@@ -234,6 +244,8 @@ pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
         .subscribe()
         .await
         .with_context(|| format!("cannot subscribe {} to {}", a.subscription, a.topic))?;
+    // On stderr, so scripts know when messages can no longer be missed (stdout stays payloads only).
+    eprintln!("subscribed to {} as {}", a.topic, a.subscription);
     let want = a.count.unwrap_or(u64::MAX);
     let idle = a.idle_timeout.map(Duration::from_secs);
     let mut received = 0u64;

@@ -83,6 +83,129 @@ async fn produce_and_consume_with_the_cli_and_resume_after_restart() {
     assert_eq!(got, want);
 }
 
+/// The four subscription types through the CLI alone, as a user runs them: consumers
+/// started first (`--type exclusive|failover|shared|key_shared`), then keyed messages
+/// produced by several `strata produce` calls; every consumer's output is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_consumers_of_the_four_subscription_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let topic = "persistent://public/default/cli-types";
+    let out = s.cli(&["admin", "topics", "create", topic], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (keys, per_key) = (8usize, 25usize);
+    let total = keys * per_key;
+    let total_arg = total.to_string();
+    let subs: [(&str, &str, usize); 4] = [
+        ("ex", "exclusive", 1),
+        ("fo", "failover", 2),
+        ("sh", "shared", 2),
+        ("ks", "key_shared", 2),
+    ];
+    let mut consumers = Vec::new();
+    for (sub, ty, n) in subs {
+        for _ in 0..n {
+            // Exclusive stops at the count; the others stop once idle (a Failover standby
+            // gets nothing).
+            let mut args = vec!["consume", topic, "-s", sub, "--type", ty, "--output", "json"];
+            args.extend(if sub == "ex" {
+                ["--count", total_arg.as_str()]
+            } else {
+                ["--idle-timeout", "8"]
+            });
+            consumers.push((sub, s.spawn_cli(&args)));
+        }
+    }
+    // Wait until every consumer is connected, as stats report it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = s.cli(&["admin", "topics", "stats", topic], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let connected = |name: &str| {
+            stats["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == name)
+                .map_or(0, |x| x["consumers"].as_u64().unwrap()) as usize
+        };
+        if subs.iter().all(|(sub, _, n)| connected(sub) == *n) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumers did not all subscribe: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for k in 0..keys {
+        let key = format!("k{k}");
+        let payloads: Vec<String> = (k * per_key..(k + 1) * per_key).map(|i| i.to_string()).collect();
+        let mut args = vec!["produce", topic, "--key", key.as_str()];
+        args.extend(payloads.iter().map(String::as_str));
+        let out = s.cli(&args, None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // (subscription, [(key, payload number)] of each consumer)
+    let mut got: Vec<(&str, Vec<(String, usize)>)> = Vec::new();
+    for (sub, child) in consumers {
+        let out = child.finish(Duration::from_secs(60));
+        assert!(out.status.success(), "{sub}: {}", String::from_utf8_lossy(&out.stderr));
+        let msgs = lines(&out)
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap().to_string(),
+                    v["payload"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        got.push((sub, msgs));
+    }
+    let of = |sub: &str| -> Vec<&Vec<(String, usize)>> { got.iter().filter(|g| g.0 == sub).map(|g| &g.1).collect() };
+    let numbers = |v: &Vec<(String, usize)>| v.iter().map(|m| m.1).collect::<Vec<_>>();
+    let in_order: Vec<usize> = (0..total).collect();
+    // Exclusive: everything in publish order.
+    assert_eq!(numbers(of("ex")[0]), in_order);
+    // Failover: the active consumer gets everything in order, the standby nothing.
+    let fo = of("fo");
+    let (active, standby) = if fo[0].is_empty() {
+        (fo[1], fo[0])
+    } else {
+        (fo[0], fo[1])
+    };
+    assert_eq!(numbers(active), in_order);
+    assert!(
+        standby.is_empty(),
+        "the Failover standby got {} messages",
+        standby.len()
+    );
+    // Shared: spread over both consumers, each message once.
+    let sh = of("sh");
+    assert!(sh.iter().all(|g| !g.is_empty()), "both Shared consumers get messages");
+    let mut all: Vec<usize> = sh.iter().flat_map(|g| numbers(g)).collect();
+    all.sort_unstable();
+    assert_eq!(all, in_order);
+    // Key_Shared: every key on one consumer, in publish order; each message once.
+    let ks = of("ks");
+    let mut all = Vec::new();
+    for k in 0..keys {
+        let key = format!("k{k}");
+        let holders: Vec<Vec<usize>> = ks
+            .iter()
+            .map(|g| g.iter().filter(|m| m.0 == key).map(|m| m.1).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect();
+        assert_eq!(holders.len(), 1, "key {key} went to {} consumers", holders.len());
+        assert_eq!(
+            holders[0],
+            (k * per_key..(k + 1) * per_key).collect::<Vec<_>>(),
+            "key {key}"
+        );
+        all.extend(holders[0].iter().copied());
+    }
+    assert_eq!(all.len(), total);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_message() {
     let mut rng = Rng::new(seed("standalone_sigkill"));

@@ -7,12 +7,35 @@ use strata_proto::v1 as pb;
 use tonic::transport::Channel;
 
 /// A topic's statistics (for a partitioned topic, summed over its partitions).
+///
+/// ```no_run
+/// # async fn example(admin: strata_client::Admin) -> strata_client::Result<()> {
+/// let stats = admin.topic_stats("public/default/orders").await?;
+/// println!("{} entries, {} bytes in {} ledgers", stats.entries, stats.storage_bytes, stats.ledgers);
+/// for sub in &stats.subscriptions {
+///     println!("{} ({}): {} entries behind, {} consumers", sub.name, sub.r#type, sub.backlog_entries, sub.consumers);
+/// }
+/// # Ok(()) }
+/// ```
 pub type TopicStats = pb::TopicStats;
-/// A subscription's statistics.
+/// A subscription's statistics, part of [`TopicStats`] (see its example).
 pub type SubscriptionStats = pb::SubscriptionStats;
 /// The cluster: brokers with their load and bundles, bookies, the leader.
+///
+/// ```no_run
+/// # async fn example(admin: strata_client::Admin) -> strata_client::Result<()> {
+/// let cluster = admin.cluster().await?;
+/// println!("leader: {}", cluster.leader);
+/// for b in &cluster.brokers {
+///     println!("{} owns {} bundles", b.url, b.bundles.len());
+/// }
+/// for bundle in admin.list_bundles("public/default").await? {
+///     println!("{} owned by {}", bundle.range, bundle.owner);
+/// }
+/// # Ok(()) }
+/// ```
 pub type ClusterInfo = pb::ClusterInfo;
-/// A namespace bundle (hash range) and its owner.
+/// A namespace bundle (hash range) and its owner; see [`ClusterInfo`]'s example.
 pub type BundleInfo = pb::BundleInfo;
 
 /// Administers tenants, namespaces, topics and subscriptions. Errors carry the broker's
@@ -56,6 +79,7 @@ impl Admin {
         }
     }
 
+    /// Creates a tenant; ALREADY_EXISTS if it exists.
     pub async fn create_tenant(&self, tenant: &str) -> Result<()> {
         let tenant = tenant.to_string();
         self.call(pb::TenantRequest { tenant }, |mut c, r| async move {
@@ -75,6 +99,7 @@ impl Admin {
         .map(drop)
     }
 
+    /// Every tenant.
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
         self.call(pb::Empty {}, |mut c, r| async move { c.list_tenants(r).await })
             .await
@@ -151,6 +176,7 @@ impl Admin {
         .map(drop)
     }
 
+    /// The namespaces of a tenant, as `tenant/namespace`.
     pub async fn list_namespaces(&self, tenant: &str) -> Result<Vec<String>> {
         let tenant = tenant.to_string();
         self.call(pb::TenantRequest { tenant }, |mut c, r| async move {
@@ -181,6 +207,8 @@ impl Admin {
         .map(drop)
     }
 
+    /// The topics of a namespace (`tenant/namespace`); a partitioned topic is listed once,
+    /// by its own name.
     pub async fn list_topics(&self, namespace: &str) -> Result<Vec<String>> {
         let namespace = namespace.to_string();
         self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
@@ -190,6 +218,8 @@ impl Admin {
         .map(|l| l.names)
     }
 
+    /// Entries, storage, ledgers and each subscription's backlog and consumers (summed over
+    /// the partitions of a partitioned topic).
     pub async fn topic_stats(&self, topic: &str) -> Result<TopicStats> {
         let topic = topic.to_string();
         self.call(pb::TopicRequest { topic }, |mut c, r| async move {
@@ -209,6 +239,8 @@ impl Admin {
         .map(drop)
     }
 
+    /// Creates a durable subscription starting at `initial`, so messages published from
+    /// now on are kept for it before any consumer connects.
     pub async fn create_subscription(&self, topic: &str, subscription: &str, initial: InitialPosition) -> Result<()> {
         let r = pb::SubscriptionRequest {
             topic: topic.to_string(),
@@ -223,6 +255,7 @@ impl Admin {
             .map(drop)
     }
 
+    /// Deletes a subscription and its cursor; NOT_EMPTY while consumers are connected.
     pub async fn delete_subscription(&self, topic: &str, subscription: &str) -> Result<()> {
         let r = pb::SubscriptionRequest {
             topic: topic.to_string(),
@@ -234,6 +267,7 @@ impl Admin {
             .map(drop)
     }
 
+    /// The subscriptions of a topic.
     pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<String>> {
         let topic = topic.to_string();
         self.call(pb::TopicRequest { topic }, |mut c, r| async move {

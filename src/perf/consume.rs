@@ -4,31 +4,13 @@
 //! msgs/s; latency is publish → delivery, which for a backlog mostly measures its age.
 
 use super::report::{Summary, latency_histogram};
+use crate::client_cmd::SubscriptionTypeArg;
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use strata_client::{Client, InitialPosition, SubscriptionType};
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-pub enum TypeArg {
-    Exclusive,
-    Failover,
-    Shared,
-    KeyShared,
-}
-
-impl TypeArg {
-    pub fn sdk(self) -> SubscriptionType {
-        match self {
-            TypeArg::Exclusive => SubscriptionType::Exclusive,
-            TypeArg::Failover => SubscriptionType::Failover,
-            TypeArg::Shared => SubscriptionType::Shared,
-            TypeArg::KeyShared => SubscriptionType::KeyShared,
-        }
-    }
-}
+use strata_client::{Client, InitialPosition};
 
 #[derive(Args)]
 pub struct ConsumePerfArgs {
@@ -42,8 +24,8 @@ pub struct ConsumePerfArgs {
     /// Subscription (a new name starts from the earliest message).
     #[arg(long, default_value = "perf-consume")]
     subscription: String,
-    #[arg(long = "type", value_enum, default_value = "exclusive")]
-    sub_type: TypeArg,
+    #[arg(long = "type", value_enum, ignore_case = true, default_value = "exclusive")]
+    sub_type: SubscriptionTypeArg,
     /// Consumers on the subscription.
     #[arg(long, default_value_t = 1)]
     consumers: u32,
@@ -65,13 +47,16 @@ pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
     if a.messages == 0 || a.consumers == 0 {
         bail!("--messages and --consumers must be greater than 0");
     }
-    if a.consumers > 1 && matches!(a.sub_type, TypeArg::Exclusive) {
-        bail!("an Exclusive subscription takes one consumer; use --type shared or key-shared with --consumers");
+    if a.consumers > 1 && matches!(a.sub_type, SubscriptionTypeArg::Exclusive) {
+        bail!("an Exclusive subscription takes one consumer; use --type shared or key_shared with --consumers");
     }
     let client = Client::connect(a.url.clone()).await?;
     let received = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let cumulative = matches!(a.sub_type, TypeArg::Exclusive | TypeArg::Failover);
+    let cumulative = matches!(
+        a.sub_type,
+        SubscriptionTypeArg::Exclusive | SubscriptionTypeArg::Failover
+    );
     let mut consumers = Vec::new();
     for i in 0..a.consumers {
         consumers.push(

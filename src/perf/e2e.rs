@@ -4,9 +4,9 @@
 //! W3: `--subscriptions 4` at full speed — total delivered msgs/s over all subscriptions.
 //! Subscriptions are created (at the latest position) before the first send.
 
-use super::consume::TypeArg;
 use super::produce::pace;
 use super::report::{Summary, latency_histogram, random_pool};
+use crate::client_cmd::SubscriptionTypeArg;
 use anyhow::bail;
 use clap::Args;
 use std::sync::Arc;
@@ -33,8 +33,8 @@ pub struct E2ePerfArgs {
     /// Subscriptions, each receiving every message.
     #[arg(long, default_value_t = 1)]
     subscriptions: u32,
-    #[arg(long = "type", value_enum, default_value = "exclusive")]
-    sub_type: TypeArg,
+    #[arg(long = "type", value_enum, ignore_case = true, default_value = "exclusive")]
+    sub_type: SubscriptionTypeArg,
     /// Producer's outstanding messages.
     #[arg(long, default_value_t = 10_000)]
     inflight: usize,

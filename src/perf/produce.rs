@@ -20,8 +20,9 @@ pub struct ProducePerfArgs {
     messages: u64,
     #[arg(long, default_value_t = 1024)]
     size: usize,
-    /// Messages outstanding at once (the producer's max pending messages).
-    #[arg(long, default_value_t = 10_000)]
+    /// Messages outstanding at once (the producer's max pending messages); W1 is "up to
+    /// 1,000 in flight".
+    #[arg(long, default_value_t = 1_000)]
     inflight: usize,
     /// Most payload bytes per batch.
     #[arg(long, default_value_t = 128 * 1024)]

@@ -268,47 +268,25 @@ impl Standalone {
         }
     }
 
+    /// Runs `strata ARGS --url <this>` to its end (at most 120 s, or the test fails with
+    /// what it printed), feeding it `stdin`.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
         let mut cmd = Command::new(STRATA);
         cmd.args(args).args(["--url", &self.url]);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let mut child = CliProcess::spawn(cmd, args);
         if let Some(input) = stdin {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child.child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
-        // Read the pipes on threads so the child never blocks on a full pipe, and bound the
-        // whole run: a CLI that waits for something that never comes fails the test instead
-        // of hanging the suite.
-        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                buf
-            })
-        };
-        let out = read(Box::new(child.stdout.take().unwrap()));
-        let err = read(Box::new(child.stderr.take().unwrap()));
-        let limit = Duration::from_secs(120);
-        let status = match wait_exit(&mut child, limit) {
-            Some(s) => s,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`strata {}` did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.join().unwrap()),
-                    String::from_utf8_lossy(&err.join().unwrap())
-                );
-            }
-        };
-        std::process::Output {
-            status,
-            stdout: out.join().unwrap(),
-            stderr: err.join().unwrap(),
-        }
+        child.finish(Duration::from_secs(120))
+    }
+
+    /// Starts `strata ARGS --url <this>` in the background (see [`CliProcess::finish`]).
+    pub fn spawn_cli(&self, args: &[&str]) -> CliProcess {
+        let mut cmd = Command::new(STRATA);
+        cmd.args(args).args(["--url", &self.url]).stdin(Stdio::null());
+        CliProcess::spawn(cmd, args)
     }
 
     pub fn sigkill(&mut self) {
@@ -328,6 +306,66 @@ impl Drop for Standalone {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.sigkill();
+        }
+    }
+}
+
+/// A CLI process whose stdout and stderr are collected as it runs (so it never blocks on
+/// a full pipe).
+pub struct CliProcess {
+    pub child: Child,
+    what: String,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl CliProcess {
+    fn spawn(mut cmd: Command, args: &[&str]) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let out = read(Box::new(child.stdout.take().unwrap()));
+        let err = read(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            what: format!("strata {}", args.join(" ")),
+            out: Some(out),
+            err: Some(err),
+        }
+    }
+
+    /// Waits up to `limit` for the process to end and returns what it printed; one still
+    /// running then is killed and the test fails with its output.
+    pub fn finish(mut self, limit: Duration) -> std::process::Output {
+        let status = wait_exit(&mut self.child, limit);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let stdout = self.out.take().unwrap().join().unwrap();
+        let stderr = self.err.take().unwrap().join().unwrap();
+        let Some(status) = status else {
+            panic!(
+                "`{}` did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                self.what,
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        };
+        std::process::Output { status, stdout, stderr }
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
