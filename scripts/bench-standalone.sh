@@ -6,7 +6,10 @@
 #   W3: 1 producer at full speed, 4 subscriptions × 1 consumer: delivered msgs/s.
 #   W4: a 200,000-message backlog, Shared subscription, 8 consumers, individual acks.
 #   W5: a 1,000,000-message backlog drained by one consumer from the earliest message.
-# Usage: scripts/bench-standalone.sh [WORKDIR]   (WORKDIR must be on the disk to measure)
+#   W6: 1,000 topics, one producer each at 10 msg/s for 60 s: p99 publish latency and the
+#       standalone process's memory and CPU seconds (from its /metrics).
+# Usage: [WORKLOADS="W1 … W6"] scripts/bench-standalone.sh [WORKDIR]
+#   (WORKDIR must be on the disk to measure; WORKLOADS defaults to all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$PWD/target/bench-standalone}
@@ -15,9 +18,12 @@ cargo build --release --quiet
 strata=$PWD/target/release/strata
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+workloads=${WORKLOADS:-W1 W2 W3 W4 W5 W6}
+want() { [[ " $workloads " == *" $1 "* ]]; }
 echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
 echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
-"$strata" standalone --data-dir "$work/data" --listen "127.0.0.1:$port" 2>"$work/standalone.log" &
+"$strata" standalone --data-dir "$work/data" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http_port" 2>"$work/standalone.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 deadline=$((SECONDS + 60))
@@ -26,11 +32,21 @@ until grep -q "standalone ready" "$work/standalone.log"; do
   sleep 0.1
 done
 run() { echo "strata $*"; "$strata" "$@" --url "$url" --json 2>/dev/null | tail -1; }
-for i in 1 2 3; do run perf produce --topic "public/default/w1-$i" --messages 500000 --size 1024 --inflight 1000; done
-for i in 1 2 3; do run perf e2e --topic "public/default/w2-$i" --rate 20000 --messages 600000 --size 1024; done
-for i in 1 2 3; do run perf e2e --topic "public/default/w3-$i" --rate 0 --subscriptions 4 --messages 200000 --size 1024; done
-run perf produce --topic public/default/w4 --messages 200000 --size 1024 >/dev/null
-for i in 1 2 3; do run perf consume --topic public/default/w4 --subscription "w4-$i" --type shared --consumers 8 --messages 200000; done
-run perf produce --topic public/default/w5 --messages 1000000 --size 1024 >/dev/null
-for i in 1 2 3; do run perf consume --topic public/default/w5 --subscription "w5-$i" --messages 1000000; done
+if want W1; then for i in 1 2 3; do run perf produce --topic "public/default/w1-$i" --messages 500000 --size 1024 --inflight 1000; done; fi
+if want W2; then for i in 1 2 3; do run perf e2e --topic "public/default/w2-$i" --rate 20000 --messages 600000 --size 1024; done; fi
+if want W3; then for i in 1 2 3; do run perf e2e --topic "public/default/w3-$i" --rate 0 --subscriptions 4 --messages 200000 --size 1024; done; fi
+if want W4; then
+  run perf produce --topic public/default/w4 --messages 200000 --size 1024 >/dev/null
+  for i in 1 2 3; do run perf consume --topic public/default/w4 --subscription "w4-$i" --type shared --consumers 8 --messages 200000; done
+fi
+if want W5; then
+  run perf produce --topic public/default/w5 --messages 1000000 --size 1024 >/dev/null
+  for i in 1 2 3; do run perf consume --topic public/default/w5 --subscription "w5-$i" --messages 1000000; done
+fi
+if want W6; then
+  for i in 1 2 3; do
+    run perf topics --prefix public/default/w6 --topics 1000 --rate 10 --seconds 60 --size 1024 \
+      --metrics-url "http://127.0.0.1:$http_port/metrics"
+  done
+fi
 kill -TERM $pid && wait $pid

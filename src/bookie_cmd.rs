@@ -201,6 +201,7 @@ impl crate::http::Probes for BookieProbes {
                     info.total_bytes as f64,
                 );
             }
+            w.process();
             w.finish()
         })
     }

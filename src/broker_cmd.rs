@@ -130,6 +130,7 @@ impl crate::http::Probes for BrokerProbes {
                 f64::from(load.consumers),
             );
             b.metrics.write(&mut w);
+            w.process();
             w.finish()
         }
         .boxed()

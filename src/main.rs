@@ -37,7 +37,7 @@ enum Command {
     Broker(broker_cmd::BrokerArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
-    /// Benchmarks (see BENCHMARK.md): `strata perf bookie …`.
+    /// Benchmarks (BENCHMARK.md): bookie, ledger, produce (W1), e2e (W2/W3), consume (W4/W5), topics (W6).
     Perf(perf::PerfArgs),
 }
 

@@ -23,6 +23,10 @@ pub struct StandaloneArgs {
     /// TOML file with `[broker]` and `[bookie]` settings (docs/configuration.md).
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
+    /// Also serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over HTTP here, e.g.
+    /// 127.0.0.1:8080 (off by default).
+    #[arg(long, env = "STRATA_HTTP_LISTEN")]
+    http_listen: Option<String>,
 }
 
 /// The configuration file of `strata standalone`.
@@ -58,6 +62,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another Strata running?)", args.listen))?;
+    let http = match &args.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
     let store = strata_meta::connect(&format!("local://{}", data_dir.join("meta").display()))
         .await
         .context("opening the embedded metadata store")?;
@@ -116,8 +124,16 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     broker.ensure_namespace("public", "default").await?;
     let stop = CancellationToken::new();
     crate::bookie_cmd::spawn_signal_handler(stop.clone())?;
+    let http_stop = CancellationToken::new();
+    if let Some(http) = http {
+        tracing::info!(http = %http.local_addr()?, "serving /healthz, /readyz and /metrics");
+        let probes = Arc::new(crate::broker_cmd::BrokerProbes(broker.clone()));
+        tokio::spawn(crate::http::serve(http, probes, http_stop.clone()));
+    }
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "Strata standalone ready");
-    strata_broker::service::serve(broker, listener, stop).await?;
+    let served = strata_broker::service::serve(broker, listener, stop).await;
+    http_stop.cancel();
+    served?;
     bookie_stop.cancel();
     bookie.await?.context("stopping the bookie")?;
     tracing::info!("Strata standalone stopped cleanly");

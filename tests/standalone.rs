@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Rng, Standalone, free_port, seed};
+use common::{Rng, Standalone, free_port, http_get, seed};
 use std::time::{Duration, Instant};
 use strata_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -533,4 +533,121 @@ async fn bundles_can_be_listed_split_and_unloaded() {
     let v: serde_json::Value = serde_json::from_str(&cluster).unwrap();
     assert_eq!(v["brokers"].as_array().unwrap().len(), 1);
     assert_eq!(v["bookies"].as_array().unwrap().len(), 1);
+}
+
+/// The last stdout line of `strata perf … --json`, checked against BENCHMARK.md's contract.
+fn perf_json(out: &std::process::Output, workload: &str, messages: u64, size: u64) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = lines(out).pop().expect("perf printed nothing");
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(v["workload"], workload, "{v}");
+    assert_eq!(v["messages"], messages, "{v}");
+    assert_eq!(v["bytes"], messages * size, "{v}");
+    for field in ["seconds", "msgs_per_sec"] {
+        assert!(v[field].as_f64().unwrap() > 0.0, "{field}: {v}");
+    }
+    assert!(v["mb_per_sec"].as_f64().is_some(), "{v}");
+    let l = &v["latency_ms"];
+    let q = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("latency_ms.{k} missing: {v}"));
+    assert!(
+        0.0 < q("p50") && q("p50") <= q("p99") && q("p99") <= q("p999") && q("p999") <= q("max"),
+        "{v}"
+    );
+    v
+}
+
+/// `strata perf` workloads against standalone follow the `--json` contract, with figures
+/// that match what the broker counted; standalone serves /healthz, /readyz and /metrics
+/// (with process memory and CPU) when asked to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_workloads_and_the_operations_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let s = Standalone::start_with_args(dir.path(), free_port(), None, &["--http-listen", &http]).await;
+    assert_eq!(http_get(&http, "/healthz").await.unwrap().0, 200);
+    assert_eq!(http_get(&http, "/readyz").await.unwrap().0, 200);
+    let counter = |page: &str, name: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{page}"))
+    };
+    let page = http_get(&http, "/metrics").await.unwrap().1;
+    let in_before = counter(&page, "strata_broker_messages_in_total");
+    assert!(counter(&page, "process_resident_memory_bytes") > 1e6);
+    assert!(counter(&page, "process_cpu_seconds_total") > 0.0);
+
+    let topic = "public/default/perf-w1";
+    let out = s.cli(
+        &[
+            "perf",
+            "produce",
+            "--topic",
+            topic,
+            "--messages",
+            "3000",
+            "--size",
+            "100",
+            "--json",
+        ],
+        None,
+    );
+    perf_json(&out, "W1", 3000, 100);
+    let out = s.cli(
+        &["perf", "consume", "--topic", topic, "--messages", "3000", "--json"],
+        None,
+    );
+    perf_json(&out, "W5", 3000, 100);
+    let out = s.cli(
+        &[
+            "perf",
+            "e2e",
+            "--topic",
+            "public/default/perf-w2",
+            "--rate",
+            "2000",
+            "--messages",
+            "2000",
+            "--size",
+            "100",
+            "--json",
+        ],
+        None,
+    );
+    perf_json(&out, "W2", 2000, 100);
+    let metrics_url = format!("http://{http}/metrics");
+    let out = s.cli(
+        &[
+            "perf",
+            "topics",
+            "--prefix",
+            "public/default/perf-w6",
+            "--topics",
+            "20",
+            "--rate",
+            "10",
+            "--seconds",
+            "2",
+            "--size",
+            "100",
+            "--metrics-url",
+            &metrics_url,
+            "--json",
+        ],
+        None,
+    );
+    let v = perf_json(&out, "W6", 400, 100);
+    let server = &v["servers"][0];
+    assert!(server["rss_mb"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(server["cpu_seconds"].as_f64().unwrap() >= 0.0, "{v}");
+    // The broker stored every message the tools say it acknowledged.
+    let page = http_get(&http, "/metrics").await.unwrap().1;
+    let stored = counter(&page, "strata_broker_messages_in_total") - in_before;
+    assert_eq!(stored, (3000 + 2000 + 400) as f64, "messages the broker stored");
+    let out = s.cli(&["admin", "topics", "list", "public/default"], None);
+    let listed = lines(&out).iter().filter(|t| t.contains("perf-w6-")).count();
+    assert_eq!(listed, 20);
+    // Bad arguments are refused with a clear error.
+    let out = s.cli(&["perf", "topics", "--topics", "0"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be greater than 0"));
 }

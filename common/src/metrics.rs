@@ -46,6 +46,73 @@ impl TextWriter {
     }
 }
 
+/// What the process uses, read from Linux's `/proc/self` (None elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: u64,
+    /// User plus system CPU time since the process started.
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    pub threads: u64,
+}
+
+/// Reads [`ProcessStats`] of this process.
+pub fn process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    parse_process(&stat, &status, open_fds)
+}
+
+/// `stat` is `/proc/<pid>/stat`, `status` is `/proc/<pid>/status`.
+fn parse_process(stat: &str, status: &str, open_fds: u64) -> Option<ProcessStats> {
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after
+    // its closing parenthesis, which starts with field 3 (state).
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    // utime (14) and stime (15) are in USER_HZ, which Linux fixes at 100 for /proc.
+    let cpu_seconds = (field(14)? + field(15)?) as f64 / 100.0;
+    let threads = field(20)?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(ProcessStats {
+        resident_bytes: kib("VmRSS:")? * 1024,
+        cpu_seconds,
+        open_fds,
+        threads,
+    })
+}
+
+impl TextWriter {
+    /// The standard Prometheus process metrics (resident memory, CPU seconds, open file
+    /// descriptors, threads), when `/proc` can be read.
+    pub fn process(&mut self) {
+        let Some(p) = process_stats() else { return };
+        self.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        );
+        self.head(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+        );
+        let _ = writeln!(self.out, "process_cpu_seconds_total {}", p.cpu_seconds);
+        self.gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        );
+        self.gauge("process_threads", "Number of OS threads.", p.threads as f64);
+    }
+}
+
 /// A latency histogram in seconds with fixed upper bounds.
 pub struct Histogram {
     bounds: &'static [f64],
@@ -84,6 +151,26 @@ impl Histogram {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn process_stats_parse_proc_files() {
+        // A command name with a space and a parenthesis must not shift the fields.
+        let stat = "4242 (str ata) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 130 0 0 20 0 7 0 \
+                    12345 987654321 5000 18446744073709551615";
+        let status = "Name:\tstrata\nVmPeak:\t  900 kB\nVmRSS:\t   20480 kB\nThreads:\t7\n";
+        let p = parse_process(stat, status, 12).unwrap();
+        assert_eq!(p.resident_bytes, 20480 * 1024);
+        assert!((p.cpu_seconds - 3.8).abs() < 1e-9, "{}", p.cpu_seconds);
+        assert_eq!((p.threads, p.open_fds), (7, 12));
+        assert!(parse_process("garbage", status, 0).is_none());
+        // This process, on Linux.
+        let me = process_stats().unwrap();
+        assert!(me.resident_bytes > 0 && me.threads >= 1 && me.open_fds >= 3);
+        let mut w = TextWriter::default();
+        w.process();
+        let page = w.finish();
+        assert!(page.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "));
+    }
 
     #[test]
     fn exposition_is_well_formed() {

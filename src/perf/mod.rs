@@ -8,6 +8,7 @@ mod e2e;
 mod ledger;
 mod produce;
 mod report;
+mod topics;
 
 pub use report::random_pool;
 
@@ -31,6 +32,8 @@ enum PerfCommand {
     Consume(consume::ConsumePerfArgs),
     /// W2/W3: a producer and tailing subscriptions at once; end-to-end latency.
     E2e(e2e::E2ePerfArgs),
+    /// W6: many topics, one slow producer each; latency and the servers' memory and CPU.
+    Topics(topics::TopicsPerfArgs),
 }
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         PerfCommand::Produce(a) => produce::run(a).await,
         PerfCommand::Consume(a) => consume::run(a).await,
         PerfCommand::E2e(a) => e2e::run(a).await,
+        PerfCommand::Topics(a) => topics::run(a).await,
     }
 }

@@ -91,6 +91,10 @@ impl Summary {
                 self.latency_ms.p999,
                 self.latency_ms.max
             );
+            let extra: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if !extra.is_empty() {
+                println!("  {}", extra.join(" "));
+            }
         }
     }
 }

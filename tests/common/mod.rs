@@ -223,6 +223,11 @@ impl Standalone {
 
     /// Starts with `config` (TOML) written to `<dir>/strata.toml` and passed as --config.
     pub async fn start_with_config(dir: &Path, port: u16, config: Option<&str>) -> Self {
+        Self::start_with_args(dir, port, config, &[]).await
+    }
+
+    /// Starts with `config` (as [`Self::start_with_config`]) and extra command-line `args`.
+    pub async fn start_with_args(dir: &Path, port: u16, config: Option<&str>, args: &[&str]) -> Self {
         let log = dir.join(format!(
             "standalone-{}.log",
             Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ rand_suffix()
@@ -230,7 +235,8 @@ impl Standalone {
         let mut cmd = Command::new(STRATA);
         cmd.args(["standalone", "--data-dir"])
             .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args);
         if let Some(c) = config {
             let path = dir.join("strata.toml");
             std::fs::write(&path, c).unwrap();
