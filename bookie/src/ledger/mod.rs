@@ -58,23 +58,86 @@ impl Default for LedgerClientConfig {
     }
 }
 
-/// Connections to bookies, opened on first use and shared.
+/// Long-lived add streams carried by one pooled connection: below the bookie's limit of
+/// concurrent HTTP/2 streams per connection (256), leaving room for reads. A stream
+/// beyond that limit would wait for a free slot, its adds timing out meanwhile.
+const ADD_STREAMS_PER_CONNECTION: usize = 192;
+
+struct Pooled {
+    client: BookieClient,
+    /// One clone per open add stream on this connection (see [`StreamSlot`]).
+    add_streams: Arc<()>,
+}
+
+impl Pooled {
+    fn open_streams(&self) -> usize {
+        Arc::strong_count(&self.add_streams) - 1
+    }
+}
+
+/// Counts an open add stream against its connection; dropped with the stream.
+pub(crate) struct StreamSlot {
+    _held: Arc<()>,
+}
+
+/// Connections to bookies, opened on first use and shared. Each bookie gets as many
+/// connections as its open add streams need ([`ADD_STREAMS_PER_CONNECTION`] each); short
+/// calls (reads, recovery) use the first.
 #[derive(Default)]
 pub(crate) struct BookiePool {
-    clients: Mutex<HashMap<String, BookieClient>>,
+    clients: Mutex<HashMap<String, Vec<Pooled>>>,
 }
 
 impl BookiePool {
     pub async fn get(&self, addr: &str) -> Result<BookieClient> {
-        if let Some(c) = self.clients.lock().expect("pool").get(addr) {
-            return Ok(c.clone());
+        if let Some(p) = self.clients.lock().expect("pool").get(addr).and_then(|v| v.first()) {
+            return Ok(p.client.clone());
         }
-        let c = BookieClient::connect(addr).await?;
-        self.clients.lock().expect("pool").insert(addr.to_string(), c.clone());
-        Ok(c)
+        Ok(self.connect(addr).await?.0)
     }
 
-    /// Forgets a connection that failed, so the next use reconnects.
+    /// A connection with room for one more add stream, and the slot to hold while the
+    /// stream is open; opens another connection when every one is full.
+    pub async fn get_for_stream(&self, addr: &str) -> Result<(BookieClient, StreamSlot)> {
+        {
+            let mut map = self.clients.lock().expect("pool");
+            if let Some(conns) = map.get_mut(addr) {
+                // Extra connections whose streams all closed are let go.
+                let mut i = 0;
+                conns.retain(|p| {
+                    i += 1;
+                    i == 1 || p.open_streams() > 0
+                });
+                if let Some(p) = conns.iter().find(|p| p.open_streams() < ADD_STREAMS_PER_CONNECTION) {
+                    return Ok((
+                        p.client.clone(),
+                        StreamSlot {
+                            _held: p.add_streams.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        let (client, slot) = self.connect(addr).await?;
+        Ok((client, StreamSlot { _held: slot }))
+    }
+
+    async fn connect(&self, addr: &str) -> Result<(BookieClient, Arc<()>)> {
+        let client = BookieClient::connect(addr).await?;
+        let slot = Arc::new(());
+        self.clients
+            .lock()
+            .expect("pool")
+            .entry(addr.to_string())
+            .or_default()
+            .push(Pooled {
+                client: client.clone(),
+                add_streams: slot.clone(),
+            });
+        Ok((client, slot))
+    }
+
+    /// Forgets a bookie's connections after a failure, so the next use reconnects.
     pub fn evict(&self, addr: &str) {
         self.clients.lock().expect("pool").remove(addr);
     }

@@ -322,17 +322,19 @@ impl Actor {
     async fn open_stream(&mut self, bookie: &str) -> Result<(AddSender, u64)> {
         let timeout = self.client.cfg.add_timeout;
         let opened = tokio::time::timeout(timeout, async {
-            let client = self.client.pool.get(bookie).await?;
-            client.add_stream(self.token.clone(), 1024).await
+            let (client, slot) = self.client.pool.get_for_stream(bookie).await?;
+            Ok::<_, BookieError>((client.add_stream(self.token.clone(), 1024).await?, slot))
         })
         .await
         .map_err(|_| BookieError::Transport(format!("no add stream to {bookie} within {timeout:?}")))?;
-        let (tx, mut rx) = opened?;
+        let ((tx, mut rx), slot) = opened?;
         self.next_generation += 1;
         let generation = self.next_generation;
         let events = self.ev_tx.clone();
         let name = bookie.to_string();
         tokio::spawn(async move {
+            // The stream counts against its connection until it ends.
+            let _slot = slot;
             loop {
                 match rx.next().await {
                     Ok(Some(outcomes)) => {
