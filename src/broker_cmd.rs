@@ -129,6 +129,17 @@ impl crate::http::Probes for BrokerProbes {
                 "Consumers connected.",
                 f64::from(load.consumers),
             );
+            let cache = &b.cfg.ledger.cache_budget;
+            w.gauge(
+                "strata_broker_read_cache_bytes",
+                "Bytes in the read caches of all topics.",
+                cache.used() as f64,
+            );
+            w.gauge(
+                "strata_broker_read_cache_limit_bytes",
+                "Bound of the read caches of all topics (read_cache_bytes).",
+                cache.limit() as f64,
+            );
             b.metrics.write(&mut w);
             w.process();
             w.finish()

@@ -378,6 +378,9 @@ impl Broker {
                 tracing::warn!(topic = %t.topic.name(), error = %e, "deduplication state not persisted");
             }
         });
+        broker.spawn_periodic(Duration::from_secs(1), |t| async move {
+            t.topic.managed_ledger().expire_cache();
+        });
         let (time, bytes) = (broker.cfg.retention_time, broker.cfg.retention_bytes);
         broker.spawn_periodic(broker.cfg.retention_check_interval, move |t| async move {
             if let Err(e) = t.apply_retention(time, bytes).await {

@@ -35,7 +35,10 @@ pub struct BrokerSettings {
     pub max_ledger_bytes: u64,
     pub max_ledger_age_secs: u64,
     /// Newest entries kept in memory per topic for consumers keeping up (16 MiB; 0: off).
+    /// Only topics being read cache, and entries leave the cache after 5 seconds.
     pub read_cache_bytes_per_topic: usize,
+    /// The read caches of all topics of the broker together (256 MiB).
+    pub read_cache_bytes: usize,
     /// TTL of the broker's metadata session, in seconds (10): how long a frozen or cut
     /// off broker keeps its bundles before other brokers take them over.
     pub session_ttl_secs: u64,
@@ -65,6 +68,7 @@ impl Default for BrokerSettings {
             max_ledger_bytes: l.max_ledger_bytes,
             max_ledger_age_secs: l.max_ledger_age.as_secs(),
             read_cache_bytes_per_topic: l.cache_bytes,
+            read_cache_bytes: l.cache_budget.limit(),
             session_ttl_secs: b.session_ttl.as_secs(),
             load_report_interval_secs: b.load_report_interval.as_secs(),
             load_balance_interval_ms: b.load_balance_interval.as_millis() as u64,
@@ -125,6 +129,7 @@ impl BrokerSettings {
                 max_ledger_bytes: self.max_ledger_bytes,
                 max_ledger_age: Duration::from_secs(self.max_ledger_age_secs),
                 cache_bytes: self.read_cache_bytes_per_topic,
+                cache_budget: crate::managed_ledger::CacheBudget::new(self.read_cache_bytes),
             },
             max_message_bytes: self.max_message_bytes,
             auto_create_topics: self.auto_create_topics,

@@ -49,6 +49,8 @@ pub struct ManagedLedgerConfig {
     /// Bytes of the newest entries kept in memory for tailing readers (16 MiB; 0 turns
     /// the cache off). Older entries are read from the bookies.
     pub cache_bytes: usize,
+    /// The broker-wide bound shared by every topic's cache.
+    pub cache_budget: Arc<CacheBudget>,
 }
 
 impl Default for ManagedLedgerConfig {
@@ -61,7 +63,54 @@ impl Default for ManagedLedgerConfig {
             max_ledger_bytes: 2 << 30,
             max_ledger_age: Duration::from_secs(4 * 3600),
             cache_bytes: 16 << 20,
+            cache_budget: CacheBudget::new(DEFAULT_CACHE_BUDGET),
         }
+    }
+}
+
+/// Default of the broker-wide read cache bound (256 MiB).
+pub const DEFAULT_CACHE_BUDGET: usize = 256 << 20;
+/// Cached entries older than this are dropped: a consumer keeping up reads an entry
+/// within milliseconds; one further behind reads from the bookies.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Read-cache bytes of every topic of a broker together, bounded: a topic that would pass
+/// the bound evicts its own oldest entries, or does not cache.
+#[derive(Debug)]
+pub struct CacheBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl CacheBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: Default::default(),
+        })
+    }
+
+    /// Bytes cached by every topic together.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |used| used.checked_add(n).filter(|u| *u <= self.limit),
+            )
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -118,43 +167,102 @@ struct State {
     failed: Option<BrokerError>,
 }
 
-/// The newest confirmed entries of a topic, bounded in bytes (oldest evicted first), so
-/// consumers keeping up are served from memory instead of the bookies.
+/// The newest confirmed entries of a topic, so consumers keeping up are served from
+/// memory instead of the bookies. Bounded three ways, oldest evicted first: the topic's
+/// `limit`, the broker-wide [`CacheBudget`] (taken on insert, given back on eviction and
+/// drop), and [`CACHE_TTL`].
 struct EntryCache {
-    entries: std::collections::BTreeMap<Position, Bytes>,
+    entries: std::collections::BTreeMap<Position, (Bytes, Instant)>,
     bytes: usize,
     limit: usize,
+    budget: Arc<CacheBudget>,
 }
 
 impl EntryCache {
-    fn insert(&mut self, pos: Position, payload: Bytes) {
-        if payload.len() > self.limit {
-            return;
-        }
-        self.bytes += payload.len();
-        if let Some(old) = self.entries.insert(pos, payload) {
-            self.bytes -= old.len();
-        }
-        while self.bytes > self.limit {
-            let Some((_, b)) = self.entries.pop_first() else { break };
-            self.bytes -= b.len();
+    fn new(limit: usize, budget: Arc<CacheBudget>) -> Self {
+        Self {
+            entries: Default::default(),
+            bytes: 0,
+            limit,
+            budget,
         }
     }
 
-    fn recount(&mut self) {
-        self.bytes = self.entries.values().map(Bytes::len).sum();
+    fn insert(&mut self, pos: Position, payload: Bytes, now: Instant) {
+        self.expire(now);
+        if payload.len() > self.limit {
+            return;
+        }
+        if let Some((old, _)) = self.entries.remove(&pos) {
+            self.release(old.len());
+        }
+        while self.bytes + payload.len() > self.limit && self.pop_oldest() {}
+        while !self.budget.try_take(payload.len()) {
+            if !self.pop_oldest() {
+                return; // the other topics hold the whole budget
+            }
+        }
+        self.bytes += payload.len();
+        self.entries.insert(pos, (payload, now));
+    }
+
+    fn release(&mut self, n: usize) {
+        self.bytes -= n;
+        self.budget.give_back(n);
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        match self.entries.pop_first() {
+            Some((_, (b, _))) => {
+                self.release(b.len());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops entries cached longer than [`CACHE_TTL`] (insertion order is position order).
+    fn expire(&mut self, now: Instant) {
+        while self
+            .entries
+            .first_key_value()
+            .is_some_and(|(_, (_, at))| now.duration_since(*at) > CACHE_TTL)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Drops the entries of these ledgers (deleted).
+    fn forget_ledgers(&mut self, ledgers: &[u64]) {
+        let doomed: Vec<Position> = self
+            .entries
+            .keys()
+            .filter(|p| ledgers.contains(&p.ledger.get()))
+            .copied()
+            .collect();
+        for p in doomed {
+            if let Some((b, _)) = self.entries.remove(&p) {
+                self.release(b.len());
+            }
+        }
     }
 
     /// Up to `max` consecutive entries of `from`'s ledger starting at `from`, if cached.
     fn run(&self, from: Position, max: usize) -> Vec<(Position, Bytes)> {
         let mut out = Vec::new();
-        for (next, (p, b)) in (from.entry.get()..).zip(self.entries.range(from..)) {
+        for (next, (p, (b, _))) in (from.entry.get()..).zip(self.entries.range(from..)) {
             if out.len() >= max || p.ledger != from.ledger || p.entry.get() != next {
                 break;
             }
             out.push((*p, b.clone()));
         }
         out
+    }
+}
+
+impl Drop for EntryCache {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
     }
 }
 
@@ -170,6 +278,10 @@ pub struct ManagedLedger {
     last_confirmed: watch::Sender<Option<Position>>,
     readers: std::sync::Mutex<HashMap<u64, Arc<LedgerReader>>>,
     cache: std::sync::Mutex<EntryCache>,
+    /// When [`Self::read`] last ran, in ms since `opened`: appends are cached only while
+    /// someone reads (a topic nobody consumes caches nothing).
+    last_read_ms: std::sync::atomic::AtomicU64,
+    opened: Instant,
     /// Ownership was lost: every append fails at once, without touching the state lock
     /// (which a rollover stuck on an unreachable store may hold).
     abandoned: std::sync::atomic::AtomicBool,
@@ -223,7 +335,7 @@ impl ManagedLedger {
             ledger: LedgerId::new(l.id).expect("stored ids are valid"),
             entry: EntryId::new(l.entries - 1),
         });
-        let cache_limit = cfg.cache_bytes;
+        let cache = EntryCache::new(cfg.cache_bytes, cfg.cache_budget.clone());
         let ml = Arc::new(Self {
             topic,
             key,
@@ -241,11 +353,9 @@ impl ManagedLedger {
             }),
             last_confirmed: watch::Sender::new(last_confirmed),
             readers: std::sync::Mutex::new(HashMap::new()),
-            cache: std::sync::Mutex::new(EntryCache {
-                entries: Default::default(),
-                bytes: 0,
-                limit: cache_limit,
-            }),
+            cache: std::sync::Mutex::new(cache),
+            last_read_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            opened: Instant::now(),
             abandoned: std::sync::atomic::AtomicBool::new(false),
         });
         {
@@ -397,7 +507,12 @@ impl ManagedLedger {
                     entry: EntryId::new(entry),
                 };
                 // Cached before readers are told about it, so a tailing read finds it.
-                self.cache.lock().expect("entry cache").insert(pos, payload);
+                if self.read_recently() {
+                    self.cache
+                        .lock()
+                        .expect("entry cache")
+                        .insert(pos, payload, Instant::now());
+                }
                 self.last_confirmed.send_if_modified(|cur| {
                     if *cur < Some(pos) {
                         *cur = Some(pos);
@@ -416,6 +531,24 @@ impl ManagedLedger {
         }
     }
 
+    /// Whether [`Self::read`] ran within the last [`CACHE_TTL`].
+    fn read_recently(&self) -> bool {
+        let last = self.last_read_ms.load(std::sync::atomic::Ordering::Relaxed);
+        last != u64::MAX
+            && (self.opened.elapsed().as_millis() as u64).saturating_sub(last) <= CACHE_TTL.as_millis() as u64
+    }
+
+    /// Drops cached entries older than [`CACHE_TTL`] (run periodically, so a topic that
+    /// went quiet gives its share of the budget back).
+    pub fn expire_cache(&self) {
+        self.cache.lock().expect("entry cache").expire(Instant::now());
+    }
+
+    /// Bytes this topic has cached.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.lock().expect("entry cache").bytes
+    }
+
     /// Whether appends fail for good (taken over, closed, or a storage failure): the owner
     /// should unload the topic so the next load recovers it.
     pub async fn is_failed(&self) -> bool {
@@ -431,6 +564,10 @@ impl ManagedLedger {
     /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past
     /// the last confirmed position.
     pub async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, Bytes)>> {
+        self.last_read_ms.store(
+            self.opened.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let cached = self.cache.lock().expect("entry cache").run(from, max);
         if !cached.is_empty() {
             return Ok(cached);
@@ -534,12 +671,7 @@ impl ManagedLedger {
             self.store_info(&mut st, info).await?;
             doomed
         };
-        self.cache
-            .lock()
-            .expect("entry cache")
-            .entries
-            .retain(|p, _| !doomed.contains(&p.ledger.get()));
-        self.cache.lock().expect("entry cache").recount();
+        self.cache.lock().expect("entry cache").forget_ledgers(&doomed);
         for id in &doomed {
             self.readers.lock().expect("reader cache").remove(id);
             let lid = LedgerId::new(*id).expect("stored ids are valid");
@@ -556,5 +688,73 @@ impl ManagedLedger {
         let r = self.close_current(&mut st).await;
         st.failed.get_or_insert(BrokerError::Closed(self.topic.to_string()));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(ledger: u64, entry: u64) -> Position {
+        Position {
+            ledger: LedgerId::new(ledger).unwrap(),
+            entry: EntryId::new(entry),
+        }
+    }
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn the_cache_respects_its_topic_limit_and_the_broker_budget() {
+        let budget = CacheBudget::new(1000);
+        let now = Instant::now();
+        let mut a = EntryCache::new(600, budget.clone());
+        let mut b = EntryCache::new(600, budget.clone());
+        for e in 0..10 {
+            a.insert(pos(1, e), bytes(100), now);
+        }
+        // The topic's own limit: the newest 6 entries.
+        assert_eq!((a.bytes, budget.used()), (600, 600));
+        assert_eq!(a.run(pos(1, 4), 100).len(), 6);
+        assert!(a.run(pos(1, 3), 100).is_empty(), "evicted oldest first");
+        // The budget: topic b gets what is left, then evicts its own entries.
+        for e in 0..6 {
+            b.insert(pos(2, e), bytes(100), now);
+        }
+        assert_eq!((b.bytes, budget.used()), (400, 1000));
+        assert_eq!(b.run(pos(2, 2), 100).len(), 4);
+        // A topic with nothing cached cannot take from the others: it does not cache.
+        let mut c = EntryCache::new(600, budget.clone());
+        c.insert(pos(3, 0), bytes(100), now);
+        assert_eq!((c.bytes, budget.used()), (0, 1000));
+        // Dropping a cache (topic unloaded) and forgetting ledgers give the budget back.
+        drop(a);
+        assert_eq!(budget.used(), 400);
+        b.forget_ledgers(&[2]);
+        assert_eq!((b.bytes, budget.used()), (0, 0));
+    }
+
+    #[test]
+    fn cached_entries_expire() {
+        let budget = CacheBudget::new(1 << 20);
+        let t0 = Instant::now();
+        let mut c = EntryCache::new(1 << 20, budget.clone());
+        c.insert(pos(1, 0), bytes(10), t0);
+        c.insert(pos(1, 1), bytes(10), t0 + CACHE_TTL / 2);
+        c.expire(t0 + CACHE_TTL + Duration::from_millis(1));
+        assert_eq!(c.run(pos(1, 0), 10).len(), 0);
+        assert_eq!(c.run(pos(1, 1), 10).len(), 1);
+        assert_eq!(budget.used(), 10);
+        // An insert expires too, and a re-inserted position is counted once.
+        c.insert(pos(1, 1), bytes(20), t0 + CACHE_TTL);
+        assert_eq!((c.bytes, budget.used()), (20, 20));
+        c.insert(pos(1, 2), bytes(10), t0 + 3 * CACHE_TTL);
+        assert_eq!((c.bytes, budget.used()), (10, 10));
+        // Larger than the topic's limit: not cached.
+        let mut small = EntryCache::new(5, budget.clone());
+        small.insert(pos(2, 0), bytes(10), t0);
+        assert_eq!((small.bytes, budget.used()), (0, 10));
     }
 }

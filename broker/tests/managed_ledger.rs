@@ -145,6 +145,44 @@ async fn appends_roll_over_and_read_back_in_order_across_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_topics_being_read_cache_within_the_broker_budget() {
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let budget = strata_broker::managed_ledger::CacheBudget::new(3000);
+    let open = |name: &str| {
+        let cfg = ManagedLedgerConfig {
+            cache_budget: budget.clone(),
+            ..cfg(1000)
+        };
+        ManagedLedger::open(TopicName::parse(name).unwrap(), client.clone(), b.store.clone(), cfg)
+    };
+    let unread = open("persistent://t/ns/unread").await.unwrap();
+    let tailed = open("persistent://t/ns/tailed").await.unwrap();
+    let payload = Bytes::from(vec![1u8; 100]);
+    for _ in 0..20 {
+        unread.append(payload.clone()).await.unwrap();
+    }
+    assert_eq!(unread.cached_bytes(), 0, "nobody reads this topic: nothing cached");
+    // A reader keeping up: what is appended from then on is cached, up to the budget.
+    let first = tailed.append(payload.clone()).await.unwrap();
+    assert_eq!(tailed.read(first, 10).await.unwrap().len(), 1);
+    let mut last = first;
+    for _ in 0..50 {
+        last = tailed.append(payload.clone()).await.unwrap();
+    }
+    assert_eq!((tailed.cached_bytes(), budget.used()), (3000, 3000));
+    let newest = tailed.read(last, 10).await.unwrap();
+    assert_eq!(newest, vec![(last, payload.clone())]);
+    // Everything reads back, from the bookies where not cached.
+    assert_eq!(read_all(&tailed, first).await.len(), 51);
+    // Closing the topic hands its share back.
+    tailed.close().await.unwrap();
+    drop(tailed);
+    assert_eq!(budget.used(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_fences_the_old_one_and_keeps_its_acknowledged_entries() {
     let b = bookies(2).await;
     let topic = TopicName::parse("persistent://t/ns/takeover").unwrap();
