@@ -145,6 +145,31 @@ async fn appends_roll_over_and_read_back_in_order_across_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_is_readable_as_soon_as_its_append_returns() {
+    // A tailing subscription reads right after an append completes; with the read cache
+    // off every read goes to the ledger writer, whose LAC must already cover the entry.
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let cfg = ManagedLedgerConfig {
+        cache_bytes: 0,
+        ..cfg(1000)
+    };
+    let ml = ManagedLedger::open(
+        TopicName::parse("persistent://t/ns/tail").unwrap(),
+        client,
+        b.store.clone(),
+        cfg,
+    )
+    .await
+    .unwrap();
+    for i in 0..300u64 {
+        let pos = ml.append(msg(i)).await.unwrap();
+        assert_eq!(ml.read(pos, 10).await.unwrap(), vec![(pos, msg(i))], "entry {i}");
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_topics_being_read_cache_within_the_broker_budget() {
     let b = bookies(2).await;
     let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());

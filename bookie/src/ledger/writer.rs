@@ -412,21 +412,26 @@ impl Actor {
     /// Completes entries in order while the first pending one has an ack quorum.
     fn complete(&mut self) {
         let qa = self.md.ack_quorum as usize;
-        let mut advanced = false;
+        let mut completed = Vec::new();
         while let Some(mut first) = self.pending.first_entry() {
             if first.get().acked.len() < qa {
                 break;
             }
             let entry = *first.key();
-            if let Some(done) = first.get_mut().done.take() {
-                let _ = done.send(Ok(entry));
-            }
+            completed.push((first.get_mut().done.take(), entry));
             first.remove();
             self.lac = Some(entry);
-            advanced = true;
         }
-        if advanced {
-            self.lac_tx.send_replace(self.lac);
+        if completed.is_empty() {
+            return;
+        }
+        // The LAC first: whoever learns that an append completed may read it at once
+        // (through `lac()`), so the LAC must already cover it.
+        self.lac_tx.send_replace(self.lac);
+        for (done, entry) in completed {
+            if let Some(done) = done {
+                let _ = done.send(Ok(entry));
+            }
         }
     }
 
