@@ -4,13 +4,9 @@
 # Usage: scripts/bench-b1.sh [WORKDIR]   (WORKDIR must be on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-$PWD/target/bench-b1}
-rm -rf "$work" && mkdir -p "$work"
-cargo build --release --quiet
-strata=$PWD/target/release/strata
-echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
-echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source scripts/bench-common.sh
+bench_begin "$PWD/target/bench-b1" "${1:-}"
+port=$(free_port)
 "$strata" bookie --data-dir "$work/data" --listen "127.0.0.1:$port" 2>"$work/bookie.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT

@@ -11,13 +11,8 @@
 #        SKIP_FAILOVER=1 skips the failover trials)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-$PWD/target/bench-cluster}
-rm -rf "$work" && mkdir -p "$work"
-cargo build --release --quiet
-strata=$PWD/target/release/strata
 source scripts/bench-common.sh
-echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
-echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
+bench_begin "$PWD/target/bench-cluster" "${1:-}"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 start_etcd_and_bookies

@@ -1,8 +1,21 @@
-# Shared by the bench scripts (sourced, not run): a free loopback port, and etcd plus three
-# bookies on 127.0.0.1 under $work. Needs $work and $strata; appends the PIDs it starts to
-# the array `pids` and sets $meta to the etcd URL.
+# Shared by the bench scripts (sourced from the repository root, not run): the start of
+# every run, a free loopback port, and etcd plus three bookies on 127.0.0.1 under $work.
+
+# bench_begin DEFAULT_WORKDIR [WORKDIR]: a fresh $work, a release build as $strata, and
+# the run's header: commit, date, cores and the disk ceiling measured now under $work.
+bench_begin() {
+  work=${2:-$1}
+  rm -rf "$work" && mkdir -p "$work"
+  cargo build --release --quiet
+  strata=$PWD/target/release/strata
+  echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
+  echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Needs $work and $strata; appends the PIDs it starts to the array `pids` and sets $meta
+# to the etcd URL.
 start_etcd_and_bookies() {
   local cp pp i
   cp=$(free_port); pp=$(free_port)

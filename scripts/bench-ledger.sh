@@ -5,13 +5,8 @@
 # Usage: scripts/bench-ledger.sh [WORKDIR]   (WORKDIR must be on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-$PWD/target/bench-ledger}
-rm -rf "$work" && mkdir -p "$work"
-cargo build --release --quiet
-strata=$PWD/target/release/strata
 source scripts/bench-common.sh
-echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
-echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
+bench_begin "$PWD/target/bench-ledger" "${1:-}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 start_etcd_and_bookies

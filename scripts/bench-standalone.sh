@@ -12,17 +12,13 @@
 #   (WORKDIR must be on the disk to measure; WORKLOADS defaults to all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-$PWD/target/bench-standalone}
-rm -rf "$work" && mkdir -p "$work"
-cargo build --release --quiet
-strata=$PWD/target/release/strata
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source scripts/bench-common.sh
+bench_begin "$PWD/target/bench-standalone" "${1:-}"
+port=$(free_port)
 url="http://127.0.0.1:$port"
-http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+http_port=$(free_port)
 workloads=${WORKLOADS:-W1 W2 W3 W4 W5 W6}
 want() { [[ " $workloads " == *" $1 "* ]]; }
-echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ), $(nproc) cores"
-echo "disk ceiling: $(../shared/bench/disk-ceiling.sh "$work")"
 "$strata" standalone --data-dir "$work/data" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http_port" 2>"$work/standalone.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
