@@ -2,8 +2,9 @@
 //!
 //! A torn tail of the newest journal file (truncation at any offset, or flipped bytes in
 //! its last record) is recovered up to the last good record, with a warning naming the
-//! file and offset. Damage to an earlier record makes the bookie refuse to start with a
-//! message saying what and where — unless `--repair` is given.
+//! file and offset — also when the torn record's payload holds a complete journal record.
+//! Damage to an earlier record makes the bookie refuse to start with a message saying what
+//! and where — unless `--repair` is given.
 
 mod common;
 
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_bookie::client::NewEntry;
 use strata_bookie::format::{self, FileKind};
-use strata_bookie::journal::{self, replay::examine};
-use strata_common::{EntryId, ErrorCode, LedgerId};
+use strata_bookie::journal::{self, ADD_FIXED_LEN, JournalAdd, replay::examine};
+use strata_common::{EntryId, ErrorCode, LedgerId, ids::entry_checksum};
 
 const ENTRIES: u64 = 30;
 /// Nothing is flushed or checkpointed during the test, so every entry lives only in the
@@ -36,16 +37,22 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Writes ENTRIES entries, one acknowledged group each, then SIGKILLs. Returns the pristine
 /// directory (config + data) and the newest journal file's path relative to it.
 async fn prepare(root: &Path) -> (PathBuf, PathBuf) {
+    prepare_with_last(root, None).await
+}
+
+/// [`prepare`], with one more entry (entry ENTRIES) of payload `last` if given.
+async fn prepare_with_last(root: &Path, last: Option<Bytes>) -> (PathBuf, PathBuf) {
     let pristine = root.join("pristine");
     std::fs::create_dir_all(&pristine).unwrap();
     let mut bookie = BookieProcess::start(&pristine, CONFIG);
     let client = bookie.ready().await;
     let (tx, mut rx) = client.add_stream(Bytes::from_static(b"t"), 4).await.unwrap();
-    for e in 0..ENTRIES {
+    let payloads = (0..ENTRIES).map(|e| payload(1, e, 200)).chain(last);
+    for (e, payload) in (0..).zip(payloads) {
         tx.send(vec![NewEntry {
             ledger: LedgerId::new(1).unwrap(),
             entry: EntryId::new(e),
-            payload: payload(1, e, 200),
+            payload,
             lac: None,
         }])
         .await
@@ -193,4 +200,60 @@ async fn damage_in_an_older_record_refuses_to_start_unless_repair() {
     let kept = client.read(lid, 0, ENTRIES).await.map(|v| v.len()).unwrap_or(0);
     assert_eq!(kept, victim, "entries before the damaged record survive");
     assert!(bookie.sigterm().success());
+}
+
+/// A complete, valid journal record of `ledger`/`entry` (what a journal file holds).
+fn journal_record(ledger: u64, entry: u64, payload: Bytes) -> Vec<u8> {
+    let add = JournalAdd {
+        ledger,
+        entry,
+        lac: u64::MAX,
+        checksum: entry_checksum(LedgerId::new(ledger).unwrap(), EntryId::new(entry), &payload),
+        payload,
+    };
+    let fixed = add.encode_fixed();
+    let mut v = format::encode_record_frame(FileKind::Journal, &fixed, &add.payload).to_vec();
+    v.extend_from_slice(&fixed);
+    v.extend_from_slice(&add.payload);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_record_whose_payload_holds_a_journal_record_is_truncated() {
+    let root = tempfile::tempdir().unwrap();
+    // The last entry's payload carries a complete journal record, of the very entry the
+    // torn record is: if recovery read it as a record, entry ENTRIES would be served.
+    let embedded = journal_record(1, ENTRIES, payload(1, ENTRIES, 200));
+    let prefix = 64;
+    let mut last = vec![0x5a; prefix];
+    last.extend_from_slice(&embedded);
+    last.extend_from_slice(&[0xa5; 100]);
+    let (pristine, newest) = prepare_with_last(root.path(), Some(Bytes::from(last))).await;
+    let recs = records(&pristine.join(&newest));
+    assert_eq!(recs.len() as u64, ENTRIES + 1);
+    let (torn_at, end) = *recs.last().unwrap();
+    let embedded_end = torn_at as usize + format::RECORD_HEADER_LEN + ADD_FIXED_LEN + prefix + embedded.len();
+    // Cut short right after the embedded record, and inside the bytes after it.
+    for (i, cut) in [embedded_end as u64, embedded_end as u64 + 40, end - 1]
+        .into_iter()
+        .enumerate()
+    {
+        let trial = root.path().join(format!("embedded-{i}"));
+        copy_dir(&pristine, &trial);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(trial.join(&newest))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        let (got, log) = surviving_entries(&trial).await;
+        assert_eq!(
+            got, ENTRIES,
+            "cut at {cut}: every earlier entry, and nothing from the torn one"
+        );
+        assert!(log.contains("torn journal tail"), "no warning for cut {cut}:\n{log}");
+        assert!(
+            log.contains(&format!("offset={torn_at}")),
+            "warning must name offset {torn_at}:\n{log}"
+        );
+    }
 }

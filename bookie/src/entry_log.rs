@@ -7,13 +7,16 @@
 //!
 //! Invariants: the index only points at records that were fsynced before the index entry
 //! was written; a read verifies the record CRC and that the record is the entry the index
-//! said it is. Files are only removed by garbage collection once nothing points at them.
+//! said it is. Files are only removed by garbage collection once nothing points at them,
+//! or at start-up when their header never made it to disk and the index points nowhere
+//! into them; a damaged header of a file the index points into refuses to start.
 
 use crate::direct::DirectAppender;
 use crate::error::{BookieError, Result};
 use crate::format::{self, FileKind};
+use crate::index::Index;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -96,10 +99,19 @@ pub struct EntryLogs {
 
 impl EntryLogs {
     /// Opens every entry log in `dir`, checking headers. Returns the highest id seen.
-    pub fn open(dir: &Path) -> Result<(Self, u64)> {
+    ///
+    /// A log whose header is not valid is removed only if `index` points nowhere into it:
+    /// then it is a log that was being created when the bookie crashed. If the index does
+    /// point into it, the header was damaged after the fact and the log holds acknowledged
+    /// entries (checkpointed out of the journal, so possibly their only copy here): start-up
+    /// refuses, naming the file, and removes nothing.
+    pub fn open(dir: &Path, index: &Index) -> Result<(Self, u64)> {
         let mut files = HashMap::new();
+        let mut headerless = Vec::new();
         let mut max_id = 0;
         for (id, path) in list_files(dir).map_err(|e| BookieError::io(format!("listing {}", dir.display()), e))? {
+            // Also counts logs removed below, so their ids are never used again.
+            max_id = max_id.max(id);
             let f = File::open(&path).map_err(|e| BookieError::io(format!("opening {}", path.display()), e))?;
             let mut header = [0u8; format::FILE_HEADER_LEN];
             let header_ok = f
@@ -107,24 +119,31 @@ impl EntryLogs {
                 .map_err(|e| e.to_string())
                 .and_then(|_| format::decode_file_header(FileKind::EntryLog, &header));
             match header_ok {
-                Ok(hid) if hid == id => {}
+                Ok(hid) if hid == id => {
+                    files.insert(id, Arc::new(f));
+                }
                 Ok(hid) => {
                     return Err(BookieError::Corruption(format!(
                         "entry log {} names itself {hid}, expected {id}",
                         path.display()
                     )));
                 }
-                Err(e) => {
-                    // A log whose header never made it to disk was being created when the
-                    // bookie crashed; the index cannot point into it.
-                    tracing::warn!(file = %path.display(), error = %e, "entry log without a valid header; it was never indexed, removing it");
-                    std::fs::remove_file(&path)
-                        .map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
-                    continue;
-                }
+                Err(e) => headerless.push((id, path, e)),
             }
-            max_id = max_id.max(id);
-            files.insert(id, Arc::new(f));
+        }
+        if !headerless.is_empty() {
+            let ids: HashSet<u64> = headerless.iter().map(|(id, _, _)| *id).collect();
+            let referenced = index.logs_referenced(&ids)?;
+            if let Some((_, path, e)) = headerless.iter().find(|(id, _, _)| referenced.contains(id)) {
+                return Err(BookieError::Corruption(format!(
+                    "entry log {} has a damaged header ({e}), but the index points into it: it holds acknowledged entries, so it is not removed and the bookie refuses to start (--repair does not remove it either). Only the 32-byte file header failed its check, so the records may be intact: inspect with `strata bookie inspect --data-dir DIR`; with replication, other bookies still hold its entries",
+                    path.display()
+                )));
+            }
+            for (_, path, e) in headerless {
+                tracing::warn!(file = %path.display(), error = %e, "entry log without a valid header and not indexed (being created when the bookie stopped); removing it");
+                std::fs::remove_file(&path).map_err(|e| BookieError::io(format!("removing {}", path.display()), e))?;
+            }
         }
         Ok((
             Self {

@@ -19,6 +19,7 @@ use crate::error::{BookieError, Result};
 use crate::journal::JournalPos;
 use bytes::Bytes;
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// Version of this key layout.
@@ -236,6 +237,24 @@ impl Index {
         Ok(out)
     }
 
+    /// Which of `logs` some entry location points into. Reads every location, so it is for
+    /// start-up checks of damaged files, not for a hot path.
+    pub fn logs_referenced(&self, logs: &HashSet<u64>) -> Result<HashSet<u64>> {
+        let mut found = HashSet::new();
+        for kv in self.db.iterator(IteratorMode::From(b"e", Direction::Forward)) {
+            let (k, v) = kv?;
+            if k[0] != b'e' || found.len() == logs.len() {
+                break;
+            }
+            let loc =
+                Location::decode(&v).ok_or_else(|| BookieError::Corruption("index: undecodable location".into()))?;
+            if logs.contains(&loc.log) {
+                found.insert(loc.log);
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes a ledger: its state and locations go, a tombstone stays so journal replay
     /// and in-flight flushes never bring it back.
     pub fn delete_ledger(&self, ledger: u64) -> Result<()> {
@@ -321,5 +340,28 @@ mod tests {
         assert_eq!(live[0].1.lac, Some(5));
         assert_eq!(dead, vec![7]);
         assert_eq!(idx.checkpoint().unwrap(), Some(JournalPos { file_id: 2, offset: 99 }));
+    }
+
+    #[test]
+    fn finds_the_entry_logs_locations_point_into() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = Index::open(d.path()).unwrap();
+        let mut b = IndexBatch::default();
+        for (entry, log) in [(0, 3), (1, 3), (2, 5)] {
+            b.put_location(
+                9,
+                entry,
+                Location {
+                    log,
+                    offset: 32,
+                    len: 40,
+                },
+            );
+        }
+        b.add_usage(4, 9, 100); // usage alone is no reference
+        idx.write(b).unwrap();
+        let asked: HashSet<u64> = [3, 4, 6].into();
+        assert_eq!(idx.logs_referenced(&asked).unwrap(), [3].into());
+        assert!(idx.logs_referenced(&HashSet::new()).unwrap().is_empty());
     }
 }

@@ -7,9 +7,14 @@
 //! Anything else — a bad record with valid records after it, or damage in an older file —
 //! means bytes that were fsynced (and maybe acknowledged) changed; the bookie refuses to
 //! start unless the operator passes `repair`, which truncates at the damage.
+//!
+//! "Valid records after it" means after the damaged record's **extent**, never inside it:
+//! an entry's payload may be any bytes, a complete journal record included, so the bytes of
+//! a torn record prove nothing. See [`damaged_extent`] for how the extent is found when
+//! the damage may be in the record's own length field.
 
 use crate::error::{BookieError, Result};
-use crate::format::{self, FileKind, RecordError};
+use crate::format::{self, FileKind, MAX_RECORD_BODY, RECORD_HEADER_LEN, RecordError};
 use crate::journal::JournalAdd;
 use bytes::Bytes;
 use std::ops::Range;
@@ -21,8 +26,8 @@ pub struct Damage {
     /// Offset of the first bad record.
     pub offset: u64,
     pub error: RecordError,
-    /// Offset of a valid record after the damage, if there is one (then the damage is not
-    /// a torn tail).
+    /// Offset of a valid record after the damaged record's extent, if there is one (then
+    /// the damage is not a torn tail).
     pub valid_after: Option<u64>,
 }
 
@@ -52,7 +57,12 @@ pub fn examine(kind: FileKind, buf: &[u8], start: usize) -> Examination {
                 if buf[pos..].iter().all(|b| *b == 0) {
                     break;
                 }
-                let valid_after = format::find_valid_record_after(kind, buf, pos).map(|p| p as u64);
+                let after = damaged_extent(buf, pos, &error);
+                // `find_valid_record_after` searches strictly after its `from`.
+                let valid_after = (after < buf.len())
+                    .then(|| format::find_valid_record_after(kind, buf, after - 1))
+                    .flatten()
+                    .map(|p| p as u64);
                 return Examination {
                     records,
                     valid_end: pos as u64,
@@ -70,6 +80,66 @@ pub fn examine(kind: FileKind, buf: &[u8], start: usize) -> Examination {
         valid_end: pos as u64,
         damage: None,
     }
+}
+
+/// Where the search for valid records after the damaged record at `pos` starts: the end of
+/// that record, as far as it can be known.
+///
+/// - If the record is intact but for one flipped bit in its length field (or its magic),
+///   its CRC finds its true end: a crash tears records (it leaves a prefix of what was
+///   written), it does not flip bits, so a record that becomes valid by restoring one bit
+///   was written whole and then damaged. Without this, a flipped length that points past
+///   the later records (or past the end of the file) would pass for a torn last record
+///   and silently drop acknowledged entries after it.
+/// - Otherwise, if the frame holds the record magic and a bounded length, the record ends
+///   where its length says, also when that is past the end of the file (a record cut
+///   short): everything up to there is its payload, whatever it looks like.
+/// - Otherwise (no magic, or an impossible length) the extent is unknown and the search
+///   starts at the next byte. A torn write leaves true bytes (or zeros), never an
+///   impossible length, so any valid record after such a frame means real damage. The
+///   residue: damage to several bits of a length field alone, leaving it bounded, still
+///   reads as a longer record; nothing in the file can tell that apart from a genuine one.
+fn damaged_extent(buf: &[u8], pos: usize, error: &RecordError) -> usize {
+    let Some(frame) = buf.get(pos..pos + RECORD_HEADER_LEN) else {
+        return buf.len(); // Not even a whole frame: nothing can follow.
+    };
+    let declared = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    if let Some(len) = restored_length(buf, pos, declared) {
+        return pos + RECORD_HEADER_LEN + len;
+    }
+    match error {
+        RecordError::BadChecksum | RecordError::Truncated { .. } => {
+            pos.saturating_add(RECORD_HEADER_LEN + declared as usize)
+        }
+        RecordError::BadMagic(_) | RecordError::BadLength(_) => pos + 1,
+    }
+}
+
+/// The body length, `declared` or `declared` with one bit flipped, for which the record at
+/// `pos` passes its CRC (magic not checked: it is outside the CRC), if there is one.
+///
+/// Cost: one pass over at most [`MAX_RECORD_BODY`] bytes (the candidate body CRCs are
+/// extended in order of length and joined with each length's CRC), only on damage.
+fn restored_length(buf: &[u8], pos: usize, declared: u32) -> Option<usize> {
+    let stored_crc = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().expect("4 bytes"));
+    let body = &buf[pos + RECORD_HEADER_LEN..];
+    let mut candidates: Vec<u32> = std::iter::once(declared)
+        .chain((0..32).map(|bit| declared ^ (1 << bit)))
+        .filter(|l| (*l as usize) <= MAX_RECORD_BODY.min(body.len()))
+        .collect();
+    candidates.sort_unstable();
+    let mut body_crc = crc32c::crc32c(&[]);
+    let mut done = 0;
+    for len in candidates {
+        let len_usize = len as usize;
+        body_crc = crc32c::crc32c_append(body_crc, &body[done..len_usize]);
+        done = len_usize;
+        let crc = crc32c::crc32c_combine(crc32c::crc32c(&len.to_le_bytes()), body_crc, len_usize);
+        if crc == stored_crc {
+            return Some(len_usize);
+        }
+    }
+    None
 }
 
 /// The outcome of replaying one journal file.
@@ -250,6 +320,95 @@ mod tests {
         bad[starts2[1] + 15] ^= 0xff;
         std::fs::write(&p2, &bad).unwrap();
         assert!(replay_file(&p2, 2, 0, false, false).is_err());
+    }
+
+    /// A journal of three ordinary records and a last one whose payload holds a complete,
+    /// valid journal record (an entry's bytes may be anything, journal bytes included).
+    /// Returns the file, the last record's start, and where the embedded record ends.
+    fn journal_with_embedded_record(dir: &Path) -> (std::path::PathBuf, usize, usize) {
+        let (p, _) = journal(dir, 1, 3);
+        let mut buf = std::fs::read(&p).unwrap();
+        let mut payload = vec![0xaa; 40];
+        payload.extend(add(99, b"an entry inside an entry"));
+        let embedded_end = payload.len();
+        payload.extend([0xbb; 60]);
+        let last = buf.len();
+        buf.extend(add(3, &payload));
+        std::fs::write(&p, &buf).unwrap();
+        let embedded_end = last + format::RECORD_HEADER_LEN + ADD_FIXED_LEN + embedded_end;
+        (p, last, embedded_end)
+    }
+
+    #[test]
+    fn a_torn_last_record_holding_a_valid_record_is_still_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, last, embedded_end) = journal_with_embedded_record(d.path());
+        let full = std::fs::read(&p).unwrap();
+        // Cut short anywhere after the embedded record (also right at its end): the
+        // record's declared length runs past the end, so all of it is the torn record.
+        for cut in [embedded_end, embedded_end + 1, embedded_end + 30, full.len() - 1] {
+            std::fs::write(&p, &full[..cut]).unwrap();
+            let r = replay_file(&p, 1, 0, true, false).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(r.adds.len(), 3, "cut at {cut}");
+            assert!(r.adds.iter().all(|(a, _)| a.entry < 3), "cut at {cut}");
+            assert_eq!(r.valid_end, last as u64);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().len(),
+                last as u64,
+                "truncated at the torn record"
+            );
+        }
+        // Whole length on disk, but the end never written (zeros) or damaged: the checksum
+        // fails, and the search for later records starts after the record's extent.
+        let mut zeroed = full.clone();
+        zeroed[embedded_end..].fill(0);
+        let mut flipped = full.clone();
+        flipped[full.len() - 5] ^= 0x01;
+        for bad in [zeroed, flipped] {
+            std::fs::write(&p, &bad).unwrap();
+            let r = replay_file(&p, 1, 0, true, false).unwrap();
+            assert_eq!(r.adds.len(), 3);
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), last as u64);
+        }
+        // A flipped bit in its magic or length field: still the last record, still a tail.
+        for at in [last + 1, last + 4, last + 6] {
+            let mut bad = full.clone();
+            bad[at] ^= 0x20;
+            std::fs::write(&p, &bad).unwrap();
+            let r = replay_file(&p, 1, 0, true, false).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+            assert_eq!(r.adds.len(), 3, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_length_bit_in_an_older_record_refuses_to_start() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, starts) = journal(d.path(), 1, 4);
+        let full = std::fs::read(&p).unwrap();
+        for bit in 0..32 {
+            let mut bad = full.clone();
+            bad[starts[1] + 4 + bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&p, &bad).unwrap();
+            // Whatever the flipped length claims (past the end of the file, over the
+            // later records, or shorter), the records after it were written and synced.
+            let err = replay_file(&p, 1, 0, true, false)
+                .map(|r| r.adds.len())
+                .expect_err(&format!("length bit {bit} flipped: mistaken for a torn tail"))
+                .to_string();
+            assert!(err.contains(&format!("damaged at offset {}", starts[1])), "{err}");
+            assert!(
+                err.contains(&format!("valid records follow at offset {}", starts[2])),
+                "{err}"
+            );
+        }
+        // The same flips in the last record leave it the last record: a tail, truncated.
+        for bit in 0..32 {
+            let mut bad = full.clone();
+            bad[starts[3] + 4 + bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&p, &bad).unwrap();
+            let r = replay_file(&p, 1, 0, true, false).unwrap_or_else(|e| panic!("bit {bit}: {e}"));
+            assert_eq!(r.adds.len(), 3, "bit {bit}");
+        }
     }
 
     #[test]

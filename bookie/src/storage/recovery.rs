@@ -38,7 +38,7 @@ pub(super) fn open(cfg: BookieConfig) -> Result<Storage> {
             (id, Arc::new(l))
         })
         .collect();
-    let (logs, max_log) = EntryLogs::open(&logs_dir)?;
+    let (logs, max_log) = EntryLogs::open(&logs_dir, &index)?;
     let checkpoint = index.checkpoint()?;
     let shared = Arc::new(Shared {
         cache: WriteCache::new(cfg.write_cache_max_bytes),
