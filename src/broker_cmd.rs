@@ -71,7 +71,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let store = strata_meta::connect(&args.metadata_url)
         .await
         .with_context(|| format!("cannot reach the metadata store {}", args.metadata_url))?;
-    let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
+    let client = LedgerClient::new(
+        store.clone(),
+        LedgerClientConfig {
+            max_entry_bytes: settings.bookie_max_entry_bytes,
+            ..LedgerClientConfig::default()
+        },
+    );
     let broker = Broker::new(cfg, store, client).await.context("starting the broker")?;
     broker.ensure_namespace("public", "default").await?;
     let stop = CancellationToken::new();

@@ -82,6 +82,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     bookie_cfg
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid [bookie] configuration: {e}"))?;
+    let bookie_max_entry_bytes = bookie_cfg.max_entry_bytes;
     let storage = Arc::new(
         tokio::task::spawn_blocking(move || Storage::open(bookie_cfg))
             .await?
@@ -119,7 +120,14 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .broker
         .to_config(format!("http://{}", listener.local_addr()?), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
-    let client = LedgerClient::new(store.clone(), LedgerClientConfig::default());
+    // The broker never appends an entry its bookie would refuse (MESSAGE_TOO_LARGE instead).
+    let client = LedgerClient::new(
+        store.clone(),
+        LedgerClientConfig {
+            max_entry_bytes: bookie_max_entry_bytes,
+            ..LedgerClientConfig::default()
+        },
+    );
     let broker = Broker::new(broker_cfg, store.clone(), client).await?;
     broker.ensure_namespace("public", "default").await?;
     let stop = CancellationToken::new();

@@ -15,6 +15,11 @@ use strata_common::ErrorCode;
 use strata_meta::testing::Etcd;
 use strata_meta::{MetadataStore, keys};
 
+/// Bookie configuration: a short session, so a SIGKILLed bookie leaves the registry soon,
+/// but not so short that a bookie stalled on a loaded machine loses its registration
+/// (keep-alives go every third of the TTL: 5 s rides out a stall of over 3 s).
+const BOOKIE_CONFIG: &str = "session_ttl_ms = 5000\n";
+
 struct Cluster {
     etcd: Etcd,
     store: Arc<dyn MetadataStore>,
@@ -24,6 +29,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Self {
+        Self::start_with(n, "").await
+    }
+
+    /// `n` bookies with `extra` added to their configuration.
+    async fn start_with(n: usize, extra: &str) -> Self {
         let etcd = Etcd::start().await;
         let store = strata_meta::connect(&etcd.url).await.unwrap();
         let mut c = Cluster {
@@ -33,15 +43,19 @@ impl Cluster {
             _dirs: Vec::new(),
         };
         for _ in 0..n {
-            c.add_bookie().await;
+            c.add_bookie_with(extra).await;
         }
         c
     }
 
     async fn add_bookie(&mut self) {
+        self.add_bookie_with("").await
+    }
+
+    async fn add_bookie_with(&mut self, extra: &str) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = "session_ttl_ms = 2000\n";
-        let mut b = BookieProcess::start_with_args(dir.path(), cfg, &["--metadata-url", &self.etcd.url]);
+        let config = format!("{BOOKIE_CONFIG}{extra}");
+        let mut b = BookieProcess::start_with_args(dir.path(), &config, &["--metadata-url", &self.etcd.url]);
         b.ready().await;
         self._dirs.push(dir);
         self.bookies.push(b);
@@ -200,19 +214,24 @@ async fn readers_never_pass_the_lac_and_tailing_readers_follow_it() {
     assert_eq!(reader.read(0, limit).await.unwrap().len() as u64, limit + 1);
     let err = reader.read(0, limit + 1).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
-    // A tailing reader waits (long-poll) and wakes when the writer confirms more.
+    // A tailing reader waits (long-poll) and wakes when the writer confirms more. A poll
+    // that is never woken returns after its full minute: anything much shorter was a
+    // wake-up, however slow the machine.
+    let poll = Duration::from_secs(60);
     let tail = tokio::spawn(async move {
         let t = Instant::now();
-        let new = reader.wait_for_more(Duration::from_secs(20)).await.unwrap();
+        let new = reader.wait_for_more(poll).await.unwrap();
         (new, t.elapsed(), reader)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the poll start waiting
+    // Gives the poll time to reach the bookies, so it is the wake-up that gets tested; a
+    // poll that arrives after the appends answers at once, and the checks below still hold.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 10..20u64 {
         writer.append(payload(3, i, 32)).await.unwrap();
     }
     let (new, waited, reader) = tail.await.unwrap();
     assert!(new > Some(limit), "tailing reader saw the LAC advance");
-    assert!(waited < Duration::from_secs(10), "woken by the add, not the timeout");
+    assert!(waited < poll / 2, "woken by the add, not the timeout ({waited:?})");
     let upto = new.unwrap();
     let got = reader.read(limit + 1, upto).await.unwrap();
     assert_eq!(got.last().unwrap().payload, payload(3, upto, 32));
@@ -258,6 +277,69 @@ async fn bad_input_gets_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_every_bookie_would_refuse_fails_alone_and_changes_no_ensemble() {
+    // Bookies accept entries of up to 64 KiB; one client is told so, one is not (a
+    // misconfiguration: it believes in 1 MiB).
+    let cluster = Cluster::start_with(3, "max_entry_bytes = 65536\n").await;
+    let wrong = LedgerClient::new(
+        cluster.store.clone(),
+        LedgerClientConfig {
+            max_entry_bytes: 1 << 20,
+            ..LedgerClientConfig::default()
+        },
+    );
+    let writer = wrong.create(2, 2, 2).await.unwrap();
+    for e in 0..5u64 {
+        assert_eq!(writer.append(payload(writer.id().get(), e, 100)).await.unwrap(), e);
+    }
+    let (before, _) = wrong.metadata(writer.id()).await.unwrap();
+    // The bookies refuse the large entry: that append fails with their reason (a spare
+    // bookie exists, but replacing one would be refused the same way) …
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        writer.append(Bytes::from(vec![1u8; 100 << 10])),
+    )
+    .await
+    .expect("a refused entry must fail, not be retried forever")
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge, "{err}");
+    // … and the writer stops (no later entry may complete past the refused one), without
+    // changing its ensemble.
+    let later = tokio::time::timeout(Duration::from_secs(30), writer.append(Bytes::from_static(b"later")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(later.code(), ErrorCode::LedgerClosed, "{later}");
+    let (after, _) = wrong.metadata(writer.id()).await.unwrap();
+    assert_eq!(after.fragments, before.fragments, "no ensemble change");
+    // Recovery closes the ledger where the confirmed entries end.
+    let reader = cluster.client().recover(writer.id()).await.unwrap();
+    assert_eq!(reader.last_readable(), Some(4));
+    let entries = reader.read(0, 4).await.unwrap();
+    assert_eq!(entries.len(), 5);
+
+    // A client that knows the limit refuses the entry before giving it an id: only that
+    // append fails, and the ledger goes on.
+    let client = LedgerClient::new(
+        cluster.store.clone(),
+        LedgerClientConfig {
+            max_entry_bytes: 65536,
+            ..LedgerClientConfig::default()
+        },
+    );
+    let writer = client.create(2, 2, 2).await.unwrap();
+    assert_eq!(
+        writer.append(Bytes::from(vec![2u8; 65536])).await.unwrap(),
+        0,
+        "exactly the limit"
+    );
+    let err = writer.append(Bytes::from(vec![2u8; 65537])).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge, "{err}");
+    assert_eq!(writer.append(Bytes::from_static(b"next")).await.unwrap(), 1);
+    writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookies_come_and_go_in_the_registry() {
     let mut cluster = Cluster::start(2).await;
     let bookies = cluster.store.list(&keys::bookies_prefix()).await.unwrap();
@@ -288,8 +370,7 @@ async fn with_no_spare_bookie_a_restarted_bookie_gets_the_pending_entries_again(
         inflight.push(writer.submit(payload(5, i, 100)).await.unwrap());
     }
     let dir = cluster._dirs[0].path().to_path_buf();
-    let cfg = "session_ttl_ms = 2000\n";
-    let mut restarted = BookieProcess::start_at(&dir, cfg, &["--metadata-url", &cluster.etcd.url], &addr);
+    let mut restarted = BookieProcess::start_at(&dir, BOOKIE_CONFIG, &["--metadata-url", &cluster.etcd.url], &addr);
     restarted.ready().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut done = 0;
@@ -317,7 +398,9 @@ async fn many_open_ledgers_on_one_bookie_all_make_progress() {
     // than one HTTP/2 connection carries (the bookie allows 256 streams each). Streams
     // beyond that must not wait for a slot until their adds time out.
     let cluster = Cluster::start(1).await;
-    let add_timeout = Duration::from_secs(120);
+    // Long, so that finishing in half of it separates "no stream stalled" (seconds, also on
+    // a loaded machine) from "some stalled until the timeout" with a wide margin.
+    let add_timeout = Duration::from_secs(300);
     let client = LedgerClient::new(
         cluster.store.clone(),
         LedgerClientConfig {

@@ -38,8 +38,9 @@ pub struct BookieConfig {
     pub gc_interval_ms: u64,
     /// Compact an entry log once less than this fraction of it is live data.
     pub compaction_threshold: f64,
-    /// Largest entry payload accepted. 5 MiB is Pulsar's default maximum message size plus
-    /// room for batch framing.
+    /// Largest entry payload accepted ([`DEFAULT_MAX_ENTRY_BYTES`], 6 MiB). Brokers must
+    /// know it (their ledger client's `max_entry_bytes`): they refuse batches that would
+    /// encode to more.
     pub max_entry_bytes: u64,
     /// Turn read-only once the data directory's disk is fuller than this fraction. 0.95
     /// like Pulsar, leaving room for compaction to run.
@@ -66,6 +67,12 @@ pub struct BookieConfig {
     pub repair: bool,
 }
 
+/// Default largest entry a bookie accepts: 6 MiB, the broker's default largest batch
+/// (5 MiB of payloads, keys and properties, Pulsar's default) plus 1 MiB for the batch's
+/// framing (producer name, per-message headers), so a batch at the broker's limit is
+/// always storable.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 6 << 20;
+
 impl Default for BookieConfig {
     fn default() -> Self {
         Self {
@@ -80,7 +87,7 @@ impl Default for BookieConfig {
             entry_log_max_bytes: 512 << 20,
             gc_interval_ms: 60_000,
             compaction_threshold: 0.5,
-            max_entry_bytes: 5 << 20,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             disk_usage_threshold: 0.95,
             disk_usage_lwm: 0.90,
             min_free_bytes: 0,

@@ -43,6 +43,10 @@ pub enum BookieError {
     /// The ledger is closed (ledger client).
     #[error("ledger {0} is closed")]
     LedgerClosed(u64),
+    /// The writer stopped after a bookie refused one of its entries for good (ledger
+    /// client); appends after that entry cannot complete in this ledger.
+    #[error("ledger {0} stopped taking appends: {1}")]
+    LedgerStopped(u64, String),
     /// The metadata store failed (ledger client).
     #[error("metadata store: {0}")]
     Metadata(String),
@@ -71,7 +75,7 @@ impl BookieError {
             BookieError::Remote { code, .. } => *code,
             BookieError::Transport(_) => ErrorCode::IoError,
             BookieError::NotEnoughBookies { .. } => ErrorCode::NotEnoughBookies,
-            BookieError::LedgerClosed(_) => ErrorCode::LedgerClosed,
+            BookieError::LedgerClosed(_) | BookieError::LedgerStopped(..) => ErrorCode::LedgerClosed,
             BookieError::Metadata(_) => ErrorCode::MetadataError,
         }
     }

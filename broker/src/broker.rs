@@ -199,14 +199,15 @@ impl LoadedTopic {
             return Ok(0);
         };
         let ledgers = ml.ledgers().await;
-        let current = ml.last_confirmed().map(|p| p.ledger.get());
         // Closed ledgers wholly acknowledged, oldest first, each with the time its last
         // entry was written at the latest (the next ledger's creation).
         let mut consumed = Vec::new();
         for (i, l) in ledgers.iter().enumerate() {
             let Some(next) = ledgers.get(i + 1) else { break };
-            let whole = l.id < md_ledger || (l.id == md_ledger && l.entries > 0 && md_entry + 1 >= l.entries);
-            if !whole || Some(l.id) == current {
+            // A closed empty ledger holds nothing to consume (and positions skip it).
+            let whole =
+                l.entries == 0 || l.id < md_ledger || (l.id == md_ledger && md_entry.saturating_add(1) >= l.entries);
+            if !whole {
                 break;
             }
             consumed.push((l, next.created_ms, next.id));
@@ -263,21 +264,31 @@ impl LoadedTopic {
         Ok(())
     }
 
-    /// Persists every subscription's cursor.
-    pub async fn persist_cursors(&self) {
+    /// Persists every subscription's cursor. `Err` means this broker no longer owns the
+    /// topic (a write was refused by the ownership guard): stop serving it.
+    pub async fn persist_cursors(&self) -> Result<()> {
         let subs: Vec<Arc<Subscription>> = self.subs.lock().await.values().map(|(s, _)| s.clone()).collect();
+        let mut lost = Ok(());
         for s in subs {
-            if let Err(e) = s.persist().await {
-                tracing::warn!(topic = %self.topic.name(), sub = %s.name(), error = %e, "cursor not persisted");
+            match s.persist().await {
+                Ok(()) => {}
+                Err(e @ BrokerError::Fenced(..)) => {
+                    tracing::warn!(topic = %self.topic.name(), sub = %s.name(), error = %e, "cursor not persisted: the topic moved to another broker");
+                    lost = Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic.name(), sub = %s.name(), error = %e, "cursor not persisted");
+                }
             }
         }
+        lost
     }
 
     /// Stops dispatching, persists cursors and the deduplication state, and closes the
     /// ledger (unload, shutdown: the next owner finds everything in order).
     pub async fn close(&self) {
         self.closed.cancel();
-        self.persist_cursors().await;
+        let _ = self.persist_cursors().await;
         for (_, (sub, runner)) in self.subs.lock().await.drain() {
             runner.abort();
             sub.disconnect_all().await;
@@ -286,7 +297,7 @@ impl LoadedTopic {
         if let Err(e) = ml.close().await {
             tracing::warn!(topic = %self.topic.name(), error = %e, "closing topic");
         }
-        if let Err(e) = self.topic.dedup().persist(&*ml.store(), ml.last_confirmed()).await {
+        if let Err(e) = self.topic.dedup().persist(&ml.owned_store(), ml.last_confirmed()).await {
             tracing::warn!(topic = %self.topic.name(), error = %e, "deduplication state not persisted");
         }
     }
@@ -367,15 +378,44 @@ impl Broker {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         });
+        let limits = broker.limits();
+        if limits.max_message_bytes < broker.cfg.max_message_bytes {
+            tracing::warn!(
+                configured = broker.cfg.max_message_bytes,
+                in_force = limits.max_message_bytes,
+                bookie_max_entry_bytes = limits.max_entry_bytes,
+                "max_message_bytes lowered to leave room for batch framing under what the bookies accept"
+            );
+        }
         broker.register().await?;
         broker.ready.store(true, std::sync::atomic::Ordering::Release);
-        broker.spawn_periodic(broker.cfg.cursor_persist_interval, |t| async move {
-            t.persist_cursors().await;
+        let weak = Arc::downgrade(&broker);
+        broker.spawn_periodic(broker.cfg.cursor_persist_interval, move |t| {
+            let weak = weak.clone();
+            async move {
+                if t.persist_cursors().await.is_err()
+                    && let Some(b) = weak.upgrade()
+                {
+                    b.drop_lost_topic(t.topic.name()).await;
+                }
+            }
         });
-        broker.spawn_periodic(crate::dedup::SNAPSHOT_INTERVAL, |t| async move {
-            let ml = t.topic.managed_ledger();
-            if let Err(e) = t.topic.dedup().persist(&*ml.store(), ml.last_confirmed()).await {
-                tracing::warn!(topic = %t.topic.name(), error = %e, "deduplication state not persisted");
+        let weak = Arc::downgrade(&broker);
+        broker.spawn_periodic(crate::dedup::SNAPSHOT_INTERVAL, move |t| {
+            let weak = weak.clone();
+            async move {
+                let ml = t.topic.managed_ledger();
+                match t.topic.dedup().persist(&ml.owned_store(), ml.last_confirmed()).await {
+                    Ok(()) => {}
+                    Err(BrokerError::Fenced(..)) => {
+                        if let Some(b) = weak.upgrade() {
+                            b.drop_lost_topic(t.topic.name()).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.topic.name(), error = %e, "deduplication state not persisted");
+                    }
+                }
             }
         });
         broker.spawn_periodic(Duration::from_secs(1), |t| async move {
@@ -417,6 +457,12 @@ impl Broker {
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
+    }
+
+    /// The batch size limits in force: `max_message_bytes`, lowered if needed to leave
+    /// room for batch framing under what the bookies accept.
+    pub fn limits(&self) -> crate::topic::Limits {
+        crate::topic::Limits::new(self.cfg.max_message_bytes, self.client.max_entry_bytes() as usize)
     }
 
     /// The current metadata session.
@@ -561,10 +607,22 @@ impl Broker {
         // Own the topic's bundle (an ephemeral key on our session), then open the ledger:
         // recovery fences the previous owner's last ledger before we append.
         let bundle = self.ensure_owned(name).await?;
-        let ml = ManagedLedger::open(
+        // Every write of the topic's state is fenced by this ownership key's version.
+        let guard = self
+            .owned
+            .lock()
+            .expect("owned")
+            .get(&bundle)
+            .filter(|o| !o.releasing)
+            .map(|o| strata_meta::Guard {
+                key: bundle.owner_key(),
+                version: o.version,
+            })
+            .ok_or_else(|| BrokerError::NotOwner(name.to_string()))?;
+        let ml = ManagedLedger::open_owned(
             name.clone(),
             self.client.clone(),
-            self.store.clone(),
+            crate::owned_store::OwnedStore::new(self.store.clone(), Some(guard)),
             self.cfg.ledger.clone(),
         )
         .await?;
@@ -575,11 +633,7 @@ impl Broker {
                 return Err(e);
             }
         };
-        let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(
-            ml,
-            self.cfg.max_message_bytes,
-            dedup,
-        )));
+        let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(ml, self.limits(), dedup)));
         if !self.owns(&bundle) {
             loaded.abandon().await;
             return Err(BrokerError::NotOwner(name.to_string()));
@@ -603,6 +657,16 @@ impl Broker {
             .filter_map(|n| topics.remove(&n))
             .filter_map(|c| c.get().cloned())
             .collect()
+    }
+
+    /// Stops serving a topic whose ownership moved to another broker (a write of its
+    /// state was refused by the ownership guard): abandoned, with no metadata writes.
+    pub async fn drop_lost_topic(&self, name: &TopicName) {
+        let taken = self.take_topics(|n| n == name);
+        for t in &taken {
+            tracing::warn!(topic = %name, "this broker no longer owns the topic; stopped serving it");
+            t.abandon().await;
+        }
     }
 
     /// Unloads a topic whose storage failed for good (see `ManagedLedger::is_failed`), so

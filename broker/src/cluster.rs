@@ -273,27 +273,46 @@ impl Broker {
 
     /// Hands `bundle` over: closes its topics cleanly (cursors, deduplication state and
     /// ledgers persisted), then deletes its ownership key. Returns whether it was owned.
+    ///
+    /// The ownership lock is held only to mark the bundle releasing and, afterwards, to
+    /// forget it — not while its topics close (which waits for bookies, up to
+    /// `managed_ledger::CLOSE_TIMEOUT`), so a lost session is acted on meanwhile.
     pub async fn release_bundle(&self, bundle: &Bundle) -> Result<bool> {
-        let _g = self.ownership.lock().await;
-        self.release_locked(bundle).await
+        let Some((version, topics)) = self.start_release(bundle).await else {
+            return Ok(false);
+        };
+        futures_util::future::join_all(topics.iter().map(|t| t.close())).await;
+        self.finish_release(bundle, version, topics.len()).await
     }
 
-    async fn release_locked(&self, bundle: &Bundle) -> Result<bool> {
+    /// Marks `bundle` releasing (no topic of it loads any more) and takes its topics.
+    async fn start_release(&self, bundle: &Bundle) -> Option<(u64, Vec<Arc<crate::broker::LoadedTopic>>)> {
+        let _g = self.ownership.lock().await;
         let version = match self.owned.lock().expect("owned").get_mut(bundle) {
             Some(o) => {
                 o.releasing = true;
                 o.version
             }
-            None => return Ok(false),
+            None => return None,
         };
-        let topics = self.take_topics(|n| bundle.holds(n));
-        futures_util::future::join_all(topics.iter().map(|t| t.close())).await;
-        self.owned.lock().expect("owned").remove(bundle);
+        Some((version, self.take_topics(|n| bundle.holds(n))))
+    }
+
+    /// Forgets `bundle` (owned at `version`) and deletes its ownership key — unless the
+    /// session was lost meanwhile (the key is gone, or is a new one of a new session).
+    async fn finish_release(&self, bundle: &Bundle, version: u64, topics: usize) -> Result<bool> {
+        let _g = self.ownership.lock().await;
+        {
+            let mut owned = self.owned.lock().expect("owned");
+            if owned.get(bundle).is_some_and(|o| o.version == version) {
+                owned.remove(bundle);
+            }
+        }
         let r = self
             .store
             .delete(&bundle.owner_key(), Condition::Version(version))
             .await;
-        tracing::info!(bundle = %bundle.id(), topics = topics.len(), "bundle released");
+        tracing::info!(bundle = %bundle.id(), topics, "bundle released");
         self.report_now.notify_one();
         match r {
             Ok(_) | Err(MetaError::BadVersion(_)) => Ok(true),
@@ -305,17 +324,21 @@ impl Broker {
     /// owns it): its topics are closed, the layout is changed, the bundle is released,
     /// and clients look the topics up again.
     pub async fn split_bundle_locally(&self, bundle: &Bundle) -> Result<()> {
-        let _g = self.ownership.lock().await;
-        self.acquire(bundle).await?;
+        {
+            let _g = self.ownership.lock().await;
+            self.acquire(bundle).await?;
+        }
         let (layout, version) = bundles::load_layout(&*self.store, &bundle.tenant, &bundle.namespace).await?;
         let split = layout.split(bundle.range)?;
-        if let Some(o) = self.owned.lock().expect("owned").get_mut(bundle) {
-            o.releasing = true;
-        }
-        let topics = self.take_topics(|n| bundle.holds(n));
+        let Some((owned_version, topics)) = self.start_release(bundle).await else {
+            return Err(BrokerError::NotOwner(format!(
+                "bundle {} changed hands; retry",
+                bundle.id()
+            )));
+        };
         futures_util::future::join_all(topics.iter().map(|t| t.close())).await;
         let stored = bundles::store_layout(&*self.store, &bundle.tenant, &bundle.namespace, &split, version).await;
-        self.release_locked(bundle).await?;
+        self.finish_release(bundle, owned_version, topics.len()).await?;
         stored?;
         tracing::info!(bundle = %bundle.id(), "bundle split");
         Ok(())

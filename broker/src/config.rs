@@ -13,8 +13,13 @@ pub struct BrokerSettings {
     /// Create topics on first produce or consume (true). Off: only `strata admin topics
     /// create` creates them, and clients get TOPIC_NOT_FOUND.
     pub auto_create_topics: bool,
-    /// Largest message batch a producer may send, in bytes (5 MiB).
+    /// Largest message batch a producer may send, in bytes (5 MiB): its payloads, keys
+    /// and property keys and values. Lowered if needed to stay 1 MiB (batch framing) under
+    /// `bookie_max_entry_bytes`; producers are told the limit in force.
     pub max_message_bytes: usize,
+    /// Largest entry the bookies accept: their `max_entry_bytes` (6 MiB, the bookies'
+    /// default). `strata broker` only; standalone takes its bookie's setting.
+    pub bookie_max_entry_bytes: u64,
     /// How long acknowledged data is kept, in seconds (0: deleted once every subscription
     /// acknowledged it and its ledger is closed; -1: forever).
     pub retention_time_secs: i64,
@@ -57,6 +62,7 @@ impl Default for BrokerSettings {
         Self {
             auto_create_topics: b.auto_create_topics,
             max_message_bytes: b.max_message_bytes,
+            bookie_max_entry_bytes: strata_bookie::config::DEFAULT_MAX_ENTRY_BYTES,
             retention_time_secs: b.retention_time.map_or(-1, |d| d.as_secs() as i64),
             retention_bytes: b.retention_bytes.map_or(-1, |n| n as i64),
             retention_check_interval_secs: b.retention_check_interval.as_secs(),
@@ -92,6 +98,12 @@ impl BrokerSettings {
             }
         };
         positive("max_message_bytes", self.max_message_bytes as u64)?;
+        if self.bookie_max_entry_bytes <= crate::topic::ENTRY_FRAMING_HEADROOM as u64 {
+            return Err(format!(
+                "broker.bookie_max_entry_bytes must be over {} (the room kept for batch framing)",
+                crate::topic::ENTRY_FRAMING_HEADROOM
+            ));
+        }
         positive("retention_check_interval_secs", self.retention_check_interval_secs)?;
         positive("cursor_persist_interval_ms", self.cursor_persist_interval_ms)?;
         positive("max_entries_per_ledger", self.max_entries_per_ledger)?;

@@ -10,17 +10,21 @@
 //! [`Layout`] of the topic.
 //!
 //! Persistence: the state is stored as JSON at `/strata/v1/cursors/<t>/<ns>/<topic>/<sub>`
-//! with compare-and-set. Acks are persisted in batches ([`Cursor::persist`] is called by
-//! the owner on a timer or after N acks), so a crash may redeliver recent acks — never lose
-//! a message. A version conflict means another broker owns the topic now.
+//! with compare-and-set, fenced by the topic's ownership ([`OwnedStore`]): a broker that
+//! lost the topic cannot write it any more. Acks are persisted in batches (the owner calls
+//! [`Cursor::persist`] on a timer), so a crash may redeliver recent acks — never lose a
+//! message. A version conflict while still owning the topic can only come from this
+//! broker's own write that committed without an answer: the owner's in-memory state is
+//! the truth, so the stored version is re-read and the write retried (see
+//! [`Cursor::persist`]); the cursor never stops being persisted.
 
 use crate::error::{BrokerError, Result};
+use crate::owned_store::OwnedStore;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use strata_common::{EntryId, LedgerId, Position, SubscriptionName, TopicName};
-use strata_meta::{Condition, MetaError, MetadataStore, keys};
+use strata_meta::{Condition, MetaError, keys};
 
 /// Format of [`CursorInfo`].
 pub const CURSOR_FORMAT: u32 = 1;
@@ -30,27 +34,50 @@ pub const MAX_PERSISTED_RANGES: usize = 10_000;
 
 /// The ledgers of a topic as (ledger id, entry count), oldest first; the last one may
 /// still be growing (its count is then a lower bound, which is all ordering needs).
+///
+/// Positions never land in a ledger that holds no entry: a closed empty ledger (a topic
+/// loaded and unloaded with no append in between) and a ledger no longer listed (trimmed
+/// by retention) are skipped, so the position after an acknowledged entry is always one
+/// that can be delivered and acknowledged — otherwise the mark-delete position would wait
+/// for it forever and retention would stop.
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
     pub ledgers: Vec<(u64, u64)>,
 }
 
 impl Layout {
+    fn at(id: u64, entry: u64) -> Position {
+        Position {
+            ledger: LedgerId::new(id).expect("stored ids are valid"),
+            entry: EntryId::new(entry),
+        }
+    }
+
+    /// Entry 0 of the first ledger from index `i` on that holds entries or is the last
+    /// (growing) one.
+    fn first_from(&self, i: usize) -> Option<Position> {
+        let last = self.ledgers.len().checked_sub(1)?;
+        self.ledgers[i.min(self.ledgers.len())..]
+            .iter()
+            .enumerate()
+            .find(|(j, (_, n))| *n > 0 || i + j == last)
+            .map(|(_, (id, _))| Self::at(*id, 0))
+    }
+
     /// The position right after `p`.
     pub fn next(&self, p: Position) -> Position {
         let (l, e) = (p.ledger.get(), p.entry.get());
-        if let Some(i) = self.ledgers.iter().position(|(id, _)| *id == l)
-            && let Some((count, next)) = self.ledgers.get(i).map(|x| x.1).zip(self.ledgers.get(i + 1))
-            && e + 1 >= count
-        {
-            return Position {
-                ledger: LedgerId::new(next.0).expect("stored ids are valid"),
-                entry: EntryId::new(0),
-            };
-        }
-        Position {
-            ledger: p.ledger,
-            entry: EntryId::new(e + 1),
+        let successor = Self::at(l, e.saturating_add(1));
+        match self.ledgers.iter().position(|(id, _)| *id == l) {
+            // The last ledger grows: its next entry is next.
+            Some(i) if i + 1 == self.ledgers.len() => successor,
+            Some(i) if e.saturating_add(1) < self.ledgers[i].1 => successor,
+            Some(i) => self.first_from(i + 1).unwrap_or(successor),
+            // Not listed (trimmed): the first entry of the ledgers after it.
+            None => match self.ledgers.iter().position(|(id, _)| *id > l) {
+                Some(i) => self.first_from(i).unwrap_or(successor),
+                None => successor,
+            },
         }
     }
 
@@ -62,23 +89,22 @@ impl Layout {
                 entry: EntryId::new(p.entry.get() - 1),
             });
         }
-        let i = self.ledgers.iter().position(|(id, _)| *id == p.ledger.get())?;
+        let i = self
+            .ledgers
+            .iter()
+            .position(|(id, _)| *id >= p.ledger.get())
+            .unwrap_or(self.ledgers.len());
         self.ledgers[..i]
             .iter()
             .rev()
             .find(|(_, n)| *n > 0)
-            .map(|(id, n)| Position {
-                ledger: LedgerId::new(*id).expect("stored ids are valid"),
-                entry: EntryId::new(n - 1),
-            })
+            .map(|(id, n)| Self::at(*id, n - 1))
     }
 
-    /// The first position of the topic.
+    /// The first position of the topic: entry 0 of its first ledger holding entries (or
+    /// of the growing last one).
     pub fn first(&self) -> Option<Position> {
-        self.ledgers.first().map(|(id, _)| Position {
-            ledger: LedgerId::new(*id).expect("stored ids are valid"),
-            entry: EntryId::new(0),
-        })
+        self.first_from(0)
     }
 }
 
@@ -212,12 +238,57 @@ impl AckState {
     }
 }
 
+/// Writes a cursor's state at `version` while this broker owns the topic; returns the
+/// new version.
+///
+/// - The topic's ownership moved: [`BrokerError::Fenced`], nothing written.
+/// - A version conflict while still owning it: only this broker writes the key while it
+///   owns the topic (admin commands only delete it), so the stored value is an earlier
+///   state of ours whose write committed without an answer. The key is re-read and the
+///   write made again at the version found: the owner's in-memory state is the truth,
+///   and it covers everything the stored one acknowledged.
+/// - The key is gone (the subscription was deleted): [`BrokerError::NotFound`].
+pub async fn write(store: &OwnedStore, key: &str, value: Bytes, version: u64) -> Result<u64> {
+    match store.put(key, value.clone(), Condition::Version(version)).await {
+        Ok(v) => Ok(v),
+        Err(MetaError::BadVersion(_)) => match store.store().get(key).await? {
+            Some(found) => {
+                tracing::info!(
+                    cursor = key,
+                    expected = version,
+                    found = found.version,
+                    "cursor version moved under this owner (an earlier write committed without an answer); writing again"
+                );
+                store
+                    .put(key, value, Condition::Version(found.version))
+                    .await
+                    .map_err(|e| persist_error(key, e))
+            }
+            None => Err(BrokerError::NotFound(format!("cursor {key} was deleted"))),
+        },
+        Err(e) => Err(persist_error(key, e)),
+    }
+}
+
+fn persist_error(key: &str, e: MetaError) -> BrokerError {
+    match e {
+        MetaError::GuardChanged(_) => BrokerError::Fenced(
+            key.to_string(),
+            "this broker no longer owns the topic; the new owner keeps the cursor".into(),
+        ),
+        MetaError::BadVersion(_) => {
+            BrokerError::Metadata(format!("cursor {key} changed while it was written; retried"))
+        }
+        e => e.into(),
+    }
+}
+
 /// A cursor: [`AckState`] plus its stored version. A non-durable cursor (a reader's) is
 /// never written: its persistence calls are no-ops.
 pub struct Cursor {
     key: String,
     durable: bool,
-    store: Arc<dyn MetadataStore>,
+    store: OwnedStore,
     pub state: AckState,
     sub_type: String,
     version: u64,
@@ -230,7 +301,7 @@ impl Cursor {
     /// Loads the cursor, or creates it at `initial` (the position before the first message
     /// to deliver; `None` means from the beginning).
     pub async fn open(
-        store: Arc<dyn MetadataStore>,
+        store: OwnedStore,
         topic: &TopicName,
         sub: &SubscriptionName,
         sub_type: &str,
@@ -238,7 +309,7 @@ impl Cursor {
     ) -> Result<Self> {
         let key = keys::cursor(&topic.path(), sub.as_str());
         loop {
-            if let Some(v) = store.get(&key).await? {
+            if let Some(v) = store.store().get(&key).await? {
                 let info: CursorInfo = serde_json::from_slice(&v.value)
                     .map_err(|e| BrokerError::Corruption(format!("cursor {sub} of {topic}: {e}")))?;
                 if info.format != CURSOR_FORMAT {
@@ -277,14 +348,14 @@ impl Cursor {
                     });
                 }
                 Err(MetaError::BadVersion(_)) => continue, // created concurrently: load it
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(persist_error(&key, e)),
             }
         }
     }
 
     /// A cursor kept in memory only (readers): starts after `initial` (`None`: from the
     /// beginning), never written to the metadata store.
-    pub fn non_durable(store: Arc<dyn MetadataStore>, sub_type: &str, initial: Option<Position>) -> Self {
+    pub fn non_durable(store: OwnedStore, sub_type: &str, initial: Option<Position>) -> Self {
         Self {
             key: String::new(),
             durable: false,
@@ -321,25 +392,14 @@ impl Cursor {
         self.generation += 1;
     }
 
-    /// Writes the state if it changed since the last write. A version conflict means
-    /// another broker now owns the topic.
+    /// Writes the state if it changed since the last write (see [`write`]).
     pub async fn persist(&mut self) -> Result<()> {
-        if !self.dirty || !self.durable {
+        let Some((key, value, version, generation)) = self.to_persist() else {
             return Ok(());
-        }
-        let value = Bytes::from(serde_json::to_vec(&self.state.to_info(&self.sub_type)).expect("cursor serialises"));
-        match self.store.put(&self.key, value, Condition::Version(self.version)).await {
-            Ok(v) => {
-                self.version = v;
-                self.dirty = false;
-                Ok(())
-            }
-            Err(MetaError::BadVersion(_)) => Err(BrokerError::Fenced(
-                self.key.clone(),
-                "the cursor was updated by another broker".into(),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        };
+        let v = write(&self.store, &key, value, version).await?;
+        self.persisted(v, generation);
+        Ok(())
     }
 
     /// Seek: everything before `p` counts as acknowledged, nothing from `p` on.
@@ -373,7 +433,7 @@ impl Cursor {
         }
     }
 
-    pub fn store(&self) -> Arc<dyn MetadataStore> {
+    pub fn store(&self) -> OwnedStore {
         self.store.clone()
     }
 
@@ -382,7 +442,7 @@ impl Cursor {
         if !self.durable {
             return Ok(());
         }
-        self.store.delete(&self.key, Condition::Any).await?;
+        self.store.store().delete(&self.key, Condition::Any).await?;
         Ok(())
     }
 }
@@ -468,24 +528,137 @@ mod tests {
         assert_eq!(s.range_count(), 9);
     }
 
+    #[test]
+    fn positions_skip_empty_and_trimmed_ledgers() {
+        // Ledger 2 closed empty (a load and unload with no append), ledger 4 empty too,
+        // ledger 5 current (growing, count 0).
+        let l = Layout {
+            ledgers: vec![(1, 3), (2, 0), (3, 2), (4, 0), (5, 0)],
+        };
+        assert_eq!(l.next(p(1, 2)), p(3, 0), "over the empty ledger 2");
+        assert_eq!(l.next(p(3, 1)), p(5, 0), "over the empty ledger 4 to the growing one");
+        assert_eq!(l.next(p(5, 7)), p(5, 8));
+        assert_eq!(l.prev(p(3, 0)), Some(p(1, 2)));
+        assert_eq!(l.prev(p(5, 0)), Some(p(3, 1)));
+        // The first ledgers empty: the first position is in the first one with entries.
+        let l2 = Layout {
+            ledgers: vec![(2, 0), (3, 2), (5, 0)],
+        };
+        assert_eq!(l2.first(), Some(p(3, 0)));
+        // Only empty closed ledgers and the growing one: entry 0 of the growing one.
+        let l3 = Layout {
+            ledgers: vec![(2, 0), (4, 0), (5, 0)],
+        };
+        assert_eq!(l3.first(), Some(p(5, 0)));
+        assert_eq!(l3.next(p(1, 9)), p(5, 0), "a trimmed mark-delete ledger");
+        // The mark-delete ledger was trimmed: next is the first entry after it.
+        assert_eq!(l2.next(p(1, 2)), p(3, 0));
+        assert_eq!(l2.prev(p(3, 0)), None);
+        // u64::MAX ids and entries do not overflow.
+        let big = Layout {
+            ledgers: vec![(u64::MAX - 1, 0)],
+        };
+        assert_eq!(big.next(p(u64::MAX - 1, u64::MAX)), p(u64::MAX - 1, u64::MAX));
+    }
+
+    #[test]
+    fn the_mark_delete_position_advances_over_empty_and_trimmed_ledgers() {
+        // Acked through 1:2; then ledger 2 closed empty and 3 holds two entries.
+        let mut s = AckState::default();
+        let before = Layout {
+            ledgers: vec![(1, 3), (2, 0)],
+        };
+        for e in 0..3 {
+            s.ack(p(1, e), &before);
+        }
+        assert_eq!(s.mark_delete(), Some(p(1, 2)));
+        let l = Layout {
+            ledgers: vec![(1, 3), (2, 0), (3, 2), (6, 0)],
+        };
+        s.ack(p(3, 0), &l);
+        assert_eq!(s.mark_delete(), Some(p(3, 0)), "moved over the empty ledger");
+        // Retention trims 1..3 while the mark sits on 3's last entry.
+        s.ack(p(3, 1), &l);
+        assert_eq!(s.mark_delete(), Some(p(3, 1)));
+        let trimmed = Layout {
+            ledgers: vec![(6, 4), (9, 0)],
+        };
+        s.ack(p(6, 1), &trimmed);
+        s.ack(p(6, 0), &trimmed);
+        assert_eq!(s.mark_delete(), Some(p(6, 1)), "moved on although its ledger is gone");
+        assert_eq!(s.range_count(), 0);
+        // Nothing acked yet and the first ledgers empty: the first real entry counts.
+        let mut fresh = AckState::default();
+        let empty_first = Layout {
+            ledgers: vec![(2, 0), (3, 2), (6, 0)],
+        };
+        fresh.ack(p(3, 0), &empty_first);
+        assert_eq!(fresh.mark_delete(), Some(p(3, 0)));
+    }
+
     #[tokio::test]
-    async fn persisted_state_survives_reopen_and_conflicts_fence() {
+    async fn cursor_writes_are_fenced_by_ownership_and_survive_an_ambiguous_write() {
         let store = strata_meta::connect("memory://").await.unwrap();
         let topic = TopicName::parse("t/ns/x").unwrap();
         let sub = SubscriptionName::new("s").unwrap();
         let l = layout();
-        let mut c = Cursor::open(store.clone(), &topic, &sub, "Shared", None).await.unwrap();
-        c.ack(p(1, 0), &l);
-        c.ack(p(1, 3), &l);
-        c.persist().await.unwrap();
-        let mut other = Cursor::open(store.clone(), &topic, &sub, "Exclusive", None)
+        let owner_key = "/strata/v1/ownership/t/ns/0x00000000_0xffffffff";
+        let v1 = store
+            .put(owner_key, Bytes::from_static(b"a"), Condition::Absent)
             .await
             .unwrap();
-        assert_eq!(other.sub_type(), "Shared", "the stored type wins");
-        assert_eq!(other.state, c.state);
-        other.ack(p(1, 1), &l);
-        other.persist().await.unwrap();
-        c.ack(p(1, 2), &l);
+        let guard = |version| strata_meta::Guard {
+            key: owner_key.into(),
+            version,
+        };
+        let old = OwnedStore::new(store.clone(), Some(guard(v1)));
+        let mut c = Cursor::open(old, &topic, &sub, "Shared", None).await.unwrap();
+        c.ack(p(1, 0), &l);
+        c.persist().await.unwrap();
+
+        // Ownership moves (the old owner's session expired; another broker took the bundle).
+        store.delete(owner_key, Condition::Any).await.unwrap();
+        let v2 = store
+            .put(owner_key, Bytes::from_static(b"b"), Condition::Absent)
+            .await
+            .unwrap();
+        let mut new = Cursor::open(
+            OwnedStore::new(store.clone(), Some(guard(v2))),
+            &topic,
+            &sub,
+            "Exclusive",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(new.sub_type(), "Shared", "the stored type wins");
+        assert_eq!(new.state, c.state);
+        // The old owner, not knowing yet, acks more: its write is refused.
+        c.ack(p(1, 1), &l);
         assert!(matches!(c.persist().await, Err(BrokerError::Fenced(..))));
+        // The new owner persists as usual …
+        new.ack(p(1, 2), &l);
+        new.persist().await.unwrap();
+        // … also after one of its writes committed without an answer (the version moved).
+        let key = keys::cursor(&topic.path(), sub.as_str());
+        let stored = store.get(&key).await.unwrap().unwrap();
+        store.put(&key, stored.value, Condition::Any).await.unwrap();
+        new.ack(p(1, 3), &l);
+        new.persist().await.unwrap();
+        let reopened = Cursor::open(
+            OwnedStore::new(store.clone(), Some(guard(v2))),
+            &topic,
+            &sub,
+            "Shared",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reopened.state, new.state);
+        assert!(reopened.state.is_acked(p(1, 3)) && !reopened.state.is_acked(p(1, 1)));
+        // Deleted (unsubscribed): persisting says so instead of re-creating it.
+        store.delete(&key, Condition::Any).await.unwrap();
+        new.ack(p(3, 0), &l);
+        assert!(matches!(new.persist().await, Err(BrokerError::NotFound(_))));
     }
 }

@@ -320,17 +320,25 @@ impl Dedup {
         })
     }
 
-    /// Persists the state if it changed since the last call.
-    pub async fn persist(&self, store: &dyn MetadataStore, end: Option<Position>) -> Result<()> {
+    /// Persists the state if it changed since the last call, only while this broker owns
+    /// the topic (`store` is fenced by ownership: an old owner cannot overwrite the new
+    /// owner's snapshot).
+    pub async fn persist(&self, store: &crate::owned_store::OwnedStore, end: Option<Position>) -> Result<()> {
         let Some(s) = self.take_snapshot(end) else {
             return Ok(());
         };
         let value = Bytes::from(serde_json::to_vec(&s).expect("serializable"));
-        if let Err(e) = store.put(&self.key, value, Condition::Any).await {
-            self.inner.lock().expect("dedup state").dirty = true;
-            return Err(e.into());
+        match store.put(&self.key, value, Condition::Any).await {
+            Ok(_) => Ok(()),
+            Err(strata_meta::MetaError::GuardChanged(_)) => Err(BrokerError::Fenced(
+                self.key.clone(),
+                "this broker no longer owns the topic; the new owner keeps the deduplication state".into(),
+            )),
+            Err(e) => {
+                self.inner.lock().expect("dedup state").dirty = true;
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 
     /// Deletes the persisted state (the topic is being deleted).

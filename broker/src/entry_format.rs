@@ -25,6 +25,11 @@ pub fn encode(batch: &StoredBatch) -> Bytes {
     buf.freeze()
 }
 
+/// The length of [`encode`]'s output, without encoding.
+pub fn encoded_len(batch: &StoredBatch) -> usize {
+    HEADER_LEN + batch.encoded_len()
+}
+
 /// Decodes an entry payload.
 pub fn decode(entry: &Bytes) -> Result<StoredBatch> {
     if entry.len() < HEADER_LEN || entry[..2] != MAGIC {
@@ -72,6 +77,7 @@ mod tests {
             ],
         };
         let e = encode(&batch);
+        assert_eq!(e.len(), encoded_len(&batch));
         assert_eq!(decode(&e).unwrap(), batch);
         assert!(decode(&Bytes::from_static(b"xx")).is_err());
         assert!(

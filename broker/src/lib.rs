@@ -14,6 +14,7 @@ pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
 pub mod metrics;
+pub mod owned_store;
 pub mod service;
 pub mod subscription;
 pub mod topic;

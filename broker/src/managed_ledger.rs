@@ -14,12 +14,22 @@
 //! `max_entries_per_ledger` entries, `max_ledger_bytes` bytes, or is older than
 //! `max_ledger_age`. Appends wait during a rollover; none fails because of it.
 //!
-//! Locking: one async mutex orders appends, rollover and list changes. It is held across
-//! the awaits of a rollover (close, create, compare-and-set) on purpose — that is what
-//! makes appends wait for the new ledger instead of racing it — but never across the wait
-//! for an append's durability, so appends stay pipelined.
+//! Locking:
+//! - the state (list, current writer, failure) sits behind a std mutex, never held across
+//!   an await, so reads, retention, failure checks and close never wait for bookies;
+//! - appends take turns on an async queue (`appends`), which orders them: a turn lasts
+//!   until the entry is handed to the writer (waiting only for the writer's back-pressure),
+//!   or through a rollover, so appends wait for the new ledger instead of racing it — but
+//!   never across the wait for an append's durability, so appends stay pipelined;
+//! - changes of the stored list (rollover, trim, close) are serialised by `list`, held
+//!   across metadata writes only.
+//!
+//! Writes of the list are fenced by ownership ([`OwnedStore`]): once another broker owns
+//! the topic, they fail and the topic fails with `Fenced`. A write that fails ambiguously
+//! (timeout: it may have committed) is read back before anything is undone.
 
 use crate::error::{BrokerError, Result};
+use crate::owned_store::OwnedStore;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -159,11 +169,13 @@ fn now_ms() -> u64 {
 struct State {
     info: ManagedLedgerInfo,
     version: u64,
+    /// The current ledger's writer; stays here (closed) until the next one replaces it.
     writer: Option<LedgerWriter>,
     entries: u64,
     bytes: u64,
     created: Instant,
-    /// Set once the topic was taken over or closed; every later append fails with it.
+    /// Set once the topic was taken over or closed, or its storage failed; every later
+    /// append fails with it.
     failed: Option<BrokerError>,
 }
 
@@ -266,14 +278,31 @@ impl Drop for EntryCache {
     }
 }
 
+/// How long [`ManagedLedger::close`] waits for the appends in flight and the ledger's
+/// close: the ledger client's default add timeout (a bookie silent that long is replaced).
+/// Past it the topic is abandoned instead: its ledger stays Open and the next owner's
+/// recovery closes it where its confirmed entries end, so nothing acknowledged is lost.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A topic's storage. Share it behind an `Arc`.
 pub struct ManagedLedger {
     topic: TopicName,
     key: String,
     client: LedgerClient,
-    store: Arc<dyn MetadataStore>,
+    owned: OwnedStore,
     cfg: ManagedLedgerConfig,
-    state: Mutex<State>,
+    /// The ledger list, the current writer and the failure. A std mutex: never held
+    /// across an await.
+    state: std::sync::Mutex<State>,
+    /// The queue of appends: an append holds it from its turn until its entry is handed
+    /// to the writer (waiting there only for the writer's back-pressure), and a rollover
+    /// holds it while the full ledger closes and the next one starts. Nothing else takes
+    /// it but [`ManagedLedger::close`] (bounded by [`CLOSE_TIMEOUT`]): reads, the ledger
+    /// list, retention and failure checks never wait behind an append.
+    appends: Mutex<()>,
+    /// Serialises changes of the stored ledger list (compare-and-set on its version);
+    /// held across metadata writes only, never across a wait for bookies.
+    list: Mutex<()>,
     /// The last appended (confirmed) position, for tailing readers.
     last_confirmed: watch::Sender<Option<Position>>,
     readers: std::sync::Mutex<HashMap<u64, Arc<LedgerReader>>>,
@@ -282,22 +311,34 @@ pub struct ManagedLedger {
     /// someone reads (a topic nobody consumes caches nothing).
     last_read_ms: std::sync::atomic::AtomicU64,
     opened: Instant,
-    /// Ownership was lost: every append fails at once, without touching the state lock
-    /// (which a rollover stuck on an unreachable store may hold).
+    /// Ownership was lost: every append fails at once.
     abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl ManagedLedger {
-    /// Opens (creating if needed) a topic's managed ledger: recovers the previous owner's
-    /// last ledger, then starts a new one. Fails with `Fenced` if another broker opened
-    /// the topic concurrently.
+    /// Opens (creating if needed) a topic's managed ledger without an ownership guard
+    /// (tests of storage alone); brokers use [`ManagedLedger::open_owned`].
     pub async fn open(
         topic: TopicName,
         client: LedgerClient,
         store: Arc<dyn MetadataStore>,
         cfg: ManagedLedgerConfig,
     ) -> Result<Arc<Self>> {
+        Self::open_owned(topic, client, OwnedStore::new(store, None), cfg).await
+    }
+
+    /// Opens (creating if needed) a topic's managed ledger: recovers the previous owner's
+    /// last ledger, then starts a new one. Every write of the topic's state goes through
+    /// `owned`, so it fails once this broker no longer owns the topic. Fails with `Fenced`
+    /// if another broker opened the topic concurrently.
+    pub async fn open_owned(
+        topic: TopicName,
+        client: LedgerClient,
+        owned: OwnedStore,
+        cfg: ManagedLedgerConfig,
+    ) -> Result<Arc<Self>> {
         strata_bookie::ledger::validate_quorum(cfg.ensemble, cfg.write_quorum, cfg.ack_quorum)?;
+        let store = owned.store().clone();
         let key = keys::topic(&topic.path());
         let (mut info, version) = loop {
             match store.get(&key).await? {
@@ -307,10 +348,10 @@ impl ManagedLedger {
                         format: INFO_FORMAT,
                         ledgers: Vec::new(),
                     };
-                    match store.put(&key, info.encode(), Condition::Absent).await {
+                    match owned.put(&key, info.encode(), Condition::Absent).await {
                         Ok(v) => break (info, v),
                         Err(MetaError::BadVersion(_)) => continue,
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(lost_or(&topic, e)),
                     }
                 }
             }
@@ -340,9 +381,9 @@ impl ManagedLedger {
             topic,
             key,
             client,
-            store,
+            owned,
             cfg,
-            state: Mutex::new(State {
+            state: std::sync::Mutex::new(State {
                 info,
                 version,
                 writer: None,
@@ -351,6 +392,8 @@ impl ManagedLedger {
                 created: Instant::now(),
                 failed: None,
             }),
+            appends: Mutex::new(()),
+            list: Mutex::new(()),
             last_confirmed: watch::Sender::new(last_confirmed),
             readers: std::sync::Mutex::new(HashMap::new()),
             cache: std::sync::Mutex::new(cache),
@@ -358,25 +401,33 @@ impl ManagedLedger {
             opened: Instant::now(),
             abandoned: std::sync::atomic::AtomicBool::new(false),
         });
-        {
-            let mut st = ml.state.lock().await;
-            ml.start_ledger(&mut st).await?;
-        }
+        ml.start_ledger().await?;
         Ok(ml)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("managed ledger state")
     }
 
     pub fn topic(&self) -> &TopicName {
         &self.topic
     }
 
-    /// The metadata store the topic lives in.
+    /// The metadata store the topic lives in (for reads; write the topic's state through
+    /// [`Self::owned_store`]).
     pub fn store(&self) -> Arc<dyn MetadataStore> {
-        self.store.clone()
+        self.owned.store().clone()
+    }
+
+    /// The store fenced by this broker's ownership of the topic: cursors and the
+    /// deduplication snapshot are written through it.
+    pub fn owned_store(&self) -> OwnedStore {
+        self.owned.clone()
     }
 
     /// The ledgers of the topic, oldest first.
     pub async fn ledgers(&self) -> Vec<LedgerInfo> {
-        self.state.lock().await.info.ledgers.clone()
+        self.state().info.ledgers.clone()
     }
 
     /// The last confirmed position, if any entry was ever written.
@@ -391,22 +442,67 @@ impl ManagedLedger {
     }
 
     /// Starts a new ledger and records it in the list (compare-and-set).
-    async fn start_ledger(&self, st: &mut State) -> Result<()> {
+    ///
+    /// A write of the list that fails ambiguously (the store timed out or went away: the
+    /// write may still have committed) never leads to deleting the new ledger while the
+    /// list may name it — a listed ledger without metadata could never be loaded again.
+    /// The list is read back: if it names the ledger, the write committed and the ledger
+    /// is used; if not, the list is rewritten unchanged at the version read, so the lost
+    /// write can no longer commit, and only then is the ledger deleted.
+    async fn start_ledger(&self) -> Result<()> {
         let writer = self
             .client
             .create(self.cfg.ensemble, self.cfg.write_quorum, self.cfg.ack_quorum)
             .await?;
-        let mut info = st.info.clone();
-        info.ledgers.push(LedgerInfo {
-            id: writer.id().get(),
-            entries: 0,
-            bytes: 0,
-            created_ms: now_ms(),
-        });
-        if let Err(e) = self.store_info(st, info).await {
-            let _ = self.client.delete(writer.id()).await;
-            return Err(e);
+        let id = writer.id();
+        let _list = self.list.lock().await;
+        let stored = {
+            let st = self.state();
+            match &st.failed {
+                // Closed or taken over while the ledger was created: never listed.
+                Some(e) => Err(e.clone()),
+                None => {
+                    let mut info = st.info.clone();
+                    info.ledgers.push(LedgerInfo {
+                        id: id.get(),
+                        entries: 0,
+                        bytes: 0,
+                        created_ms: now_ms(),
+                    });
+                    Ok(info)
+                }
+            }
+        };
+        let result = match stored {
+            Ok(info) => self.store_info(info).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e @ (BrokerError::Metadata(_) | BrokerError::Unavailable(_))) => {
+                match self.settle_ambiguous(id).await {
+                    Settled::Listed => {
+                        tracing::info!(topic = %self.topic, ledger = %id, "the ledger list was written after all (an ambiguous failure)");
+                    }
+                    Settled::NotListed => {
+                        let _ = self.client.delete(id).await;
+                        return Err(e);
+                    }
+                    Settled::Unknown => {
+                        tracing::warn!(topic = %self.topic, ledger = %id, error = %e,
+                        "cannot tell whether the ledger list names the new ledger; keeping the ledger");
+                        self.state().failed.get_or_insert(e.clone());
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                // Refused for sure (taken over, closed): the list does not name it.
+                let _ = self.client.delete(id).await;
+                return Err(e);
+            }
         }
+        let mut st = self.state();
         st.writer = Some(writer);
         st.entries = 0;
         st.bytes = 0;
@@ -414,90 +510,175 @@ impl ManagedLedger {
         Ok(())
     }
 
-    async fn store_info(&self, st: &mut State, info: ManagedLedgerInfo) -> Result<()> {
+    /// After an ambiguous failure to list ledger `id`: finds out whether the list names
+    /// it, making sure a lost write cannot commit later. Call with the list lock held.
+    async fn settle_ambiguous(&self, id: LedgerId) -> Settled {
+        for _ in 0..3 {
+            let Ok(current) = self.owned.store().get(&self.key).await else {
+                return Settled::Unknown;
+            };
+            let Some(v) = current else { return Settled::Unknown };
+            let Ok(info) = ManagedLedgerInfo::decode(&self.topic, &v.value) else {
+                return Settled::Unknown;
+            };
+            if info.ledgers.iter().any(|l| l.id == id.get()) {
+                let mut st = self.state();
+                st.info = info;
+                st.version = v.version;
+                return Settled::Listed;
+            }
+            // Not listed yet: bump the version, so the lost write (conditional on the
+            // version we had) can never commit.
+            match self
+                .owned
+                .put(&self.key, v.value.clone(), Condition::Version(v.version))
+                .await
+            {
+                Ok(version) => {
+                    let mut st = self.state();
+                    st.info = info;
+                    st.version = version;
+                    return Settled::NotListed;
+                }
+                Err(MetaError::BadVersion(_)) => continue,
+                Err(_) => return Settled::Unknown,
+            }
+        }
+        Settled::Unknown
+    }
+
+    /// Writes the list (compare-and-set on the version last seen). Call with the list
+    /// lock held. A write that fails ambiguously but is found stored is a success.
+    async fn store_info(&self, info: ManagedLedgerInfo) -> Result<()> {
+        let version = self.state().version;
+        let encoded = info.encode();
         match self
-            .store
-            .put(&self.key, info.encode(), Condition::Version(st.version))
+            .owned
+            .put(&self.key, encoded.clone(), Condition::Version(version))
             .await
         {
             Ok(v) => {
+                let mut st = self.state();
                 st.version = v;
                 st.info = info;
                 Ok(())
             }
             Err(MetaError::BadVersion(_)) => {
+                // Our own earlier write may have committed without an answer; then the
+                // stored list is exactly what we wrote.
+                if let Ok(Some(v)) = self.owned.store().get(&self.key).await
+                    && v.value == encoded
+                {
+                    let mut st = self.state();
+                    st.version = v.version;
+                    st.info = info;
+                    return Ok(());
+                }
                 let e = BrokerError::Fenced(
                     self.topic.to_string(),
                     "its ledger list was changed by another broker".into(),
                 );
-                st.failed = Some(e.clone());
+                self.state().failed = Some(e.clone());
                 Err(e)
             }
-            Err(e) => Err(e.into()),
+            Err(e @ MetaError::GuardChanged(_)) => {
+                let e = lost_or(&self.topic, e);
+                self.state().failed = Some(e.clone());
+                Err(e)
+            }
+            Err(e) => {
+                if let Ok(Some(v)) = self.owned.store().get(&self.key).await
+                    && v.value == encoded
+                {
+                    let mut st = self.state();
+                    st.version = v.version;
+                    st.info = info;
+                    return Ok(());
+                }
+                Err(e.into())
+            }
         }
     }
 
-    /// Closes the current ledger (waiting for its appends) and records its size.
-    async fn close_current(&self, st: &mut State) -> Result<()> {
-        let Some(writer) = st.writer.take() else {
-            return Ok(());
+    /// Records ledger `id` closed with `last` as its last entry.
+    async fn record_closed(&self, id: LedgerId, last: Option<u64>) -> Result<()> {
+        let _list = self.list.lock().await;
+        let info = {
+            let st = self.state();
+            let mut info = st.info.clone();
+            if let Some(l) = info.ledgers.iter_mut().find(|l| l.id == id.get()) {
+                l.entries = last.map_or(0, |e| e + 1);
+                l.bytes = st.bytes;
+            }
+            info
         };
-        let last = writer.close().await.map_err(|e| self.storage_error(e))?;
-        let mut info = st.info.clone();
-        if let Some(l) = info.ledgers.iter_mut().find(|l| l.id == writer.id().get()) {
-            l.entries = last.map_or(0, |e| e + 1);
-            l.bytes = st.bytes;
-        }
-        self.store_info(st, info).await
+        self.store_info(info).await
     }
 
     fn storage_error(&self, e: BookieError) -> BrokerError {
-        match e.code() {
-            ErrorCode::Fenced => {
+        match e {
+            BookieError::Fenced(_) => {
                 BrokerError::Fenced(self.topic.to_string(), "another broker recovered its ledger".into())
             }
-            _ => BrokerError::Storage(e),
+            BookieError::TooLarge { what, size, limit } => BrokerError::TooLarge { what, size, limit },
+            e if e.code() == ErrorCode::Fenced => {
+                BrokerError::Fenced(self.topic.to_string(), "another broker recovered its ledger".into())
+            }
+            e => BrokerError::Storage(e),
         }
     }
 
+    /// Marks the topic failed (appends after a failed one must not be stored ahead of it;
+    /// the owner unloads the topic and the next load recovers it).
+    fn fail(&self, e: BrokerError) -> BrokerError {
+        self.state().failed.get_or_insert(e.clone());
+        e
+    }
+
     /// Appends one entry; returns its position once it is on an ack quorum. Appends are
-    /// positioned in call order.
+    /// positioned in call order (the first poll of the returned future).
+    ///
+    /// Cancellation: dropped before its turn, nothing happened; dropped after the entry
+    /// was handed to the writer, the entry may still be stored.
     pub async fn append(&self, payload: Bytes) -> Result<Position> {
         if self.abandoned.load(std::sync::atomic::Ordering::Acquire) {
             return Err(BrokerError::Closed(self.topic.to_string()));
         }
         let (ledger, pending) = {
-            let mut st = self.state.lock().await;
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
-            }
-            let full = st.entries >= self.cfg.max_entries_per_ledger
-                || st.bytes >= self.cfg.max_ledger_bytes
-                || st.created.elapsed() >= self.cfg.max_ledger_age;
-            // Any failure here fails every later append too (`failed`): appends after a
-            // failed one must not be stored ahead of it. The owner then unloads the topic
-            // and the next load recovers it.
-            if full || st.writer.is_none() {
-                let rolled = match self.close_current(&mut st).await {
-                    Ok(()) => self.start_ledger(&mut st).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = rolled {
-                    st.failed.get_or_insert(e.clone());
-                    return Err(e);
+            let _turn = self.appends.lock().await;
+            let writer = {
+                let st = self.state();
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
                 }
-            }
-            st.entries += 1;
-            st.bytes += payload.len() as u64;
-            let writer = st.writer.as_ref().expect("a current ledger");
-            let id = writer.id();
+                let full = st.entries >= self.cfg.max_entries_per_ledger
+                    || st.bytes >= self.cfg.max_ledger_bytes
+                    || st.created.elapsed() >= self.cfg.max_ledger_age;
+                st.writer.clone().filter(|_| !full)
+            };
+            let writer = match writer {
+                Some(w) => w,
+                None => {
+                    // Rollover, holding only the append queue.
+                    if let Err(e) = self.roll().await {
+                        return Err(self.fail(e));
+                    }
+                    match self.state().writer.clone() {
+                        Some(w) => w,
+                        None => return Err(self.fail(BrokerError::Closed(self.topic.to_string()))),
+                    }
+                }
+            };
             match writer.submit(payload.clone()).await {
-                Ok(pending) => (id, pending),
-                Err(e) => {
-                    let e = self.storage_error(e);
-                    st.failed.get_or_insert(e.clone());
-                    return Err(e);
+                Ok(pending) => {
+                    let mut st = self.state();
+                    st.entries += 1;
+                    st.bytes += payload.len() as u64;
+                    (writer.id(), pending)
                 }
+                // Refused before it was given an entry id: only this append fails.
+                Err(e @ BookieError::TooLarge { .. }) => return Err(self.storage_error(e)),
+                Err(e) => return Err(self.fail(self.storage_error(e))),
             }
         };
         match pending.await {
@@ -523,12 +704,19 @@ impl ManagedLedger {
                 });
                 Ok(pos)
             }
-            Err(e) => {
-                let e = self.storage_error(e);
-                self.state.lock().await.failed.get_or_insert(e.clone());
-                Err(e)
-            }
+            Err(e) => Err(self.fail(self.storage_error(e))),
         }
+    }
+
+    /// Closes the current ledger (waiting for its appends) and starts the next one. Call
+    /// holding the append queue.
+    async fn roll(&self) -> Result<()> {
+        let current = self.state().writer.clone();
+        if let Some(w) = current {
+            let last = w.close().await.map_err(|e| self.storage_error(e))?;
+            self.record_closed(w.id(), last).await?;
+        }
+        self.start_ledger().await
     }
 
     /// Whether [`Self::read`] ran within the last [`CACHE_TTL`].
@@ -552,13 +740,16 @@ impl ManagedLedger {
     /// Whether appends fail for good (taken over, closed, or a storage failure): the owner
     /// should unload the topic so the next load recovers it.
     pub async fn is_failed(&self) -> bool {
-        self.abandoned.load(std::sync::atomic::Ordering::Acquire) || self.state.lock().await.failed.is_some()
+        self.abandoned.load(std::sync::atomic::Ordering::Acquire) || self.state().failed.is_some()
     }
 
     /// Stops appending for good without closing the ledger or writing metadata: the
     /// topic's ownership was lost and the next owner recovers (fences) the ledger.
     pub fn abandon(&self) {
         self.abandoned.store(true, std::sync::atomic::Ordering::Release);
+        self.state()
+            .failed
+            .get_or_insert(BrokerError::Closed(self.topic.to_string()));
     }
 
     /// Reads up to `max` entries from `from` on (inclusive), across ledgers, never past
@@ -573,7 +764,7 @@ impl ManagedLedger {
             return Ok(cached);
         }
         let (ledgers, current) = {
-            let st = self.state.lock().await;
+            let st = self.state();
             (st.info.ledgers.clone(), st.writer.clone())
         };
         let mut out = Vec::new();
@@ -639,7 +830,7 @@ impl ManagedLedger {
 
     /// The first position of the topic (oldest retained entry), if any.
     pub async fn first_position(&self) -> Option<Position> {
-        let st = self.state.lock().await;
+        let st = self.state();
         st.info
             .ledgers
             .iter()
@@ -654,21 +845,25 @@ impl ManagedLedger {
     /// it): removed from the list first (compare-and-set), then from the bookies.
     pub async fn trim_before(&self, pos: Position) -> Result<usize> {
         let doomed: Vec<u64> = {
-            let mut st = self.state.lock().await;
-            let current = st.writer.as_ref().map(|w| w.id().get());
-            let doomed: Vec<u64> = st
-                .info
-                .ledgers
-                .iter()
-                .filter(|l| l.id < pos.ledger.get() && Some(l.id) != current)
-                .map(|l| l.id)
-                .collect();
+            let _list = self.list.lock().await;
+            let (doomed, info) = {
+                let st = self.state();
+                let current = st.writer.as_ref().map(|w| w.id().get());
+                let doomed: Vec<u64> = st
+                    .info
+                    .ledgers
+                    .iter()
+                    .filter(|l| l.id < pos.ledger.get() && Some(l.id) != current)
+                    .map(|l| l.id)
+                    .collect();
+                let mut info = st.info.clone();
+                info.ledgers.retain(|l| !doomed.contains(&l.id));
+                (doomed, info)
+            };
             if doomed.is_empty() {
                 return Ok(0);
             }
-            let mut info = st.info.clone();
-            info.ledgers.retain(|l| !doomed.contains(&l.id));
-            self.store_info(&mut st, info).await?;
+            self.store_info(info).await?;
             doomed
         };
         self.cache.lock().expect("entry cache").forget_ledgers(&doomed);
@@ -682,12 +877,60 @@ impl ManagedLedger {
         Ok(doomed.len())
     }
 
-    /// Closes the current ledger cleanly (used on unload and shutdown). Later appends fail.
+    /// Closes the current ledger cleanly (unload, shutdown): later appends fail at once,
+    /// the ones in flight are waited for, and the ledger is closed and recorded. Bounded
+    /// by [`CLOSE_TIMEOUT`]: past it (bookies unreachable, say) the topic is abandoned
+    /// instead and the next owner's recovery closes the ledger.
     pub async fn close(&self) -> Result<()> {
-        let mut st = self.state.lock().await;
-        let r = self.close_current(&mut st).await;
-        st.failed.get_or_insert(BrokerError::Closed(self.topic.to_string()));
-        r
+        self.state()
+            .failed
+            .get_or_insert(BrokerError::Closed(self.topic.to_string()));
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _turn = self.appends.lock().await;
+            let current = self.state().writer.clone();
+            match current {
+                Some(w) => {
+                    let last = w.close().await.map_err(|e| self.storage_error(e))?;
+                    self.record_closed(w.id(), last).await
+                }
+                None => Ok(()),
+            }
+        })
+        .await;
+        match closed {
+            Ok(r) => r,
+            Err(_) => {
+                self.abandon();
+                Err(BrokerError::Unavailable(format!(
+                    "closing {} took longer than {CLOSE_TIMEOUT:?}; its ledger is left for the next owner to recover",
+                    self.topic
+                )))
+            }
+        }
+    }
+}
+
+/// The outcome of [`ManagedLedger::settle_ambiguous`].
+enum Settled {
+    /// The write committed: the list names the ledger.
+    Listed,
+    /// The list does not name the ledger and never will (the lost write can no longer
+    /// commit): safe to delete it.
+    NotListed,
+    /// Could not tell: keep the ledger (a leaked empty ledger costs a key; a deleted
+    /// listed one would make the topic unloadable).
+    Unknown,
+}
+
+/// A metadata error of a topic's write: a changed ownership guard means another broker
+/// owns the topic now.
+fn lost_or(topic: &TopicName, e: MetaError) -> BrokerError {
+    match e {
+        MetaError::GuardChanged(_) => BrokerError::Fenced(
+            topic.to_string(),
+            "this broker no longer owns the topic's bundle".into(),
+        ),
+        e => e.into(),
     }
 }
 

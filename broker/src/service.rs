@@ -208,6 +208,19 @@ impl pb::producer_server::Producer for BrokerService {
                     return;
                 }
             };
+            if open.producer_name.len() > crate::topic::MAX_PRODUCER_NAME_BYTES {
+                let e = error(
+                    pb::ErrorCode::InvalidArgument,
+                    format!(
+                        "producer_name is {} bytes; at most {} are allowed (it is stored with every batch)",
+                        open.producer_name.len(),
+                        crate::topic::MAX_PRODUCER_NAME_BYTES
+                    ),
+                    None,
+                );
+                let _ = tx.send(Ok(produce_error(e))).await;
+                return;
+            }
             let name = if open.producer_name.is_empty() {
                 format!("producer-{:016x}", strata_bookie::ledger::random_u64())
             } else {
@@ -218,7 +231,7 @@ impl pb::producer_server::Producer for BrokerService {
                 response: Some(pb::produce_response::Response::Opened(pb::ProducerOpened {
                     producer_name: name.clone(),
                     last_sequence_id: loaded.topic.dedup().last_sequence(&name),
-                    max_message_bytes: broker.cfg.max_message_bytes as u64,
+                    max_message_bytes: loaded.topic.limits().max_message_bytes as u64,
                 })),
             };
             if tx.send(Ok(opened)).await.is_err() {
@@ -536,7 +549,8 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancell
         }
         s
     });
-    let max = broker.cfg.max_message_bytes * 2 + (1 << 20);
+    // A Send carries at most one batch; room for a batch at the entry limit, twice over.
+    let max = broker.limits().max_entry_bytes * 2 + (1 << 20);
     let server_stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .add_service(pb::lookup_server::LookupServer::new(svc.clone()))

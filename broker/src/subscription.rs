@@ -249,7 +249,8 @@ impl Subscription {
     }
 
     /// Writes the cursor if it changed (without holding the subscription's lock across
-    /// the metadata write). A version conflict means another broker owns the topic.
+    /// the metadata write; see [`crate::cursor::write`]). `Fenced` means this broker no
+    /// longer owns the topic.
     pub async fn persist(&self) -> Result<()> {
         let (store, prepared) = {
             let g = self.inner.lock().await;
@@ -258,17 +259,9 @@ impl Subscription {
         let Some((key, value, version, generation)) = prepared else {
             return Ok(());
         };
-        match store.put(&key, value, strata_meta::Condition::Version(version)).await {
-            Ok(v) => {
-                self.inner.lock().await.cursor.persisted(v, generation);
-                Ok(())
-            }
-            Err(strata_meta::MetaError::BadVersion(_)) => Err(BrokerError::Fenced(
-                key,
-                "the cursor was updated by another broker".into(),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        let v = crate::cursor::write(&store, &key, value, version).await?;
+        self.inner.lock().await.cursor.persisted(v, generation);
+        Ok(())
     }
 
     /// Moves the subscription to `position` (the next message delivered is the first of
@@ -360,6 +353,6 @@ impl Subscription {
     }
 }
 
-fn ml_store(topic: &Topic) -> Arc<dyn strata_meta::MetadataStore> {
-    topic.managed_ledger().store()
+fn ml_store(topic: &Topic) -> crate::owned_store::OwnedStore {
+    topic.managed_ledger().owned_store()
 }

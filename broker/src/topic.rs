@@ -16,6 +16,44 @@ use strata_proto::broker::v1::{StoredBatch, StoredMessage};
 
 /// 5 MiB, Pulsar's default maximum message (batch) size.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 5 << 20;
+/// Room kept between `max_message_bytes` (payloads, keys, properties) and the largest
+/// entry the bookies accept, for what a stored batch adds: the producer name, sequence
+/// id, publish time and per-message framing (1 MiB: a batch of 100,000 small messages
+/// adds ~1.2 MB at worst, and is then refused by the exact check).
+pub const ENTRY_FRAMING_HEADROOM: usize = 1 << 20;
+/// Longest producer name accepted (it is stored with every batch).
+pub const MAX_PRODUCER_NAME_BYTES: usize = 1024;
+
+/// Size limits of a topic's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest batch as producers count it: payloads, keys and property keys and values.
+    pub max_message_bytes: usize,
+    /// Largest stored entry (what the bookies accept): the encoded batch is checked
+    /// against it exactly, so nothing a bookie would refuse is ever appended.
+    pub max_entry_bytes: usize,
+}
+
+impl Limits {
+    /// The limits for a broker configured with `max_message_bytes` writing to bookies
+    /// that accept entries of up to `max_entry_bytes`: the message limit is lowered, if
+    /// needed, to leave [`ENTRY_FRAMING_HEADROOM`] under the entry limit.
+    pub fn new(max_message_bytes: usize, max_entry_bytes: usize) -> Self {
+        Self {
+            max_message_bytes: max_message_bytes.min(max_entry_bytes.saturating_sub(ENTRY_FRAMING_HEADROOM).max(1)),
+            max_entry_bytes,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_MAX_MESSAGE_BYTES,
+            strata_bookie::config::DEFAULT_MAX_ENTRY_BYTES as usize,
+        )
+    }
+}
 
 /// A stored message with its id and batch-level metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +66,16 @@ pub struct ReadMessage {
     pub publish_time_ms: u64,
 }
 
+/// What a message counts against `max_message_bytes`: payload, key, property keys and
+/// values.
+pub fn batch_size(m: &StoredMessage) -> usize {
+    m.payload.len() + m.key.len() + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
 pub struct Topic {
     ml: Arc<ManagedLedger>,
     partition: i32,
-    max_message_bytes: usize,
+    limits: Limits,
     dedup: Arc<Dedup>,
     producers: Arc<AtomicU32>,
 }
@@ -56,18 +100,18 @@ pub struct Published {
 
 impl Topic {
     /// A topic with empty deduplication state (a new topic, or tests).
-    pub fn new(ml: Arc<ManagedLedger>, max_message_bytes: usize) -> Self {
+    pub fn new(ml: Arc<ManagedLedger>, limits: Limits) -> Self {
         let dedup = Arc::new(Dedup::new(&ml.topic().path()));
-        Self::with_dedup(ml, max_message_bytes, dedup)
+        Self::with_dedup(ml, limits, dedup)
     }
 
     /// A topic with deduplication state rebuilt by [`Dedup::load`].
-    pub fn with_dedup(ml: Arc<ManagedLedger>, max_message_bytes: usize, dedup: Arc<Dedup>) -> Self {
+    pub fn with_dedup(ml: Arc<ManagedLedger>, limits: Limits, dedup: Arc<Dedup>) -> Self {
         let partition = ml.topic().partition_of().map_or(-1, |(_, i)| i as i32);
         Self {
             ml,
             partition,
-            max_message_bytes,
+            limits,
             dedup,
             producers: Arc::new(AtomicU32::new(0)),
         }
@@ -106,9 +150,28 @@ impl Topic {
         sequence_id: u64,
         messages: Vec<StoredMessage>,
     ) -> impl std::future::Future<Output = Result<Published>> + Send + 'static {
-        let checked = self.check_batch(&messages);
-        let decision = match &checked {
-            Ok(()) if !producer.is_empty() => Some(self.dedup.check(producer, sequence_id)),
+        // Every size check comes before deduplication counts the batch as accepted.
+        let batch = self.check_batch(&messages).map(|()| StoredBatch {
+            producer_name: producer.to_string(),
+            sequence_id,
+            publish_time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            messages,
+        });
+        let batch = batch.and_then(|b| {
+            let size = entry_format::encoded_len(&b);
+            if size > self.limits.max_entry_bytes {
+                return Err(BrokerError::TooLarge {
+                    what: "message batch as stored (with its producer name and per-message framing)",
+                    size,
+                    limit: self.limits.max_entry_bytes,
+                });
+            }
+            Ok(b)
+        });
+        let decision = match &batch {
+            Ok(_) if !producer.is_empty() => Some(self.dedup.check(producer, sequence_id)),
             _ => None,
         };
         let (ml, dedup, partition) = (self.ml.clone(), self.dedup.clone(), self.partition);
@@ -119,7 +182,7 @@ impl Topic {
             partition,
         };
         async move {
-            checked?;
+            let batch = batch?;
             let decision = match decision {
                 Some(Check::Pending(rx)) => dedup.wait(&producer, sequence_id, rx).await?,
                 Some(d) => d,
@@ -141,16 +204,9 @@ impl Topic {
                 Check::Pending(_) => unreachable!("`wait` resolves pending duplicates"),
                 Check::New => {}
             }
-            let count = messages.len() as u32;
-            let batch = StoredBatch {
-                producer_name: producer.clone(),
-                sequence_id,
-                publish_time_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                messages,
-            };
-            match ml.append(entry_format::encode(&batch)).await {
+            let count = batch.messages.len() as u32;
+            let entry = entry_format::encode(&batch);
+            match ml.append(entry).await {
                 Ok(position) => {
                     if !producer.is_empty() {
                         dedup.stored(&producer, sequence_id, position, count);
@@ -181,15 +237,20 @@ impl Topic {
                 messages.len()
             )));
         }
-        let size: usize = messages.iter().map(|m| m.payload.len()).sum();
-        if size > self.max_message_bytes {
+        let size: usize = messages.iter().map(batch_size).sum();
+        if size > self.limits.max_message_bytes {
             return Err(BrokerError::TooLarge {
-                what: "message batch",
+                what: "message batch (payloads, keys and properties)",
                 size,
-                limit: self.max_message_bytes,
+                limit: self.limits.max_message_bytes,
             });
         }
         Ok(())
+    }
+
+    /// The batch size limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Reads the messages of up to `max_entries` entries from `from` on.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
 use strata_bookie::{BookieConfig, Storage};
 use strata_broker::managed_ledger::{ManagedLedger, ManagedLedgerConfig};
+use strata_broker::topic::Limits;
 use strata_common::{EntryId, ErrorCode, Position, TopicName};
 use strata_meta::{MetadataStore, keys};
 use tokio_util::sync::CancellationToken;
@@ -282,7 +283,13 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
     let ml = ManagedLedger::open(name, client, b.store.clone(), cfg(4))
         .await
         .unwrap();
-    let topic = Topic::new(ml, 1024);
+    let topic = Topic::new(
+        ml,
+        Limits {
+            max_message_bytes: 1024,
+            max_entry_bytes: 4096,
+        },
+    );
     let mut firsts = Vec::new();
     for batch in 0..10u64 {
         let messages = (0..3)
@@ -336,6 +343,37 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
         topic.publish("p", 99, vec![big]).await.unwrap_err().code(),
         ErrorCode::TooLarge
     );
+    // Keys and properties count too; exactly at the limit is accepted.
+    let sized = |payload: usize, key: usize, prop: usize| StoredMessage {
+        payload: Bytes::from(vec![1u8; payload]),
+        key: "k".repeat(key),
+        properties: [("p".to_string(), "v".repeat(prop))].into(),
+        ..Default::default()
+    };
+    assert!(
+        topic.publish("p", 100, vec![sized(1000, 10, 13)]).await.is_ok(),
+        "1000+10+1+13 = 1024"
+    );
+    for (seq, m) in [(101, sized(1000, 11, 13)), (102, sized(1, 1000, 100))] {
+        assert_eq!(
+            topic.publish("p", seq, vec![m]).await.unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+    }
+    // Under the message limit but over the entry limit once stored (framing of many
+    // tiny messages): refused before it reaches the ledger.
+    let many: Vec<StoredMessage> = (0..1000)
+        .map(|_| StoredMessage {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .collect();
+    let e = topic.publish("p", 103, many).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TooLarge, "{e}");
+    assert!(e.to_string().contains("as stored"), "{e}");
+    // None of the refusals wedged the topic or the producer's sequence.
+    assert!(!topic.publish("p", 104, vec![sized(10, 0, 0)]).await.unwrap().duplicate);
+    assert!(topic.publish("p", 104, vec![sized(10, 0, 0)]).await.unwrap().duplicate);
     b.shutdown().await;
 }
 
@@ -352,7 +390,7 @@ async fn resent_batches_are_stored_once_also_under_a_new_owner() {
             .await
             .unwrap();
         let dedup = Arc::new(Dedup::load(&ml).await.unwrap());
-        Topic::with_dedup(ml, 1 << 20, dedup)
+        Topic::with_dedup(ml, Limits::default(), dedup)
     };
     let msg = |s: &str| {
         vec![StoredMessage {
@@ -375,7 +413,10 @@ async fn resent_batches_are_stored_once_also_under_a_new_owner() {
     // batches the snapshot does not know about, and "crash" (no clean close).
     topic
         .dedup()
-        .persist(&*b.store, topic.managed_ledger().last_confirmed())
+        .persist(
+            &topic.managed_ledger().owned_store(),
+            topic.managed_ledger().last_confirmed(),
+        )
         .await
         .unwrap();
     for seq in 6..8u64 {
@@ -424,7 +465,7 @@ mod subscriptions {
         let ml = ManagedLedger::open(TopicName::parse(name).unwrap(), client, b.store.clone(), cfg(7))
             .await
             .unwrap();
-        Arc::new(Topic::new(ml, 1 << 20))
+        Arc::new(Topic::new(ml, Limits::default()))
     }
 
     async fn publish(t: &Topic, from: u64, to: u64, keys: &[&str]) {
@@ -595,4 +636,133 @@ mod subscriptions {
     use std::collections::HashMap;
 
     struct MessageOrder(strata_common::MessageId);
+}
+
+/// A metadata store that, when armed, applies the next write of one key and then reports
+/// it failed (`Unavailable`), as etcd does when a request times out after it committed
+/// — or, with `apply: false`, loses the write and reports the same.
+struct Ambiguous {
+    inner: Arc<dyn MetadataStore>,
+    /// (key, writes of it to let through first, apply the failing one?)
+    armed: std::sync::Mutex<Option<(String, usize, bool)>>,
+}
+
+impl Ambiguous {
+    fn arm(&self, key: &str, after: usize, apply: bool) {
+        *self.armed.lock().unwrap() = Some((key.to_string(), after, apply));
+    }
+
+    /// Whether this write of `key` is the one to fail, and whether to apply it.
+    fn take(&self, key: &str) -> Option<bool> {
+        let mut armed = self.armed.lock().unwrap();
+        match armed.as_mut() {
+            Some((k, after, _)) if k == key && *after > 0 => {
+                *after -= 1;
+                None
+            }
+            Some((k, _, apply)) if k == key => {
+                let apply = *apply;
+                *armed = None;
+                Some(apply)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for Ambiguous {
+    async fn get(&self, key: &str) -> strata_meta::Result<Option<strata_meta::Versioned>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, cond: strata_meta::Condition) -> strata_meta::Result<u64> {
+        match self.take(key) {
+            Some(apply) => {
+                if apply {
+                    self.inner.put(key, value, cond).await?;
+                }
+                Err(strata_meta::MetaError::Unavailable("request timed out".into()))
+            }
+            None => self.inner.put(key, value, cond).await,
+        }
+    }
+    async fn put_guarded(
+        &self,
+        key: &str,
+        value: Bytes,
+        cond: strata_meta::Condition,
+        guard: &strata_meta::Guard,
+    ) -> strata_meta::Result<u64> {
+        self.inner.put_guarded(key, value, cond, guard).await
+    }
+    async fn put_ephemeral(
+        &self,
+        session: &strata_meta::Session,
+        key: &str,
+        value: Bytes,
+        cond: strata_meta::Condition,
+    ) -> strata_meta::Result<u64> {
+        self.inner.put_ephemeral(session, key, value, cond).await
+    }
+    async fn delete(&self, key: &str, cond: strata_meta::Condition) -> strata_meta::Result<bool> {
+        self.inner.delete(key, cond).await
+    }
+    async fn list(&self, prefix: &str) -> strata_meta::Result<Vec<(String, strata_meta::Versioned)>> {
+        self.inner.list(prefix).await
+    }
+    async fn watch(&self, prefix: &str) -> strata_meta::Result<strata_meta::Watch> {
+        self.inner.watch(prefix).await
+    }
+    async fn session(&self, ttl: Duration) -> strata_meta::Result<strata_meta::Session> {
+        self.inner.session(ttl).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_ledger_list_write_at_rollover_never_deletes_a_listed_ledger() {
+    let b = bookies(2).await;
+    let client = LedgerClient::new(b.store.clone(), LedgerClientConfig::default());
+    let store = Arc::new(Ambiguous {
+        inner: b.store.clone(),
+        armed: Default::default(),
+    });
+    let topic = TopicName::parse("persistent://t/ns/ambiguous").unwrap();
+    let key = keys::topic(&topic.path());
+    let ml = ManagedLedger::open(topic.clone(), client.clone(), store.clone(), cfg(4))
+        .await
+        .unwrap();
+    let mut positions = Vec::new();
+    for i in 0..4u64 {
+        positions.push(ml.append(msg(i)).await.unwrap());
+    }
+    // The 5th append rolls over: the list is written twice (the full ledger closed, the
+    // new one added); the second write commits but reports a failure.
+    store.arm(&key, 1, true);
+    positions.push(ml.append(msg(4)).await.unwrap());
+    let ledgers = ml.ledgers().await;
+    assert_eq!(ledgers.len(), 2);
+    for l in &ledgers {
+        let id = strata_common::LedgerId::new(l.id).unwrap();
+        assert!(client.metadata(id).await.is_ok(), "listed ledger {id} has its metadata");
+    }
+    // The write that is lost: the new ledger is not listed, so it may go; the topic
+    // fails and loads again.
+    for i in 5..8u64 {
+        positions.push(ml.append(msg(i)).await.unwrap());
+    }
+    store.arm(&key, 1, false);
+    assert!(ml.append(msg(8)).await.is_err());
+    drop(ml);
+    // A new owner loads the topic: every listed ledger exists, every entry reads back.
+    let ml = ManagedLedger::open(topic, client.clone(), b.store.clone(), cfg(4))
+        .await
+        .unwrap();
+    for l in ml.ledgers().await {
+        let id = strata_common::LedgerId::new(l.id).unwrap();
+        assert!(client.metadata(id).await.is_ok(), "listed ledger {id} has its metadata");
+    }
+    let got = read_all(&ml, positions[0]).await;
+    let payloads: Vec<Bytes> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(payloads, (0..8).map(msg).collect::<Vec<_>>());
+    b.shutdown().await;
 }

@@ -238,6 +238,12 @@ struct Shared {
     closed: AtomicBool,
 }
 
+/// What a message counts against the broker's `max_message_bytes`: its payload, key and
+/// property keys and values.
+fn batch_size(m: &pb::OutgoingMessage) -> usize {
+    m.payload.len() + m.key.len() + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
 /// Sends messages to a topic. Cheap to clone; clones share the producer.
 ///
 /// ```no_run
@@ -541,7 +547,7 @@ impl PartitionProducer {
     }
 
     fn add(&mut self, msg: pb::OutgoingMessage, pending: Pending) {
-        let size = msg.payload.len();
+        let size = batch_size(&msg);
         if !self.batch.is_empty() && self.batch_bytes + size > self.batch_cfg.max_bytes {
             self.send_batch();
         }
@@ -706,7 +712,7 @@ impl PartitionProducer {
                         self.topic
                     ))));
                 } else {
-                    self.batch_bytes += m.payload.len();
+                    self.batch_bytes += batch_size(&m);
                     kept.0.push(m);
                     kept.1.push(p);
                 }

@@ -7,8 +7,8 @@
 //! than etcd itself could expire it, so a holder stops acting on it in time.
 
 use crate::{
-    Condition, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch, WatchEvent,
-    check_key, check_ttl,
+    Condition, Guard, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch,
+    WatchEvent, check_key, check_ttl,
 };
 use bytes::Bytes;
 use etcd_client::{
@@ -127,6 +127,30 @@ impl MetadataStore for EtcdStore {
 
     async fn put(&self, key: &str, value: Bytes, cond: Condition) -> Result<u64> {
         self.put_with(key, value, cond, None).await
+    }
+
+    async fn put_guarded(&self, key: &str, value: Bytes, cond: Condition, guard: &Guard) -> Result<u64> {
+        check_key(key)?;
+        check_key(&guard.key)?;
+        let guard_cmp = Compare::mod_revision(guard.key.as_str(), CompareOp::Equal, guard.version as i64);
+        let cmps: Vec<Compare> = std::iter::once(guard_cmp).chain(Self::compare(key, cond)).collect();
+        // On failure the guard is read in the same transaction, to tell which compare failed.
+        let txn = Txn::new()
+            .when(cmps)
+            .and_then([TxnOp::put(key, value.to_vec(), None)])
+            .or_else([TxnOp::get(guard.key.as_str(), None)]);
+        let r = self.client.kv_client().txn(txn).await.map_err(map_put_error)?;
+        if r.succeeded() {
+            return Ok(r.header().map_or(0, |h| h.revision() as u64));
+        }
+        let guard_now = r.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.mod_revision() as u64)),
+            _ => None,
+        });
+        if guard_now.flatten() != Some(guard.version) {
+            return Err(MetaError::GuardChanged(guard.key.clone()));
+        }
+        Err(MetaError::BadVersion(key.to_string()))
     }
 
     async fn put_ephemeral(&self, session: &Session, key: &str, value: Bytes, cond: Condition) -> Result<u64> {

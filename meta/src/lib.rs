@@ -46,6 +46,10 @@ pub enum MetaError {
     /// Stored data could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corruption(String),
+    /// A guarded write found its guard key changed or gone (see [`Guard`]): whatever the
+    /// guard stood for (ownership of a topic, say) no longer holds, so nothing was written.
+    #[error("{0} changed: the write depended on it and was not made")]
+    GuardChanged(String),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -67,6 +71,16 @@ pub enum Condition {
     Absent,
     /// Only if the key exists at exactly this version (compare-and-set).
     Version(u64),
+}
+
+/// A key a write depends on: a guarded write happens only while `key` still exists at
+/// exactly `version`, checked atomically with the write. Brokers guard every write of a
+/// topic's state with the topic's ownership key, so a broker that lost ownership (its
+/// session expired while it was paused, say) cannot overwrite the new owner's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub key: String,
+    pub version: u64,
 }
 
 /// A change under a watched prefix.
@@ -149,6 +163,9 @@ pub trait MetadataStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Versioned>>;
     /// Writes `value` if `cond` holds; returns the new version.
     async fn put(&self, key: &str, value: Bytes, cond: Condition) -> Result<u64>;
+    /// Writes `value` if `cond` holds and `guard` is unchanged, atomically; returns the new
+    /// version. A changed guard is [`MetaError::GuardChanged`] (checked before `cond`).
+    async fn put_guarded(&self, key: &str, value: Bytes, cond: Condition, guard: &Guard) -> Result<u64>;
     /// Writes an ephemeral key bound to `session`; returns the new version.
     async fn put_ephemeral(&self, session: &Session, key: &str, value: Bytes, cond: Condition) -> Result<u64>;
     /// Deletes `key` if `cond` holds; returns whether it existed.

@@ -12,8 +12,8 @@
 //! call returns.
 
 use crate::{
-    Condition, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch, WatchEvent,
-    check_key, check_ttl,
+    Condition, Guard, MetaError, MetadataStore, Result, Session, SessionControl, Versioned, WATCH_BUFFER, Watch,
+    WatchEvent, check_key, check_ttl,
 };
 use bytes::Bytes;
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -193,7 +193,23 @@ impl Inner {
     }
 
     fn put(&self, key: &str, value: Bytes, cond: Condition, session: Option<u64>) -> Result<u64> {
+        self.put_if(key, value, cond, session, None)
+    }
+
+    fn put_if(
+        &self,
+        key: &str,
+        value: Bytes,
+        cond: Condition,
+        session: Option<u64>,
+        guard: Option<&Guard>,
+    ) -> Result<u64> {
         let mut s = self.lock();
+        if let Some(g) = guard
+            && s.kv.get(&g.key).map(|e| e.version) != Some(g.version)
+        {
+            return Err(MetaError::GuardChanged(g.key.clone()));
+        }
         Self::check(&s, key, cond)?;
         if let Some(id) = session
             && !s.sessions.contains_key(&id)
@@ -342,6 +358,13 @@ impl MetadataStore for LocalStore {
         check_key(key)?;
         let key = key.to_string();
         self.run(move |i| i.put(&key, value, cond, None)).await
+    }
+
+    async fn put_guarded(&self, key: &str, value: Bytes, cond: Condition, guard: &Guard) -> Result<u64> {
+        check_key(key)?;
+        let key = key.to_string();
+        let guard = guard.clone();
+        self.run(move |i| i.put_if(&key, value, cond, None, Some(&guard))).await
     }
 
     async fn put_ephemeral(&self, session: &Session, key: &str, value: Bytes, cond: Condition) -> Result<u64> {

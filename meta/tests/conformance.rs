@@ -90,15 +90,18 @@ async fn conformance(store: Arc<dyn MetadataStore>) {
     assert_eq!(next_event(&mut w).await, WatchEvent::Delete { key: "/w/1".into() });
     assert!(matches!(next_event(&mut w).await, WatchEvent::Put { key, .. } if key == "/w/2"));
 
-    // Ephemeral keys live with their session; expiry deletes them and is an event.
-    let session = store.session(Duration::from_secs(2)).await.unwrap();
+    // Ephemeral keys live with their session; expiry deletes them and is an event. Keep-alives
+    // go every third of the TTL, so a TTL of 4 s rides out a stall of over 2 s of a loaded
+    // machine (2 s left 1.3 s).
+    let ttl = Duration::from_secs(4);
+    let session = store.session(ttl).await.unwrap();
     store
         .put_ephemeral(&session, "/w/eph", b("e"), Condition::Absent)
         .await
         .unwrap();
     assert!(matches!(next_event(&mut w).await, WatchEvent::Put { key, .. } if key == "/w/eph"));
     // Kept alive, it outlives its TTL.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(ttl * 3 / 2).await;
     assert!(
         store.get("/w/eph").await.unwrap().is_some(),
         "a kept-alive session must not expire"
@@ -113,7 +116,8 @@ async fn conformance(store: Arc<dyn MetadataStore>) {
         store.get("/w/eph").await.unwrap().is_none()
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "expired before its TTL");
+    // At least the TTL less the keep-alive interval after the last keep-alive.
+    assert!(started.elapsed() >= ttl / 2, "expired before its TTL");
     assert_eq!(next_event(&mut w).await, WatchEvent::Delete { key: "/w/eph".into() });
     assert_eq!(
         store.put_ephemeral(&session, "/w/eph2", b("e"), Condition::Any).await,
@@ -128,6 +132,51 @@ async fn conformance(store: Arc<dyn MetadataStore>) {
         store.get("/e/x").await.unwrap().is_none()
     })
     .await;
+
+    // Guarded writes: only while the guard key is at its version (an ownership key).
+    let s3 = store.session(Duration::from_secs(30)).await.unwrap();
+    let owned = store
+        .put_ephemeral(&s3, "/g/owner", b("me"), Condition::Absent)
+        .await
+        .unwrap();
+    let guard = strata_meta::Guard {
+        key: "/g/owner".into(),
+        version: owned,
+    };
+    let g1 = store
+        .put_guarded("/g/state", b("1"), Condition::Absent, &guard)
+        .await
+        .unwrap();
+    let g2 = store
+        .put_guarded("/g/state", b("2"), Condition::Version(g1), &guard)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .put_guarded("/g/state", b("x"), Condition::Version(g1), &guard)
+            .await,
+        Err(MetaError::BadVersion("/g/state".into())),
+        "the key's own condition still applies"
+    );
+    s3.close();
+    eventually("the guard's session ended", async || {
+        store.get("/g/owner").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(
+        store
+            .put_guarded("/g/state", b("x"), Condition::Version(g2), &guard)
+            .await,
+        Err(MetaError::GuardChanged("/g/owner".into())),
+        "the guard is gone"
+    );
+    // Re-created by someone else: a new version, so the old guard still fails.
+    store.put("/g/owner", b("other"), Condition::Absent).await.unwrap();
+    assert_eq!(
+        store.put_guarded("/g/state", b("x"), Condition::Any, &guard).await,
+        Err(MetaError::GuardChanged("/g/owner".into()))
+    );
+    assert_eq!(store.get("/g/state").await.unwrap().unwrap().value, b("2"));
 
     // Bad input.
     assert!(matches!(

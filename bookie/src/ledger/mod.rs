@@ -47,6 +47,10 @@ pub struct LedgerClientConfig {
     pub add_timeout: Duration,
     /// Appends outstanding per writer before `append` waits (back-pressure).
     pub max_pending_entries: usize,
+    /// Largest entry the bookies accept (their `max_entry_bytes`). A larger append is
+    /// refused with `TooLarge` before it is given an entry id, so it never reaches a
+    /// bookie (which would refuse it after later entries were already sent).
+    pub max_entry_bytes: u64,
 }
 
 impl Default for LedgerClientConfig {
@@ -54,6 +58,7 @@ impl Default for LedgerClientConfig {
         Self {
             add_timeout: Duration::from_secs(10),
             max_pending_entries: 10_000,
+            max_entry_bytes: crate::config::DEFAULT_MAX_ENTRY_BYTES,
         }
     }
 }
@@ -166,6 +171,13 @@ pub fn random_u64() -> u64 {
     h.write_u64(now_ms());
     h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.finish()
+}
+
+impl LedgerClient {
+    /// The largest entry the bookies accept, as configured ([`LedgerClientConfig`]).
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.cfg.max_entry_bytes
+    }
 }
 
 impl LedgerClient {

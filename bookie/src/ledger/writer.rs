@@ -12,6 +12,16 @@
 //! - FENCED from any bookie, or a compare-and-set that finds the ledger no longer Open,
 //!   means a recovery took the ledger over: every pending and later append fails with
 //!   `Fenced`.
+//! - An error reply no other bookie would answer differently (TOO_LARGE, INVALID_ARGUMENT,
+//!   BAD_CHECKSUM, UNAUTHORIZED: the entry or the writer is at fault, not the bookie) is
+//!   not a bookie failure: replacing the bookie or resending would be refused the same
+//!   way, forever, and every later entry would wait behind it. The writer stops instead:
+//!   that append fails with the bookie's error, every other pending or later one fails
+//!   too (entries complete in order, so none after it may), and the ledger stays Open for
+//!   a recovery to close where its confirmed entries end. Appends larger than
+//!   `max_entry_bytes` are refused before they get an entry id, so they never get here.
+//! - A failed bookie with no replacement is reconnected and resent to at most every
+//!   `UNREPLACED_RETRY`, never in a loop driven by its own error replies.
 
 use super::LedgerClient;
 use super::metadata::{Fragment, LedgerMetadata, LedgerState};
@@ -54,6 +64,14 @@ enum Event {
 const UNREPLACED_RETRY: Duration = Duration::from_secs(2);
 /// How long a failed bookie is not chosen again as a replacement.
 const FAILED_BOOKIE_QUARANTINE: Duration = Duration::from_secs(60);
+
+/// Error replies that blame the entry or the writer, not the bookie (see the module doc).
+fn is_entry_fault(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::TooLarge | ErrorCode::InvalidArgument | ErrorCode::BadChecksum | ErrorCode::Unauthorized
+    )
+}
 
 /// Writes one ledger. Cheap to clone; appends from clones are ordered by arrival.
 #[derive(Clone)]
@@ -137,6 +155,14 @@ impl LedgerWriter {
     /// Queues an append and returns a future of its entry id, resolved once the entry is
     /// on an ack quorum. Waits only when `max_pending_entries` are outstanding.
     pub async fn submit(&self, payload: Bytes) -> Result<impl std::future::Future<Output = Result<u64>> + use<>> {
+        let limit = self.client.cfg.max_entry_bytes;
+        if payload.len() as u64 > limit {
+            return Err(BookieError::TooLarge {
+                what: "entry",
+                size: payload.len(),
+                limit: limit as usize,
+            });
+        }
         let permit = self
             .permits
             .clone()
@@ -393,6 +419,22 @@ impl Actor {
                 bookie,
                 entry,
                 error: Some((code, msg)),
+            } if is_entry_fault(code) => {
+                if !self.pending.contains_key(&entry) {
+                    return; // already completed or failed
+                }
+                tracing::error!(ledger = %self.id, %bookie, entry, %code, %msg,
+                    "bookie refused an add for a reason no other bookie would answer differently; this writer stops");
+                let refused = BookieError::Remote {
+                    code,
+                    message: format!("bookie {bookie} refused entry {entry} of ledger {}: {msg}", self.id),
+                };
+                self.fail_entry_and_stop(entry, refused);
+            }
+            Event::Ack {
+                bookie,
+                entry,
+                error: Some((code, msg)),
             } => {
                 tracing::warn!(ledger = %self.id, %bookie, entry, %code, %msg, "bookie rejected an add; replacing it");
                 self.bookie_failed(&bookie, &msg).await;
@@ -433,6 +475,15 @@ impl Actor {
                 let _ = done.send(Ok(entry));
             }
         }
+    }
+
+    /// Fails `entry` with `e` and stops the writer: every other pending and later append
+    /// fails with [`BookieError::LedgerStopped`].
+    fn fail_entry_and_stop(&mut self, entry: u64, e: BookieError) {
+        if let Some(done) = self.pending.get_mut(&entry).and_then(|p| p.done.take()) {
+            let _ = done.send(Err(e.clone()));
+        }
+        self.fail_all(BookieError::LedgerStopped(self.id.get(), e.to_string()));
     }
 
     fn fail_all(&mut self, e: BookieError) {
@@ -484,6 +535,16 @@ impl Actor {
         let Some(index) = self.md.last_fragment().bookies.iter().position(|b| b == bookie) else {
             return; // already replaced
         };
+        // Already failed without a replacement moments ago: the tick retries it after
+        // UNREPLACED_RETRY (resending now would let its error replies drive a loop).
+        if self.unreplaced.contains(bookie)
+            && self
+                .quarantine
+                .get(bookie)
+                .is_some_and(|t| t.elapsed() < UNREPLACED_RETRY)
+        {
+            return;
+        }
         self.quarantine.insert(bookie.to_string(), Instant::now());
         let exclude: Vec<String> = self
             .md

@@ -1,0 +1,152 @@
+//! Edges of a topic's life against a real `strata standalone` process: messages exactly at
+//! and just over the size limit (payload, key, properties, producer name), and subscriptions
+//! whose mark-delete position must keep advancing through produce / acknowledge / idle /
+//! unload cycles while retention deletes what was consumed.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Standalone, free_port};
+use std::time::{Duration, Instant};
+use strata_client::{Client, ErrorCode, InitialPosition, ProducerMessage, SubscriptionType};
+
+const WAIT: Duration = Duration::from_secs(60);
+const MAX: usize = 5 << 20;
+
+/// Polls `f` until it holds, failing with `what` (and the last value) at the deadline.
+async fn eventually<T: std::fmt::Debug>(what: &str, mut f: impl AsyncFnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, v) = f().await;
+        if ok {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {v:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_the_size_limit_is_stored_and_larger_ones_are_refused_without_wedging_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let topic = "public/default/at-the-limit";
+    let producer = client.producer(topic).send_timeout(WAIT).create().await.unwrap();
+    let send = |m: ProducerMessage| {
+        let p = producer.clone();
+        async move {
+            tokio::time::timeout(WAIT, p.send(m))
+                .await
+                .expect("a send must be answered, not hang")
+        }
+    };
+    // Exactly the limit (5 MiB of payload): stored.
+    let at_limit = Bytes::from(vec![7u8; MAX]);
+    send(ProducerMessage::new(at_limit.clone())).await.unwrap();
+    // One byte over, as payload, as key or as a property: refused, naming the sizes.
+    let over = [
+        ProducerMessage::new(vec![7u8; MAX + 1]),
+        ProducerMessage::new("small").key("k".repeat(MAX)),
+        ProducerMessage::new("small").property("big", "v".repeat(MAX)),
+    ];
+    for m in over {
+        let e = send(m).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
+        assert!(e.to_string().contains(&MAX.to_string()), "the limit is named: {e}");
+    }
+    // The topic still takes messages, and unloads promptly (nothing waits on a stuck append).
+    send(ProducerMessage::new("after")).await.unwrap();
+    let admin = client.admin();
+    tokio::time::timeout(WAIT, admin.unload_topic(topic))
+        .await
+        .expect("unload must not hang")
+        .unwrap();
+    send(ProducerMessage::new("after unload")).await.unwrap();
+    // Everything stored reads back intact.
+    let c = client
+        .consumer(topic)
+        .subscription("s")
+        .subscription_type(SubscriptionType::Exclusive)
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
+        c.ack(&m).await.unwrap();
+        got.push(m.payload);
+    }
+    assert_eq!(got, vec![at_limit, Bytes::from("after"), Bytes::from("after unload")]);
+    // A producer name of megabytes (stored with every batch) is refused when opening.
+    let e = client
+        .producer(topic)
+        .name("n".repeat(2 << 20))
+        .create()
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("producer_name"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mark_delete_position_keeps_advancing_through_produce_ack_idle_unload_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[broker]\nmax_entries_per_ledger = 10\nretention_check_interval_secs = 1\n";
+    let s = Standalone::start_with_config(dir.path(), free_port(), Some(config)).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let admin = client.admin();
+    let topic = "public/default/cycles";
+    let c = client
+        .consumer(topic)
+        .subscription("s")
+        .subscription_type(SubscriptionType::Shared)
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let producer = client.producer(topic).batch_max_messages(1).create().await.unwrap();
+    let stats = async || admin.topic_stats(topic).await.unwrap();
+    for cycle in 0..6 {
+        // Produce 25 entries (3 ledgers' worth), consume and acknowledge them all.
+        for i in 0..25 {
+            producer.send_async(format!("{cycle}-{i}")).await.unwrap();
+        }
+        producer.flush().await.unwrap();
+        for _ in 0..25 {
+            let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
+            c.ack(&m).await.unwrap();
+        }
+        // The persisted mark-delete position covers everything …
+        eventually(&format!("cycle {cycle}: backlog"), async || {
+            let st = stats().await;
+            let backlog = st.subscriptions.iter().map(|s| s.backlog_entries).sum::<u64>();
+            (backlog == 0, backlog)
+        })
+        .await;
+        // … then the topic idles through unloads with no append in between (as bundle
+        // shedding moves idle topics): each load starts a ledger that closes empty.
+        for _ in 0..2 {
+            admin.unload_topic(topic).await.unwrap();
+            // The consumer reconnects, which loads the topic again.
+            eventually(&format!("cycle {cycle}: consumer back"), async || {
+                let st = stats().await;
+                let n = st.subscriptions.iter().map(|s| s.consumers).sum::<u32>();
+                (n == 1, n)
+            })
+            .await;
+        }
+        // Retention deletes every consumed ledger: the count stays bounded.
+        eventually(&format!("cycle {cycle}: consumed ledgers deleted"), async || {
+            let st = stats().await;
+            (st.ledgers <= 2, st.ledgers)
+        })
+        .await;
+    }
+    // And what was acknowledged is never delivered again.
+    producer.send("last").await.unwrap();
+    let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
+    assert_eq!(m.payload, Bytes::from("last"));
+}
