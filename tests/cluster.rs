@@ -120,6 +120,8 @@ type Acked = Arc<Mutex<BTreeMap<String, Vec<(String, Instant)>>>>;
 /// running until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Set once every acknowledged message was delivered: the consumers may stop.
+    drained: Arc<AtomicBool>,
     acked: Acked,
     received: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
     producers: Vec<tokio::task::JoinHandle<Vec<String>>>,
@@ -129,6 +131,7 @@ struct Load {
 impl Load {
     async fn start(client: &Client, topics: &[String]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicBool::new(false));
         let acked: Acked = Default::default();
         let received: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Default::default();
         let mut consumers = Vec::new();
@@ -141,9 +144,10 @@ impl Load {
                 .subscribe()
                 .await
                 .unwrap();
-            let (stop, received, t) = (stop.clone(), received.clone(), t.clone());
+            // Runs until `finish` saw every acknowledged message delivered (not until idle for
+            // a while: a consumer moving to a new owner can be idle for seconds).
+            let (drained, received, t) = (drained.clone(), received.clone(), t.clone());
             consumers.push(tokio::spawn(async move {
-                let mut idle_since = Instant::now();
                 loop {
                     match tokio::time::timeout(Duration::from_millis(200), c.receive()).await {
                         Ok(Ok(m)) => {
@@ -154,12 +158,9 @@ impl Load {
                                 .entry(t.clone())
                                 .or_default()
                                 .push(String::from_utf8_lossy(&m.payload).to_string());
-                            idle_since = Instant::now();
                         }
                         Ok(Err(e)) => panic!("consumer of {t} failed: {e}"),
-                        Err(_) if stop.load(Ordering::Acquire) && idle_since.elapsed() > Duration::from_secs(3) => {
-                            return;
-                        }
+                        Err(_) if drained.load(Ordering::Acquire) => return,
                         Err(_) => {}
                     }
                 }
@@ -210,6 +211,7 @@ impl Load {
         }
         Self {
             stop,
+            drained,
             acked,
             received,
             producers,
@@ -294,6 +296,7 @@ impl Load {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.drained.store(true, Ordering::Release);
         for c in self.consumers {
             let _ = tokio::time::timeout(Duration::from_secs(30), c).await;
         }
@@ -375,9 +378,14 @@ async fn sigkill_of_an_owner_loses_nothing_and_stores_nothing_twice() {
     load.wait_for_more(&topics, 100, Duration::from_secs(60), &c).await;
     let gap = load.longest_gap_after(killed);
     eprintln!("SIGKILL of {victim_addr}: longest pause of a producer {gap:?}");
+    // The pause is the 3 s session TTL, then up to one reconnect backoff of the SDK (1 s
+    // here, plus jitter), then the new owner's recovery of the topic (about 0.1 s idle).
+    // Twice the TTL left that recovery under 2 s on a loaded machine running tests in
+    // parallel; three times leaves it almost 5 s, and still fails a failover that waits for
+    // anything more than the TTL.
     assert!(
-        gap < Duration::from_secs(6),
-        "producers resumed after {gap:?}, over twice the 3 s session TTL"
+        gap < Duration::from_secs(9),
+        "producers resumed after {gap:?}, over three times the 3 s session TTL"
     );
     // The dead broker owns nothing any more.
     for b in client.admin().list_bundles("public/fail").await.unwrap() {
@@ -435,11 +443,16 @@ async fn split_brain_the_frozen_owner_cannot_append_after_a_takeover() {
     signal(c.brokers[old].pid(), "CONT");
     load.wait_for_more(std::slice::from_ref(&topic), 50, Duration::from_secs(60), &c)
         .await;
-    let log = c.brokers[old].log_text();
-    assert!(
-        log.contains("metadata session lost"),
-        "the old owner did not notice it lost its session:\n{log}"
-    );
+    // Its clients may have moved before it logged what it noticed: poll the log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.brokers[old].log_text().contains("metadata session lost") {
+        assert!(
+            Instant::now() < deadline,
+            "the old owner did not notice it lost its session:\n{}",
+            c.brokers[old].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         client.admin().list_bundles("public/sb").await.unwrap()[0].owner,
         new_owner,
@@ -448,6 +461,194 @@ async fn split_brain_the_frozen_owner_cannot_append_after_a_takeover() {
     let (mut acked, _) = load.finish(&c).await;
     acked.get_mut(&topic).unwrap().extend(takeover_acked);
     check_storage(&client, &acked).await;
+}
+
+/// Receives and acknowledges every message of `c` until `stop`, recording the payloads.
+fn ack_everything(
+    c: strata_client::Consumer,
+    got: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            match tokio::time::timeout(Duration::from_millis(200), c.receive()).await {
+                Ok(Ok(m)) => {
+                    got.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&m.payload).to_string());
+                    let _ = tokio::time::timeout(Duration::from_secs(5), c.ack(&m)).await;
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
+    })
+}
+
+/// Polls every subscription's backlog as persisted (the stored cursors) until all are 0.
+async fn wait_persisted_backlog_zero(client: &Client, topic: &str, c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let backlogs: Vec<(String, u64)> = match client.admin().topic_stats(topic).await {
+            Ok(st) => st
+                .subscriptions
+                .iter()
+                .map(|s| (s.name.clone(), s.backlog_entries))
+                .collect(),
+            Err(_) => vec![("stats unavailable".into(), u64::MAX)],
+        };
+        if backlogs.iter().all(|(_, b)| *b == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the persisted cursors stopped advancing: {backlogs:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() {
+    // Cursors persisted every second: the frozen owner holds acknowledgements it has not
+    // written yet, and the new owner writes only a while after it opened the cursors.
+    let c = Cluster::start(3, "session_ttl_secs = 2\ncursor_persist_interval_ms = 1000").await;
+    let client = c.client().await;
+    client
+        .admin()
+        .create_namespace_with_bundles("public/sbc", 1)
+        .await
+        .unwrap();
+    let topic = "public/sbc/t";
+    const SUBS: usize = 6;
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let got: Vec<Arc<Mutex<Vec<String>>>> = (0..SUBS).map(|_| Arc::default()).collect();
+    let mut consuming = Vec::new();
+    for (i, g) in got.iter().enumerate() {
+        let consumer = client
+            .consumer(topic)
+            .subscription(format!("s{i}"))
+            .subscription_type(SubscriptionType::Shared)
+            .initial_position(strata_client::InitialPosition::Earliest)
+            .subscribe()
+            .await
+            .unwrap();
+        consuming.push(ack_everything(consumer, g.clone(), stop_consumers.clone()));
+    }
+    // A producer sending all along (sends to the frozen owner time out and are retried).
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (p, stop) = (client.producer(topic).create().await.unwrap(), stop_producing.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if tokio::time::timeout(Duration::from_secs(5), p.send(format!("m{n}")))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let counts = |got: &[Arc<Mutex<Vec<String>>>]| got.iter().map(|g| g.lock().unwrap().len()).collect::<Vec<_>>();
+    let wait_each = async |at_least: Vec<usize>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counts(&got).iter().zip(&at_least).any(|(n, min)| n < min) {
+            assert!(Instant::now() < deadline, "{what}: {:?}\n{}", counts(&got), c.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_each(vec![30; SUBS], "consumers before the freeze").await;
+
+    let owner_addr = client.admin().list_bundles("public/sbc").await.unwrap()[0]
+        .owner
+        .clone();
+    let old = c.broker_at(&owner_addr);
+    signal(c.brokers[old].pid(), "STOP");
+    // Its lease expires; consumers of another client open every subscription on the new
+    // owner (which loads the topic and reads the cursors as the frozen owner last wrote).
+    let other = Client::builder(c.service_url())
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let mut second = Vec::new();
+    for i in 0..SUBS {
+        second.push(
+            other
+                .consumer(topic)
+                .subscription(format!("s{i}"))
+                .subscription_type(SubscriptionType::Shared)
+                .subscribe()
+                .await
+                .unwrap(),
+        );
+    }
+    let new_owner = client.admin().list_bundles("public/sbc").await.unwrap()[0]
+        .owner
+        .clone();
+    assert_ne!(new_owner, owner_addr);
+    // Thaw the old owner at once: its cursor writes (of acknowledgements it held) must
+    // not land now that another broker owns the topic.
+    signal(c.brokers[old].pid(), "CONT");
+    for (i, consumer) in second.into_iter().enumerate() {
+        consuming.push(ack_everything(consumer, got[i].clone(), stop_consumers.clone()));
+    }
+    let now = counts(&got);
+    wait_each(now.iter().map(|n| n + 30).collect(), "consumers after the takeover").await;
+    stop_producing.store(true, Ordering::Relaxed);
+    producing.await.unwrap();
+    // Cursor persistence goes on at the new owner: once everything is acknowledged, every
+    // stored cursor says so.
+    wait_persisted_backlog_zero(&client, topic, &c).await;
+    stop_consumers.store(true, Ordering::Relaxed);
+    for t in consuming {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        client.admin().list_bundles("public/sbc").await.unwrap()[0].owner,
+        new_owner,
+        "ownership moved back"
+    );
+    // Reload the topic from what is stored: nothing acknowledged comes back; the next
+    // message each subscription gets is the new one.
+    client.admin().unload_topic(topic).await.unwrap();
+    let mut after = Vec::new();
+    for i in 0..SUBS {
+        after.push(
+            client
+                .consumer(topic)
+                .subscription(format!("s{i}"))
+                .subscription_type(SubscriptionType::Shared)
+                .subscribe()
+                .await
+                .unwrap(),
+        );
+    }
+    client
+        .producer(topic)
+        .create()
+        .await
+        .unwrap()
+        .send("sentinel")
+        .await
+        .unwrap();
+    for (i, consumer) in after.iter().enumerate() {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&m.payload),
+            "sentinel",
+            "subscription s{i} got an acknowledged message again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +742,10 @@ async fn a_fourth_broker_gets_a_fair_share_and_the_cluster_is_observable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_owned_topics_keep_serving_new_ownership_waits() {
-    let c = Cluster::start(3, "session_ttl_secs = 10").await;
+    // The checks during the outage must end before the brokers' sessions could expire (a
+    // broker's last keepalive may be a third of the TTL before the outage): a long TTL,
+    // which costs nothing here as no broker dies, leaves them plenty of time.
+    let c = Cluster::start(3, "session_ttl_secs = 30").await;
     let client = c.client().await;
     client
         .admin()
@@ -554,7 +758,7 @@ async fn etcd_outage_owned_topics_keep_serving_new_ownership_waits() {
     signal(c.etcd.pid(), "STOP");
     let paused = Instant::now();
     // Owned topics keep taking messages while etcd is away …
-    load.wait_for_more(&topics, 50, Duration::from_secs(4), &c).await;
+    load.wait_for_more(&topics, 50, Duration::from_secs(10), &c).await;
     // … but nobody can take a bundle: a topic no broker owns cannot be opened.
     let impatient = Client::builder(c.service_url())
         .operation_timeout(Duration::from_secs(2))
@@ -563,8 +767,13 @@ async fn etcd_outage_owned_topics_keep_serving_new_ownership_waits() {
         .unwrap();
     let refused = impatient.producer("public/eo/newcomer").create().await;
     assert!(refused.is_err(), "a topic was taken over while etcd was unavailable");
+    // Not a requirement on Strata: a check that the outage stayed shorter than the sessions'
+    // guaranteed life (two thirds of the TTL), so the above showed what it claims.
     let elapsed = paused.elapsed();
-    assert!(elapsed < Duration::from_secs(8), "the outage check took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(18),
+        "the outage checks took {elapsed:?}, too close to the 30 s session TTL to mean anything"
+    );
     signal(c.etcd.pid(), "CONT");
     // Everything recovers: the new topic works, the old ones go on.
     let p = client.producer("public/eo/newcomer").create().await.unwrap();

@@ -195,19 +195,31 @@ async fn unacknowledged_messages_come_back() {
     }
     producer.flush().await.unwrap();
     let mut quitter_got = Vec::new();
-    while let Some(m) = recv(&quitter).await {
-        quitter_got.push(text(&m));
-        if quitter_got.len() == 20 {
-            break;
+    while quitter_got.len() < 20 {
+        match tokio::time::timeout(WAIT, quitter.receive()).await {
+            Ok(m) => quitter_got.push(text(&m.unwrap())),
+            Err(_) => panic!(
+                "the quitting consumer got {} messages, not its share",
+                quitter_got.len()
+            ),
         }
     }
-    assert_eq!(quitter_got.len(), 20, "the quitting consumer got its share");
     drop(quitter);
     let first = line_rx.recv_timeout(WAIT).expect("the CLI consumer printed a message");
     let _ = cli.0.kill();
     let _ = cli.0.wait();
-    let mut cli_printed: HashSet<String> = line_rx.try_iter().collect();
-    cli_printed.insert(first);
+    // Everything it printed (it prints before acknowledging), also what the reader thread
+    // had not passed on yet when it died: read to the end of its output.
+    let mut cli_printed: HashSet<String> = HashSet::from([first]);
+    loop {
+        match line_rx.recv_timeout(WAIT) {
+            Ok(l) => {
+                cli_printed.insert(l);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the killed CLI consumer's output did not end: {e}"),
+        }
+    }
 
     let mut seen: HashSet<String> = HashSet::new();
     let deadline = Instant::now() + WAIT;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Rng, Standalone, free_port, http_get, seed};
+use common::{CliProcess, Rng, Standalone, free_port, http_get, seed, signal};
 use std::time::{Duration, Instant};
 use strata_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -13,6 +13,49 @@ fn lines(out: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
+        .collect()
+}
+
+/// Stops `strata consume` processes run without `--count` (Ctrl-C, which they handle by
+/// closing cleanly) once the subscriptions `subs` of `topic` have nothing left unacknowledged,
+/// as `admin topics stats` reports it, and returns what each printed. A consumer prints a
+/// message before acknowledging it, so by then everything was printed: unlike an idle
+/// timeout, this holds however slow the machine is. Every consumer is in its receive loop
+/// (where Ctrl-C is handled) by then: it has acknowledged messages, or it showed up as
+/// connected in the stats before anything was produced.
+async fn interrupt_when_drained(
+    s: &Standalone,
+    topic: &str,
+    subs: &[&str],
+    consumers: Vec<CliProcess>,
+) -> Vec<std::process::Output> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = s.cli(&["admin", "topics", "stats", topic], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let drained = subs.iter().all(|sub| {
+            stats["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"] == *sub && x["backlog_entries"] == 0)
+        });
+        if drained {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions {subs:?} still have a backlog: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &consumers {
+        signal(c.child.id(), "INT");
+    }
+    consumers
+        .into_iter()
+        .map(|c| c.finish(Duration::from_secs(60)))
         .collect()
 }
 
@@ -64,10 +107,10 @@ async fn produce_and_consume_with_the_cli_and_resume_after_restart() {
     // starts at the first line of the batch holding line-98 and runs on to line-249.
     assert!(s.sigterm().success());
     let s = Standalone::start(dir.path(), port).await;
-    let out = s.cli(
-        &["consume", "public/default/cli", "-s", "a", "--idle-timeout", "3"],
-        None,
-    );
+    let consumer = s.spawn_cli(&["consume", "public/default/cli", "-s", "a"]);
+    let out = interrupt_when_drained(&s, "public/default/cli", &["a"], vec![consumer])
+        .await
+        .remove(0);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = lines(&out);
     let first: usize = got
@@ -105,14 +148,12 @@ async fn cli_consumers_of_the_four_subscription_types() {
     let mut consumers = Vec::new();
     for (sub, ty, n) in subs {
         for _ in 0..n {
-            // Exclusive stops at the count; the others stop once idle (a Failover standby
-            // gets nothing).
+            // Exclusive stops at the count; the others are stopped once their subscriptions
+            // are drained (a Failover standby gets nothing).
             let mut args = vec!["consume", topic, "-s", sub, "--type", ty, "--output", "json"];
-            args.extend(if sub == "ex" {
-                ["--count", total_arg.as_str()]
-            } else {
-                ["--idle-timeout", "8"]
-            });
+            if sub == "ex" {
+                args.extend(["--count", total_arg.as_str()]);
+            }
             consumers.push((sub, s.spawn_cli(&args)));
         }
     }
@@ -144,10 +185,22 @@ async fn cli_consumers_of_the_four_subscription_types() {
         let out = s.cli(&args, None);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    let (exclusive, others): (Vec<_>, Vec<_>) = consumers.into_iter().partition(|(sub, _)| *sub == "ex");
+    let names: Vec<&str> = others.iter().map(|(sub, _)| *sub).collect();
+    let outputs = interrupt_when_drained(
+        &s,
+        topic,
+        &["fo", "sh", "ks"],
+        others.into_iter().map(|(_, child)| child).collect(),
+    )
+    .await;
+    let finished = exclusive
+        .into_iter()
+        .map(|(sub, child)| (sub, child.finish(Duration::from_secs(60))))
+        .chain(names.into_iter().zip(outputs));
     // (subscription, [(key, payload number)] of each consumer)
     let mut got: Vec<(&str, Vec<(String, usize)>)> = Vec::new();
-    for (sub, child) in consumers {
-        let out = child.finish(Duration::from_secs(60));
+    for (sub, out) in finished {
         assert!(out.status.success(), "{sub}: {}", String::from_utf8_lossy(&out.stderr));
         let msgs = lines(&out)
             .iter()
@@ -251,10 +304,14 @@ async fn sigkill_loses_no_acknowledged_message() {
             }
         }
     });
+    // The kill comes at a random point, but not before the first receipt, however long that
+    // takes (bounded): the check needs an acknowledged message.
     let kill_at = Instant::now() + Duration::from_millis(200 + rng.below(800));
+    let first_receipt_by = Instant::now() + Duration::from_secs(60);
     let mut acked: Vec<u64> = Vec::new();
     loop {
-        let msg = tokio::time::timeout_at(kill_at.into(), resp.message()).await;
+        let until = if acked.is_empty() { first_receipt_by } else { kill_at };
+        let msg = tokio::time::timeout_at(until.into(), resp.message()).await;
         match msg {
             Ok(Ok(Some(pb::ProduceResponse {
                 response: Some(pb::produce_response::Response::Receipt(r)),
@@ -574,7 +631,10 @@ async fn perf_workloads_and_the_operations_endpoint() {
     let page = http_get(&http, "/metrics").await.unwrap().1;
     let in_before = counter(&page, "strata_broker_messages_in_total");
     assert!(counter(&page, "process_resident_memory_bytes") > 1e6);
-    assert!(counter(&page, "process_cpu_seconds_total") > 0.0);
+    // CPU time counts in clock ticks: a process just started may not have used one yet, so
+    // here it need only be there; it must have grown once the workloads below ran.
+    let cpu_at_start = counter(&page, "process_cpu_seconds_total");
+    assert!(cpu_at_start >= 0.0, "process_cpu_seconds_total {cpu_at_start}");
 
     let topic = "public/default/perf-w1";
     let out = s.cli(
@@ -643,6 +703,21 @@ async fn perf_workloads_and_the_operations_endpoint() {
     let page = http_get(&http, "/metrics").await.unwrap().1;
     let stored = counter(&page, "strata_broker_messages_in_total") - in_before;
     assert_eq!(stored, (3000 + 2000 + 400) as f64, "messages the broker stored");
+    // Serving 5,400 messages took CPU time (read from /proc on each scrape; polled, as the
+    // kernel accounts it in whole ticks).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = http_get(&http, "/metrics").await.unwrap().1;
+        let cpu = counter(&page, "process_cpu_seconds_total");
+        if cpu > cpu_at_start {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process_cpu_seconds_total stayed at {cpu} after the workloads"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = s.cli(&["admin", "topics", "list", "public/default"], None);
     let listed = lines(&out).iter().filter(|t| t.contains("perf-w6-")).count();
     assert_eq!(listed, 20);
