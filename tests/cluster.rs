@@ -512,9 +512,11 @@ async fn wait_persisted_backlog_zero(client: &Client, topic: &str, c: &Cluster) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() {
-    // Cursors persisted every second: the frozen owner holds acknowledgements it has not
-    // written yet, and the new owner writes only a while after it opened the cursors.
-    let c = Cluster::start(3, "session_ttl_secs = 2\ncursor_persist_interval_ms = 1000").await;
+    // Many subscriptions, acknowledging all along: the owner is frozen with acknowledgements
+    // not yet written, often in the middle of writing its cursors one after another (one
+    // etcd write each) — a write it finishes as soon as it is thawed, before it can notice
+    // that its session expired meanwhile.
+    let c = Cluster::start(3, "session_ttl_secs = 2").await;
     let client = c.client().await;
     client
         .admin()
@@ -522,7 +524,7 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
         .await
         .unwrap();
     let topic = "public/sbc/t";
-    const SUBS: usize = 6;
+    const SUBS: usize = 24;
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let got: Vec<Arc<Mutex<Vec<String>>>> = (0..SUBS).map(|_| Arc::default()).collect();
     let mut consuming = Vec::new();
@@ -537,23 +539,6 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
             .unwrap();
         consuming.push(ack_everything(consumer, g.clone(), stop_consumers.clone()));
     }
-    // A producer sending all along (sends to the frozen owner time out and are retried).
-    let stop_producing = Arc::new(AtomicBool::new(false));
-    let producing = {
-        let (p, stop) = (client.producer(topic).create().await.unwrap(), stop_producing.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                if tokio::time::timeout(Duration::from_secs(5), p.send(format!("m{n}")))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    n += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
     let counts = |got: &[Arc<Mutex<Vec<String>>>]| got.iter().map(|g| g.lock().unwrap().len()).collect::<Vec<_>>();
     let wait_each = async |at_least: Vec<usize>, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -562,59 +547,88 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    wait_each(vec![30; SUBS], "consumers before the freeze").await;
-
-    let owner_addr = client.admin().list_bundles("public/sbc").await.unwrap()[0]
-        .owner
-        .clone();
-    let old = c.broker_at(&owner_addr);
-    signal(c.brokers[old].pid(), "STOP");
-    // Its lease expires; consumers of another client open every subscription on the new
-    // owner (which loads the topic and reads the cursors as the frozen owner last wrote).
-    let other = Client::builder(c.service_url())
-        .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
-        .operation_timeout(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    let mut second = Vec::new();
-    for i in 0..SUBS {
-        second.push(
-            other
-                .consumer(topic)
-                .subscription(format!("s{i}"))
-                .subscription_type(SubscriptionType::Shared)
-                .subscribe()
-                .await
-                .unwrap(),
+    // Each round freezes whoever owns the topic: whether the frozen owner is caught in the
+    // middle of writing its cursors is up to timing, so the takeover is repeated.
+    for round in 0..3 {
+        // A producer sending all along (sends to the frozen owner time out and are retried).
+        let stop_producing = Arc::new(AtomicBool::new(false));
+        let producing = {
+            let (p, stop) = (client.producer(topic).create().await.unwrap(), stop_producing.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if tokio::time::timeout(Duration::from_secs(5), p.send(format!("r{round}-m{n}")))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {
+                        n += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let now = counts(&got);
+        wait_each(now.iter().map(|n| n + 30).collect(), "consumers before the freeze").await;
+        let owner_addr = client.admin().list_bundles("public/sbc").await.unwrap()[0]
+            .owner
+            .clone();
+        let old = c.broker_at(&owner_addr);
+        signal(c.brokers[old].pid(), "STOP");
+        // Its lease expires; consumers of another client open every subscription on the
+        // new owner (which loads the topic and reads the cursors as the frozen owner last
+        // wrote them).
+        let other = Client::builder(c.service_url())
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
+            .operation_timeout(Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        let mut second = Vec::new();
+        for i in 0..SUBS {
+            second.push(
+                other
+                    .consumer(topic)
+                    .subscription(format!("s{i}"))
+                    .subscription_type(SubscriptionType::Shared)
+                    .subscribe()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let new_owner = client.admin().list_bundles("public/sbc").await.unwrap()[0]
+            .owner
+            .clone();
+        assert_ne!(new_owner, owner_addr);
+        // Thaw the old owner at once: its cursor writes (of acknowledgements it held) must
+        // not land now that another broker owns the topic.
+        signal(c.brokers[old].pid(), "CONT");
+        let stop_second = Arc::new(AtomicBool::new(false));
+        let second: Vec<_> = second
+            .into_iter()
+            .enumerate()
+            .map(|(i, consumer)| ack_everything(consumer, got[i].clone(), stop_second.clone()))
+            .collect();
+        let now = counts(&got);
+        wait_each(now.iter().map(|n| n + 30).collect(), "consumers after the takeover").await;
+        stop_producing.store(true, Ordering::Relaxed);
+        producing.await.unwrap();
+        // Cursor persistence goes on at the new owner: once everything is acknowledged,
+        // every stored cursor says so.
+        wait_persisted_backlog_zero(&client, topic, &c).await;
+        assert_eq!(
+            client.admin().list_bundles("public/sbc").await.unwrap()[0].owner,
+            new_owner,
+            "ownership moved back"
         );
+        stop_second.store(true, Ordering::Relaxed);
+        for t in second {
+            t.await.unwrap();
+        }
     }
-    let new_owner = client.admin().list_bundles("public/sbc").await.unwrap()[0]
-        .owner
-        .clone();
-    assert_ne!(new_owner, owner_addr);
-    // Thaw the old owner at once: its cursor writes (of acknowledgements it held) must
-    // not land now that another broker owns the topic.
-    signal(c.brokers[old].pid(), "CONT");
-    for (i, consumer) in second.into_iter().enumerate() {
-        consuming.push(ack_everything(consumer, got[i].clone(), stop_consumers.clone()));
-    }
-    let now = counts(&got);
-    wait_each(now.iter().map(|n| n + 30).collect(), "consumers after the takeover").await;
-    stop_producing.store(true, Ordering::Relaxed);
-    producing.await.unwrap();
-    // Cursor persistence goes on at the new owner: once everything is acknowledged, every
-    // stored cursor says so.
-    wait_persisted_backlog_zero(&client, topic, &c).await;
     stop_consumers.store(true, Ordering::Relaxed);
     for t in consuming {
         t.await.unwrap();
     }
-    assert_eq!(
-        client.admin().list_bundles("public/sbc").await.unwrap()[0].owner,
-        new_owner,
-        "ownership moved back"
-    );
     // Reload the topic from what is stored: nothing acknowledged comes back; the next
     // message each subscription gets is the new one.
     client.admin().unload_topic(topic).await.unwrap();
