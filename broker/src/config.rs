@@ -14,8 +14,9 @@ pub struct BrokerSettings {
     /// create` creates them, and clients get TOPIC_NOT_FOUND.
     pub auto_create_topics: bool,
     /// Largest message batch a producer may send, in bytes (5 MiB): its payloads, keys
-    /// and property keys and values. Lowered if needed to stay 1 MiB (batch framing) under
-    /// `bookie_max_entry_bytes`; producers are told the limit in force.
+    /// and property keys and values. Lowered if needed to stay 1 MiB (batch framing; an
+    /// eighth of it if that is less) under `bookie_max_entry_bytes`; producers are told the
+    /// limit in force.
     pub max_message_bytes: usize,
     /// Largest entry the bookies accept: their `max_entry_bytes` (6 MiB, the bookies'
     /// default). `strata broker` only; standalone takes its bookie's setting.
@@ -98,12 +99,7 @@ impl BrokerSettings {
             }
         };
         positive("max_message_bytes", self.max_message_bytes as u64)?;
-        if self.bookie_max_entry_bytes <= crate::topic::ENTRY_FRAMING_HEADROOM as u64 {
-            return Err(format!(
-                "broker.bookie_max_entry_bytes must be over {} (the room kept for batch framing)",
-                crate::topic::ENTRY_FRAMING_HEADROOM
-            ));
-        }
+        positive("bookie_max_entry_bytes", self.bookie_max_entry_bytes)?;
         positive("retention_check_interval_secs", self.retention_check_interval_secs)?;
         positive("cursor_persist_interval_ms", self.cursor_persist_interval_ms)?;
         positive("max_entries_per_ledger", self.max_entries_per_ledger)?;

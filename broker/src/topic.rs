@@ -37,10 +37,12 @@ pub struct Limits {
 impl Limits {
     /// The limits for a broker configured with `max_message_bytes` writing to bookies
     /// that accept entries of up to `max_entry_bytes`: the message limit is lowered, if
-    /// needed, to leave [`ENTRY_FRAMING_HEADROOM`] under the entry limit.
+    /// needed, to leave [`ENTRY_FRAMING_HEADROOM`] (or an eighth of the entry limit, if
+    /// that is less: bookies configured for small entries) under the entry limit.
     pub fn new(max_message_bytes: usize, max_entry_bytes: usize) -> Self {
+        let headroom = ENTRY_FRAMING_HEADROOM.min(max_entry_bytes / 8);
         Self {
-            max_message_bytes: max_message_bytes.min(max_entry_bytes.saturating_sub(ENTRY_FRAMING_HEADROOM).max(1)),
+            max_message_bytes: max_message_bytes.min(max_entry_bytes - headroom).max(1),
             max_entry_bytes,
         }
     }
@@ -334,5 +336,26 @@ impl Topic {
             }
         }
         Ok(at(lo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_limit_leaves_room_for_framing_under_the_entry_limit() {
+        // Defaults: 5 MiB of messages under 6 MiB entries.
+        assert_eq!(Limits::default().max_message_bytes, 5 << 20);
+        assert_eq!(Limits::default().max_entry_bytes, 6 << 20);
+        // Bookies at 5 MiB: the message limit drops by an eighth (640 KiB).
+        assert_eq!(Limits::new(5 << 20, 5 << 20).max_message_bytes, (5 << 20) - (5 << 17));
+        // Large entries: 1 MiB of headroom at most.
+        assert_eq!(Limits::new(64 << 20, 32 << 20).max_message_bytes, 31 << 20);
+        // Small entries keep an eighth as headroom, never a useless limit.
+        assert_eq!(Limits::new(5 << 20, 1 << 20).max_message_bytes, (1 << 20) - (1 << 17));
+        assert_eq!(Limits::new(5 << 20, 1).max_message_bytes, 1);
+        // A smaller configured message limit stands.
+        assert_eq!(Limits::new(1000, 6 << 20).max_message_bytes, 1000);
     }
 }
