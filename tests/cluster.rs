@@ -463,6 +463,18 @@ async fn split_brain_the_frozen_owner_cannot_append_after_a_takeover() {
     check_storage(&client, &acked).await;
 }
 
+/// A consumer of subscription `s<i>` (Shared, from the earliest message when new).
+async fn shared_consumer(client: &Client, topic: &str, i: usize) -> strata_client::Consumer {
+    client
+        .consumer(topic)
+        .subscription(format!("s{i}"))
+        .subscription_type(SubscriptionType::Shared)
+        .initial_position(strata_client::InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap()
+}
+
 /// Receives and acknowledges every message of `c` until `stop`, recording the payloads.
 fn ack_everything(
     c: strata_client::Consumer,
@@ -529,14 +541,7 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
     let got: Vec<Arc<Mutex<Vec<String>>>> = (0..SUBS).map(|_| Arc::default()).collect();
     let mut consuming = Vec::new();
     for (i, g) in got.iter().enumerate() {
-        let consumer = client
-            .consumer(topic)
-            .subscription(format!("s{i}"))
-            .subscription_type(SubscriptionType::Shared)
-            .initial_position(strata_client::InitialPosition::Earliest)
-            .subscribe()
-            .await
-            .unwrap();
+        let consumer = shared_consumer(&client, topic, i).await;
         consuming.push(ack_everything(consumer, g.clone(), stop_consumers.clone()));
     }
     let counts = |got: &[Arc<Mutex<Vec<String>>>]| got.iter().map(|g| g.lock().unwrap().len()).collect::<Vec<_>>();
@@ -585,15 +590,7 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
             .unwrap();
         let mut second = Vec::new();
         for i in 0..SUBS {
-            second.push(
-                other
-                    .consumer(topic)
-                    .subscription(format!("s{i}"))
-                    .subscription_type(SubscriptionType::Shared)
-                    .subscribe()
-                    .await
-                    .unwrap(),
-            );
+            second.push(shared_consumer(&other, topic, i).await);
         }
         let new_owner = client.admin().list_bundles("public/sbc").await.unwrap()[0]
             .owner
@@ -634,15 +631,7 @@ async fn split_brain_the_frozen_owner_cannot_overwrite_the_new_owners_cursors() 
     client.admin().unload_topic(topic).await.unwrap();
     let mut after = Vec::new();
     for i in 0..SUBS {
-        after.push(
-            client
-                .consumer(topic)
-                .subscription(format!("s{i}"))
-                .subscription_type(SubscriptionType::Shared)
-                .subscribe()
-                .await
-                .unwrap(),
-        );
+        after.push(shared_consumer(&client, topic, i).await);
     }
     client
         .producer(topic)

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cursor;
 pub mod dedup;
 pub mod dispatch;
+mod entry_cache;
 pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;

@@ -28,6 +28,8 @@
 //! the topic, they fail and the topic fails with `Fenced`. A write that fails ambiguously
 //! (timeout: it may have committed) is read back before anything is undone.
 
+use crate::entry_cache::EntryCache;
+pub use crate::entry_cache::{CACHE_TTL, CacheBudget, DEFAULT_CACHE_BUDGET};
 use crate::error::{BrokerError, Result};
 use crate::owned_store::OwnedStore;
 use bytes::Bytes;
@@ -75,52 +77,6 @@ impl Default for ManagedLedgerConfig {
             cache_bytes: 16 << 20,
             cache_budget: CacheBudget::new(DEFAULT_CACHE_BUDGET),
         }
-    }
-}
-
-/// Default of the broker-wide read cache bound (256 MiB).
-pub const DEFAULT_CACHE_BUDGET: usize = 256 << 20;
-/// Cached entries older than this are dropped: a consumer keeping up reads an entry
-/// within milliseconds; one further behind reads from the bookies.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Read-cache bytes of every topic of a broker together, bounded: a topic that would pass
-/// the bound evicts its own oldest entries, or does not cache.
-#[derive(Debug)]
-pub struct CacheBudget {
-    limit: usize,
-    used: std::sync::atomic::AtomicUsize,
-}
-
-impl CacheBudget {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            limit,
-            used: Default::default(),
-        })
-    }
-
-    /// Bytes cached by every topic together.
-    pub fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    fn try_take(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |used| used.checked_add(n).filter(|u| *u <= self.limit),
-            )
-            .is_ok()
-    }
-
-    fn give_back(&self, n: usize) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -177,105 +133,6 @@ struct State {
     /// Set once the topic was taken over or closed, or its storage failed; every later
     /// append fails with it.
     failed: Option<BrokerError>,
-}
-
-/// The newest confirmed entries of a topic, so consumers keeping up are served from
-/// memory instead of the bookies. Bounded three ways, oldest evicted first: the topic's
-/// `limit`, the broker-wide [`CacheBudget`] (taken on insert, given back on eviction and
-/// drop), and [`CACHE_TTL`].
-struct EntryCache {
-    entries: std::collections::BTreeMap<Position, (Bytes, Instant)>,
-    bytes: usize,
-    limit: usize,
-    budget: Arc<CacheBudget>,
-}
-
-impl EntryCache {
-    fn new(limit: usize, budget: Arc<CacheBudget>) -> Self {
-        Self {
-            entries: Default::default(),
-            bytes: 0,
-            limit,
-            budget,
-        }
-    }
-
-    fn insert(&mut self, pos: Position, payload: Bytes, now: Instant) {
-        self.expire(now);
-        if payload.len() > self.limit {
-            return;
-        }
-        if let Some((old, _)) = self.entries.remove(&pos) {
-            self.release(old.len());
-        }
-        while self.bytes + payload.len() > self.limit && self.pop_oldest() {}
-        while !self.budget.try_take(payload.len()) {
-            if !self.pop_oldest() {
-                return; // the other topics hold the whole budget
-            }
-        }
-        self.bytes += payload.len();
-        self.entries.insert(pos, (payload, now));
-    }
-
-    fn release(&mut self, n: usize) {
-        self.bytes -= n;
-        self.budget.give_back(n);
-    }
-
-    fn pop_oldest(&mut self) -> bool {
-        match self.entries.pop_first() {
-            Some((_, (b, _))) => {
-                self.release(b.len());
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops entries cached longer than [`CACHE_TTL`] (insertion order is position order).
-    fn expire(&mut self, now: Instant) {
-        while self
-            .entries
-            .first_key_value()
-            .is_some_and(|(_, (_, at))| now.duration_since(*at) > CACHE_TTL)
-        {
-            self.pop_oldest();
-        }
-    }
-
-    /// Drops the entries of these ledgers (deleted).
-    fn forget_ledgers(&mut self, ledgers: &[u64]) {
-        let doomed: Vec<Position> = self
-            .entries
-            .keys()
-            .filter(|p| ledgers.contains(&p.ledger.get()))
-            .copied()
-            .collect();
-        for p in doomed {
-            if let Some((b, _)) = self.entries.remove(&p) {
-                self.release(b.len());
-            }
-        }
-    }
-
-    /// Up to `max` consecutive entries of `from`'s ledger starting at `from`, if cached.
-    fn run(&self, from: Position, max: usize) -> Vec<(Position, Bytes)> {
-        let mut out = Vec::new();
-        for (next, (p, (b, _))) in (from.entry.get()..).zip(self.entries.range(from..)) {
-            if out.len() >= max || p.ledger != from.ledger || p.entry.get() != next {
-                break;
-            }
-            out.push((*p, b.clone()));
-        }
-        out
-    }
-}
-
-impl Drop for EntryCache {
-    fn drop(&mut self) {
-        self.budget.give_back(self.bytes);
-    }
 }
 
 /// How long [`ManagedLedger::close`] waits for the appends in flight and the ledger's
@@ -552,11 +409,25 @@ impl ManagedLedger {
     async fn store_info(&self, info: ManagedLedgerInfo) -> Result<()> {
         let version = self.state().version;
         let encoded = info.encode();
-        match self
+        let written = match self
             .owned
             .put(&self.key, encoded.clone(), Condition::Version(version))
             .await
         {
+            Ok(v) => Ok(v),
+            Err(e @ MetaError::GuardChanged(_)) => {
+                let e = lost_or(&self.topic, e);
+                self.state().failed = Some(e.clone());
+                return Err(e);
+            }
+            // Our own earlier write (a conflict), or this one (an unavailable store), may
+            // have committed without an answer: then the stored list is exactly ours.
+            Err(e) => match self.owned.store().get(&self.key).await {
+                Ok(Some(v)) if v.value == encoded => Ok(v.version),
+                _ => Err(e),
+            },
+        };
+        match written {
             Ok(v) => {
                 let mut st = self.state();
                 st.version = v;
@@ -564,16 +435,6 @@ impl ManagedLedger {
                 Ok(())
             }
             Err(MetaError::BadVersion(_)) => {
-                // Our own earlier write may have committed without an answer; then the
-                // stored list is exactly what we wrote.
-                if let Ok(Some(v)) = self.owned.store().get(&self.key).await
-                    && v.value == encoded
-                {
-                    let mut st = self.state();
-                    st.version = v.version;
-                    st.info = info;
-                    return Ok(());
-                }
                 let e = BrokerError::Fenced(
                     self.topic.to_string(),
                     "its ledger list was changed by another broker".into(),
@@ -581,22 +442,7 @@ impl ManagedLedger {
                 self.state().failed = Some(e.clone());
                 Err(e)
             }
-            Err(e @ MetaError::GuardChanged(_)) => {
-                let e = lost_or(&self.topic, e);
-                self.state().failed = Some(e.clone());
-                Err(e)
-            }
-            Err(e) => {
-                if let Ok(Some(v)) = self.owned.store().get(&self.key).await
-                    && v.value == encoded
-                {
-                    let mut st = self.state();
-                    st.version = v.version;
-                    st.info = info;
-                    return Ok(());
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -931,73 +777,5 @@ fn lost_or(topic: &TopicName, e: MetaError) -> BrokerError {
             "this broker no longer owns the topic's bundle".into(),
         ),
         e => e.into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pos(ledger: u64, entry: u64) -> Position {
-        Position {
-            ledger: LedgerId::new(ledger).unwrap(),
-            entry: EntryId::new(entry),
-        }
-    }
-
-    fn bytes(n: usize) -> Bytes {
-        Bytes::from(vec![7u8; n])
-    }
-
-    #[test]
-    fn the_cache_respects_its_topic_limit_and_the_broker_budget() {
-        let budget = CacheBudget::new(1000);
-        let now = Instant::now();
-        let mut a = EntryCache::new(600, budget.clone());
-        let mut b = EntryCache::new(600, budget.clone());
-        for e in 0..10 {
-            a.insert(pos(1, e), bytes(100), now);
-        }
-        // The topic's own limit: the newest 6 entries.
-        assert_eq!((a.bytes, budget.used()), (600, 600));
-        assert_eq!(a.run(pos(1, 4), 100).len(), 6);
-        assert!(a.run(pos(1, 3), 100).is_empty(), "evicted oldest first");
-        // The budget: topic b gets what is left, then evicts its own entries.
-        for e in 0..6 {
-            b.insert(pos(2, e), bytes(100), now);
-        }
-        assert_eq!((b.bytes, budget.used()), (400, 1000));
-        assert_eq!(b.run(pos(2, 2), 100).len(), 4);
-        // A topic with nothing cached cannot take from the others: it does not cache.
-        let mut c = EntryCache::new(600, budget.clone());
-        c.insert(pos(3, 0), bytes(100), now);
-        assert_eq!((c.bytes, budget.used()), (0, 1000));
-        // Dropping a cache (topic unloaded) and forgetting ledgers give the budget back.
-        drop(a);
-        assert_eq!(budget.used(), 400);
-        b.forget_ledgers(&[2]);
-        assert_eq!((b.bytes, budget.used()), (0, 0));
-    }
-
-    #[test]
-    fn cached_entries_expire() {
-        let budget = CacheBudget::new(1 << 20);
-        let t0 = Instant::now();
-        let mut c = EntryCache::new(1 << 20, budget.clone());
-        c.insert(pos(1, 0), bytes(10), t0);
-        c.insert(pos(1, 1), bytes(10), t0 + CACHE_TTL / 2);
-        c.expire(t0 + CACHE_TTL + Duration::from_millis(1));
-        assert_eq!(c.run(pos(1, 0), 10).len(), 0);
-        assert_eq!(c.run(pos(1, 1), 10).len(), 1);
-        assert_eq!(budget.used(), 10);
-        // An insert expires too, and a re-inserted position is counted once.
-        c.insert(pos(1, 1), bytes(20), t0 + CACHE_TTL);
-        assert_eq!((c.bytes, budget.used()), (20, 20));
-        c.insert(pos(1, 2), bytes(10), t0 + 3 * CACHE_TTL);
-        assert_eq!((c.bytes, budget.used()), (10, 10));
-        // Larger than the topic's limit: not cached.
-        let mut small = EntryCache::new(5, budget.clone());
-        small.insert(pos(2, 0), bytes(10), t0);
-        assert_eq!((small.bytes, budget.used()), (0, 10));
     }
 }
