@@ -3,13 +3,17 @@
 #   librocksdb-dev  RocksDB, linked instead of compiled from source (see .cargo/config.toml)
 #   libclang-dev    libclang, which the RocksDB bindings' bindgen needs at build time
 #   protobuf-compiler  protoc, which the etcd client crate's build script runs
-#   etcd-server     etcd, which the metadata tests start on loopback (tests only)
+#   etcd-server     etcd, which the metadata and operator tests start on loopback (tests only)
+#   openssl         certificates for the operator tests' kube-apiserver (tests only)
+#   kubernetes-client  kubectl, if the machine has none (operator tests drive it)
 set -euo pipefail
 missing=()
 [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || missing+=(librocksdb-dev)
 compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || missing+=(libclang-dev)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}" >&2
 if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

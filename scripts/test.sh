@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Strata's whole test suite on a fresh machine: installs what the build and tests need
-# (Debian packages), then builds and runs every test of the workspace in release mode (the
-# crash and recovery tests drive the real `strata` binary, so it is built as shipped).
+# (Debian packages; a kube-apiserver for the operator's tests, built once and cached), then
+# builds and runs every test of the workspace in release mode (the crash and recovery tests
+# drive the real `strata` binary, so it is built as shipped).
 #
 # Every test binary runs, also after one fails (`--no-fail-fast`). Whatever happens — a
 # failing test, a test binary that crashes, a failed build, the time limit — the last line
@@ -75,6 +76,17 @@ if ! ./scripts/install-deps.sh; then
     step=""
     exit
 fi
+
+# The operator's tests run a real kube-apiserver: built from Debian's source package once
+# per machine (about 8 minutes on 2 cores) and cached outside the repository.
+step="installing kube-apiserver"
+if ! STRATA_KUBE_APISERVER="$(./scripts/kube/install-kube-apiserver.sh)"; then
+    status=1
+    stopped="building kube-apiserver failed, so no test ran"
+    step=""
+    exit
+fi
+export STRATA_KUBE_APISERVER
 
 step="building"
 cargo build --release --all-targets "${@:---workspace}"

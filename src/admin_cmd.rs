@@ -36,12 +36,12 @@ enum AdminCommand {
         #[command(subcommand)]
         op: NamespaceOp,
     },
-    /// Topics: create (optionally partitioned), delete, list, stats, unload.
+    /// Topics: create (optionally partitioned), delete, list, stats, unload, partitions, policies.
     Topics {
         #[command(subcommand)]
         op: TopicOp,
     },
-    /// Subscriptions: create, delete, list.
+    /// Subscriptions: create, delete, list, reset.
     Subscriptions {
         #[command(subcommand)]
         op: SubscriptionOp,
@@ -97,13 +97,55 @@ enum TopicOp {
         partitions: u32,
     },
     /// Delete a topic (every partition of a partitioned one) with its data and subscriptions.
-    Delete { topic: String },
+    Delete {
+        topic: String,
+        /// Also while clients are connected (they are disconnected).
+        #[arg(long)]
+        force: bool,
+    },
     /// Topics of a namespace (tenant/namespace), one per line.
     List { namespace: String },
     /// Entries, bytes, ledgers and per-subscription backlog, as JSON.
     Stats { topic: String },
     /// Close the topic on its broker; clients reconnect.
     Unload { topic: String },
+    /// Grow a partitioned topic to N partitions (partitions never shrink).
+    UpdatePartitions {
+        topic: String,
+        #[arg(long)]
+        partitions: u32,
+    },
+    /// The topic's own policies, as JSON (an absent field: the broker's default applies).
+    GetPolicies { topic: String },
+    /// Replace the topic's policies: a policy not given goes back to the broker's default.
+    SetPolicies {
+        topic: String,
+        /// Keep acknowledged messages this long, in seconds (-1 forever, 0 not at all).
+        #[arg(long, allow_hyphen_values = true)]
+        retention_time_secs: Option<i64>,
+        /// Keep at most this many bytes of acknowledged messages (-1 no limit, 0 none).
+        #[arg(long, allow_hyphen_values = true)]
+        retention_bytes: Option<i64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SubType {
+    Exclusive,
+    Failover,
+    Shared,
+    KeyShared,
+}
+
+impl From<SubType> for strata_client::SubscriptionType {
+    fn from(t: SubType) -> Self {
+        match t {
+            SubType::Exclusive => Self::Exclusive,
+            SubType::Failover => Self::Failover,
+            SubType::Shared => Self::Shared,
+            SubType::KeyShared => Self::KeyShared,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +162,25 @@ enum SubscriptionOp {
         subscription: String,
         #[arg(long, value_enum, default_value = "latest")]
         initial_position: Position,
+        /// Start at the first message stored at or after this time (milliseconds since the
+        /// Unix epoch) instead of --initial-position.
+        #[arg(long)]
+        start_time_ms: Option<u64>,
+        /// The subscription's type; consumers must use the same.
+        #[arg(long = "type", value_enum, default_value = "exclusive")]
+        sub_type: SubType,
+    },
+    /// Move a subscription to a time or a message id; its consumers reconnect there.
+    Reset {
+        topic: String,
+        subscription: String,
+        /// The first message stored at or after this time (milliseconds since the Unix epoch).
+        #[arg(long, conflicts_with = "message_id", required_unless_present = "message_id")]
+        time_ms: Option<u64>,
+        /// The first message of this id's entry, written as consumers print it:
+        /// LEDGER:ENTRY:BATCH_INDEX:PARTITION (partition -1 for a non-partitioned topic).
+        #[arg(long)]
+        message_id: Option<strata_client::MessageId>,
     },
     /// Delete a subscription (it must have no connected consumer).
     Delete { topic: String, subscription: String },
@@ -168,7 +229,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         },
         AdminCommand::Topics { op } => match op {
             TopicOp::Create { topic, partitions } => c.create_topic(&topic, partitions).await?,
-            TopicOp::Delete { topic } => c.delete_topic(&topic).await?,
+            TopicOp::Delete { topic, force } => c.delete_topic_with(&topic, force).await?,
             TopicOp::List { namespace } => print_names(c.list_topics(&namespace).await?),
             TopicOp::Stats { topic } => {
                 let s = c.topic_stats(&topic).await?;
@@ -181,22 +242,63 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 let v = serde_json::json!({"topic": s.topic, "partitions": s.partitions, "entries": s.entries,
-                    "storage_bytes": s.storage_bytes, "ledgers": s.ledgers, "subscriptions": subs});
+                    "storage_bytes": s.storage_bytes, "ledgers": s.ledgers, "producers": s.producers,
+                    "subscriptions": subs});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             TopicOp::Unload { topic } => c.unload_topic(&topic).await?,
+            TopicOp::UpdatePartitions { topic, partitions } => c.update_partitions(&topic, partitions).await?,
+            TopicOp::GetPolicies { topic } => {
+                let p = c.topic_policies(&topic).await?;
+                let mut v = serde_json::Map::new();
+                if let Some(x) = p.retention_time_secs {
+                    v.insert("retention_time_secs".into(), x.into());
+                }
+                if let Some(x) = p.retention_bytes {
+                    v.insert("retention_bytes".into(), x.into());
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            TopicOp::SetPolicies {
+                topic,
+                retention_time_secs,
+                retention_bytes,
+            } => {
+                let p = strata_client::TopicPolicies {
+                    retention_time_secs,
+                    retention_bytes,
+                };
+                c.set_topic_policies(&topic, p).await?
+            }
         },
         AdminCommand::Subscriptions { op } => match op {
             SubscriptionOp::Create {
                 topic,
                 subscription,
                 initial_position,
+                start_time_ms,
+                sub_type,
             } => {
-                let initial = match initial_position {
-                    Position::Earliest => strata_client::InitialPosition::Earliest,
-                    Position::Latest => strata_client::InitialPosition::Latest,
+                let start = match (start_time_ms, initial_position) {
+                    (Some(ms), _) => strata_client::SubscriptionStart::Time(ms),
+                    (None, Position::Earliest) => strata_client::SubscriptionStart::Earliest,
+                    (None, Position::Latest) => strata_client::SubscriptionStart::Latest,
                 };
-                c.create_subscription(&topic, &subscription, initial).await?
+                c.create_subscription_with(&topic, &subscription, sub_type.into(), start)
+                    .await?
+            }
+            SubscriptionOp::Reset {
+                topic,
+                subscription,
+                time_ms,
+                message_id,
+            } => {
+                let to = match (time_ms, message_id) {
+                    (Some(ms), _) => strata_client::ResetTo::Time(ms),
+                    (None, Some(id)) => strata_client::ResetTo::Message(id),
+                    (None, None) => anyhow::bail!("give --time-ms or --message-id"),
+                };
+                c.reset_subscription(&topic, &subscription, to).await?
             }
             SubscriptionOp::Delete { topic, subscription } => c.delete_subscription(&topic, &subscription).await?,
             SubscriptionOp::List { topic } => print_names(c.list_subscriptions(&topic).await?),

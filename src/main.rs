@@ -7,6 +7,7 @@ mod broker_cmd;
 mod client_cmd;
 mod http;
 mod logging;
+mod operator_cmd;
 mod perf;
 mod standalone;
 
@@ -37,6 +38,8 @@ enum Command {
     Broker(broker_cmd::BrokerArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
+    /// The Kubernetes operator (Topic and Subscription resources); `crdgen` prints its CRDs.
+    Operator(operator_cmd::OperatorArgs),
     /// Benchmarks (BENCHMARK.md): bookie, ledger, produce (W1), e2e (W2/W3), consume (W4/W5), topics (W6).
     Perf(perf::PerfArgs),
 }
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin_cmd::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Bookie(args) => bookie_cmd::run(args).await,
+            Command::Operator(args) => operator_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
         }
     });

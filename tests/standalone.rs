@@ -421,6 +421,7 @@ async fn bad_input_gets_clear_errors() {
     admin
         .unload_topic(pb::TopicRequest {
             topic: "public/default/ex".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -44,6 +44,9 @@ fn split_namespace(ns: &str) -> Result<(String, String), Status> {
     Ok((t.to_string(), n.to_string()))
 }
 
+/// Most partitions a topic can have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
 /// gRPC metadata marking an admin request one broker forwarded to a topic's owner.
 const FORWARDED: &str = "strata-forwarded";
 
@@ -157,14 +160,18 @@ impl AdminService {
     }
 
     /// Deletes one (non-partitioned) topic: unload, ledgers, cursors, the ledger list.
-    async fn delete_one(&self, t: &TopicName, was_forwarded: bool) -> Result<(), Status> {
+    async fn delete_one(&self, t: &TopicName, was_forwarded: bool, force: bool) -> Result<(), Status> {
         if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
             owner
-                .delete_topic(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .delete_topic(forwarded(pb::TopicRequest {
+                    topic: t.to_string(),
+                    force,
+                }))
                 .await?;
             return Ok(());
         }
-        if let Some(loaded) = self.broker.loaded(t).await
+        if !force
+            && let Some(loaded) = self.broker.loaded(t).await
             && loaded.consumer_counts().await.values().any(|n| *n > 0)
         {
             return Err(to_status(BrokerError::NotEmpty(format!(
@@ -202,15 +209,185 @@ impl AdminService {
         Ok(())
     }
 
+    async fn require_topic(&self, t: &TopicName) -> Result<(), Status> {
+        if self.exists(&keys::topic(&t.path())).await? || self.partitions(t).await? > 0 {
+            Ok(())
+        } else {
+            Err(to_status(BrokerError::TopicNotFound(t.to_string())))
+        }
+    }
+
+    /// Creates a subscription on one (non-partitioned) topic, on its owner. `false` if it
+    /// already existed (it is then left as it is).
+    async fn create_subscription_one(
+        &self,
+        t: &TopicName,
+        r: &pb::SubscriptionRequest,
+        was_forwarded: bool,
+    ) -> Result<bool, Status> {
+        if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
+            let req = pb::SubscriptionRequest {
+                topic: t.to_string(),
+                ..r.clone()
+            };
+            return match owner.create_subscription(forwarded(req)).await {
+                Ok(_) => Ok(true),
+                Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
+                Err(s) => Err(s),
+            };
+        }
+        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        if self.exists(&keys::cursor(&t.path(), name.as_str())).await? {
+            return if was_forwarded {
+                Err(to_status(BrokerError::AlreadyExists(format!(
+                    "subscription {name} on {t}"
+                ))))
+            } else {
+                Ok(false)
+            };
+        }
+        let sub_type =
+            crate::service::sub_type(r.r#type).map_err(|e| status(pb::ErrorCode::InvalidArgument, e.message))?;
+        let loaded = self.broker.topic(t, false).await.map_err(to_status)?;
+        let initial = match r.start_time_ms {
+            Some(ms) => crate::subscription::InitialPosition::At(
+                loaded.topic.find_by_publish_time(ms).await.map_err(to_status)?,
+            ),
+            None if r.initial_position == pb::InitialPosition::Earliest as i32 => {
+                crate::subscription::InitialPosition::Earliest
+            }
+            None => crate::subscription::InitialPosition::Latest,
+        };
+        let s = loaded.subscription(&name, sub_type, initial).await.map_err(to_status)?;
+        // Durable before the reply: a crash right after must not lose the position.
+        s.persist().await.map_err(to_status)?;
+        Ok(true)
+    }
+
+    /// Deletes a subscription of one (non-partitioned) topic, on its owner. `false` if it
+    /// did not exist.
+    async fn delete_subscription_one(
+        &self,
+        t: &TopicName,
+        r: &pb::SubscriptionRequest,
+        was_forwarded: bool,
+    ) -> Result<bool, Status> {
+        if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
+            let req = pb::SubscriptionRequest {
+                topic: t.to_string(),
+                ..r.clone()
+            };
+            return match owner.delete_subscription(forwarded(req)).await {
+                Ok(_) => Ok(true),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+                Err(s) => Err(s),
+            };
+        }
+        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        if let Some(loaded) = self.broker.loaded(t).await {
+            loaded.remove_subscription(&name).await.map_err(to_status)?;
+        }
+        let existed = self
+            .broker
+            .store()
+            .delete(&keys::cursor(&t.path(), name.as_str()), Condition::Any)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        if !existed && was_forwarded {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "subscription {name} on {t} does not exist"
+            ))));
+        }
+        Ok(existed)
+    }
+
+    /// Moves one (non-partitioned) topic's subscription, on its owner.
+    async fn reset_subscription_one(
+        &self,
+        t: &TopicName,
+        r: &pb::ResetSubscriptionRequest,
+        was_forwarded: bool,
+    ) -> Result<(), Status> {
+        if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
+            let req = pb::ResetSubscriptionRequest {
+                topic: t.to_string(),
+                ..r.clone()
+            };
+            owner.reset_subscription(forwarded(req)).await?;
+            return Ok(());
+        }
+        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        let Some(v) = self
+            .broker
+            .store()
+            .get(&keys::cursor(&t.path(), name.as_str()))
+            .await
+            .map_err(|e| to_status(e.into()))?
+        else {
+            return Err(to_status(BrokerError::NotFound(format!(
+                "subscription {name} on {t} does not exist"
+            ))));
+        };
+        let cursor: crate::cursor::CursorInfo = serde_json::from_slice(&v.value)
+            .map_err(|e| to_status(BrokerError::Corruption(format!("cursor {name} of {t}: {e}"))))?;
+        let sub_type = crate::dispatch::SubType::from_name(&cursor.sub_type).ok_or_else(|| {
+            to_status(BrokerError::Corruption(format!(
+                "cursor {name} of {t} has unknown type {:?}",
+                cursor.sub_type
+            )))
+        })?;
+        let loaded = self.broker.topic(t, false).await.map_err(to_status)?;
+        let position = match &r.to {
+            Some(pb::reset_subscription_request::To::TimestampMs(ms)) => {
+                loaded.topic.find_by_publish_time(*ms).await.map_err(to_status)?
+            }
+            Some(pb::reset_subscription_request::To::MessageId(id)) => {
+                let wanted = crate::service::from_wire_id(id)
+                    .map_err(|e| status(pb::ErrorCode::InvalidArgument, e.message))?
+                    .position;
+                let layout = crate::cursor::Layout {
+                    ledgers: loaded.topic.managed_ledger().ledger_counts().await,
+                };
+                layout.resolve(wanted).ok_or_else(|| {
+                    status(
+                        pb::ErrorCode::InvalidArgument,
+                        format!(
+                            "message_id {}:{} is not a message of {t}: no such ledger or entry",
+                            id.ledger_id, id.entry_id
+                        ),
+                    )
+                })?
+            }
+            None => {
+                return Err(status(
+                    pb::ErrorCode::InvalidArgument,
+                    "reset: give timestamp_ms or message_id".into(),
+                ));
+            }
+        };
+        let s = loaded
+            .subscription(&name, sub_type, crate::subscription::InitialPosition::Earliest)
+            .await
+            .map_err(to_status)?;
+        // No consumer has id 0: every connected one is disconnected and reconnects there.
+        s.seek(0, position).await.map_err(to_status)?;
+        s.persist().await.map_err(to_status)?;
+        Ok(())
+    }
+
     async fn stats_one(&self, t: &TopicName, out: &mut pb::TopicStats, was_forwarded: bool) -> Result<(), Status> {
         if let Some(mut owner) = self.owner_elsewhere(was_forwarded, t).await? {
             let s = owner
-                .get_topic_stats(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .get_topic_stats(forwarded(pb::TopicRequest {
+                    topic: t.to_string(),
+                    ..Default::default()
+                }))
                 .await?
                 .into_inner();
             out.entries += s.entries;
             out.storage_bytes += s.storage_bytes;
             out.ledgers += s.ledgers;
+            out.producers += s.producers;
             out.subscriptions.extend(s.subscriptions);
             return Ok(());
         }
@@ -243,6 +420,7 @@ impl AdminService {
             Some(l) => l.consumer_counts().await,
             None => Default::default(),
         };
+        out.producers += loaded.as_ref().map_or(0, |l| l.topic.producer_count());
         for (k, v) in store
             .list(&keys::cursors_prefix(&t.path()))
             .await
@@ -402,10 +580,10 @@ impl pb::admin_server::Admin for AdminService {
             return Err(to_status(BrokerError::AlreadyExists(format!("topic {t}"))));
         }
         if r.partitions > 0 {
-            if r.partitions > 10_000 {
+            if r.partitions > MAX_PARTITIONS {
                 return Err(status(
                     pb::ErrorCode::InvalidArgument,
-                    "at most 10,000 partitions".into(),
+                    format!("partitions: at most {MAX_PARTITIONS}, not {}", r.partitions),
                 ));
             }
             self.create(
@@ -425,11 +603,12 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn delete_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
         let fwd = r.metadata().contains_key(FORWARDED);
-        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
         let n = self.partitions(&t).await?;
         if n > 0 {
             for i in 0..n {
-                match self.delete_one(&t.partition(i), fwd).await {
+                match self.delete_one(&t.partition(i), fwd, r.force).await {
                     Ok(()) => {}
                     Err(s) if s.code() == tonic::Code::NotFound => {}
                     Err(s) => return Err(s),
@@ -441,8 +620,116 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(|e| to_status(e.into()))?;
         } else {
-            self.delete_one(&t, fwd).await?;
+            self.delete_one(&t, fwd, r.force).await?;
         }
+        if !fwd {
+            // Policies go last: a half-done delete leaves them to a topic re-created
+            // under the name, never a topic without the policies it was given.
+            let _ = self
+                .broker
+                .store()
+                .delete(&keys::topic_policies(&t.path()), Condition::Any)
+                .await;
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn update_partitions(&self, r: Request<pb::CreateTopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        let key = keys::partitioned(&t.path());
+        let store = self.broker.store();
+        let Some(v) = store.get(&key).await.map_err(|e| to_status(e.into()))? else {
+            return Err(if self.exists(&keys::topic(&t.path())).await? {
+                status(
+                    pb::ErrorCode::InvalidArgument,
+                    format!("topic {t} is not partitioned; only a partitioned topic's partitions can grow"),
+                )
+            } else {
+                to_status(BrokerError::TopicNotFound(t.to_string()))
+            });
+        };
+        let now = self.partitions(&t).await?;
+        if r.partitions < now {
+            return Err(status(
+                pb::ErrorCode::InvalidArgument,
+                format!(
+                    "partitions: topic {t} has {now} partitions and partitions can only grow, not shrink to {}",
+                    r.partitions
+                ),
+            ));
+        }
+        if r.partitions > MAX_PARTITIONS {
+            return Err(status(
+                pb::ErrorCode::InvalidArgument,
+                format!("partitions: at most {MAX_PARTITIONS}, not {}", r.partitions),
+            ));
+        }
+        // Storage first, then the count: a client never sees a partition without storage.
+        for i in now..r.partitions {
+            self.create_storage(&t.partition(i)).await?;
+        }
+        if r.partitions > now {
+            match store
+                .put(
+                    &key,
+                    Bytes::from(r.partitions.to_string()),
+                    Condition::Version(v.version),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(MetaError::BadVersion(_)) => {
+                    return Err(status(
+                        pb::ErrorCode::StorageError,
+                        format!("partitions of {t} changed concurrently; retry"),
+                    ));
+                }
+                Err(e) => return Err(to_status(e.into())),
+            }
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_topic_policies(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::TopicPolicies>, Status> {
+        let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.require_topic(&t).await?;
+        let p = crate::policies::load(&**self.broker.store(), &t)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::TopicPolicies {
+            retention_time_secs: p.retention_time_secs,
+            retention_bytes: p.retention_bytes,
+        }))
+    }
+
+    async fn set_topic_policies(&self, r: Request<pb::SetTopicPoliciesRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        let p = r.policies.unwrap_or_default();
+        let policies = crate::policies::TopicPolicies {
+            retention_time_secs: p.retention_time_secs,
+            retention_bytes: p.retention_bytes,
+        };
+        policies.validate().map_err(to_status)?;
+        self.require_topic(&t).await?;
+        if let Some((parent, _)) = t.partition_of()
+            && self.partitions(&parent).await? > 0
+        {
+            return Err(status(
+                pb::ErrorCode::InvalidArgument,
+                format!("{t} is a partition: set the policies of its partitioned topic"),
+            ));
+        }
+        let key = keys::topic_policies(&t.path());
+        let store = self.broker.store();
+        let result = if policies.is_empty() {
+            store.delete(&key, Condition::Any).await.map(|_| ())
+        } else {
+            let value = serde_json::to_vec(&policies).expect("policies serialise");
+            store.put(&key, Bytes::from(value), Condition::Any).await.map(|_| ())
+        };
+        result.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -493,7 +780,10 @@ impl pb::admin_server::Admin for AdminService {
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
         if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
             owner
-                .unload_topic(forwarded(pb::TopicRequest { topic: t.to_string() }))
+                .unload_topic(forwarded(pb::TopicRequest {
+                    topic: t.to_string(),
+                    ..Default::default()
+                }))
                 .await?;
             return Ok(Response::new(pb::Empty {}));
         }
@@ -505,28 +795,81 @@ impl pb::admin_server::Admin for AdminService {
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
-        if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
-            owner.create_subscription(forwarded(r)).await?;
-            return Ok(Response::new(pb::Empty {}));
+        SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        crate::service::sub_type(r.r#type).map_err(|e| status(pb::ErrorCode::InvalidArgument, e.message))?;
+        let n = if fwd { 0 } else { self.partitions(&t).await? };
+        if n == 0 {
+            return match self.create_subscription_one(&t, &r, fwd).await? {
+                true => Ok(Response::new(pb::Empty {})),
+                false => Err(to_status(BrokerError::AlreadyExists(format!(
+                    "subscription {} on {t}",
+                    r.subscription
+                )))),
+            };
         }
-        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
-        if self.exists(&keys::cursor(&t.path(), name.as_str())).await? {
+        // Every partition gets it; a retry after a partial failure completes the rest, and
+        // only a subscription every partition already had is ALREADY_EXISTS.
+        let mut created = false;
+        for i in 0..n {
+            let p = t.partition(i);
+            let req = pb::SubscriptionRequest {
+                topic: p.to_string(),
+                ..r.clone()
+            };
+            created |= self.create_subscription_one(&p, &req, false).await?;
+        }
+        if !created {
             return Err(to_status(BrokerError::AlreadyExists(format!(
-                "subscription {name} on {t}"
+                "subscription {} on {t}",
+                r.subscription
             ))));
         }
-        let loaded = self.broker.topic(&t, false).await.map_err(to_status)?;
-        let initial = if r.initial_position == pb::InitialPosition::Earliest as i32 {
-            crate::subscription::InitialPosition::Earliest
-        } else {
-            crate::subscription::InitialPosition::Latest
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn reset_subscription(
+        &self,
+        r: Request<pb::ResetSubscriptionRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let fwd = r.metadata().contains_key(FORWARDED);
+        let r = r.into_inner();
+        let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        let Some(to) = r.to.clone() else {
+            return Err(status(
+                pb::ErrorCode::InvalidArgument,
+                "reset: give timestamp_ms or message_id".into(),
+            ));
         };
-        // Shared until a consumer says otherwise is not possible (types are fixed), so an
-        // admin-created subscription is Exclusive, like Pulsar's.
-        loaded
-            .subscription(&name, crate::dispatch::SubType::Exclusive, initial)
-            .await
-            .map_err(to_status)?;
+        let n = if fwd { 0 } else { self.partitions(&t).await? };
+        if n == 0 {
+            self.reset_subscription_one(&t, &r, fwd).await?;
+            return Ok(Response::new(pb::Empty {}));
+        }
+        let targets: Vec<u32> = match &to {
+            pb::reset_subscription_request::To::TimestampMs(_) => (0..n).collect(),
+            pb::reset_subscription_request::To::MessageId(id) => {
+                if id.partition < 0 || id.partition as u32 >= n {
+                    return Err(status(
+                        pb::ErrorCode::InvalidArgument,
+                        format!(
+                            "message_id.partition is {}, but {t} has partitions 0 to {}",
+                            id.partition,
+                            n - 1
+                        ),
+                    ));
+                }
+                vec![id.partition as u32]
+            }
+        };
+        for i in targets {
+            let p = t.partition(i);
+            let req = pb::ResetSubscriptionRequest {
+                topic: p.to_string(),
+                ..r.clone()
+            };
+            self.reset_subscription_one(&p, &req, false).await?;
+        }
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -534,23 +877,31 @@ impl pb::admin_server::Admin for AdminService {
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
-        if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
-            owner.delete_subscription(forwarded(r)).await?;
-            return Ok(Response::new(pb::Empty {}));
+        SubscriptionName::new(&r.subscription).map_err(bad_name)?;
+        let n = if fwd { 0 } else { self.partitions(&t).await? };
+        if n == 0 {
+            return match self.delete_subscription_one(&t, &r, fwd).await? {
+                true => Ok(Response::new(pb::Empty {})),
+                false => Err(to_status(BrokerError::NotFound(format!(
+                    "subscription {} on {t} does not exist",
+                    r.subscription
+                )))),
+            };
         }
-        let name = SubscriptionName::new(&r.subscription).map_err(bad_name)?;
-        if let Some(loaded) = self.broker.loaded(&t).await {
-            loaded.remove_subscription(&name).await.map_err(to_status)?;
+        // Every partition's; NOT_FOUND only if no partition had it.
+        let mut existed = false;
+        for i in 0..n {
+            let p = t.partition(i);
+            let req = pb::SubscriptionRequest {
+                topic: p.to_string(),
+                ..r.clone()
+            };
+            existed |= self.delete_subscription_one(&p, &req, false).await?;
         }
-        let existed = self
-            .broker
-            .store()
-            .delete(&keys::cursor(&t.path(), name.as_str()), Condition::Any)
-            .await
-            .map_err(|e| to_status(e.into()))?;
         if !existed {
             return Err(to_status(BrokerError::NotFound(format!(
-                "subscription {name} on {t} does not exist"
+                "subscription {} on {t} does not exist",
+                r.subscription
             ))));
         }
         Ok(Response::new(pb::Empty {}))
@@ -558,13 +909,21 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn list_subscriptions(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::NameList>, Status> {
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
-        let names = self
-            .list(&keys::cursors_prefix(&t.path()))
-            .await?
-            .iter()
-            .map(|k| last_part(k))
-            .collect();
-        Ok(Response::new(pb::NameList { names }))
+        let n = self.partitions(&t).await?;
+        let topics: Vec<TopicName> = if n == 0 {
+            vec![t]
+        } else {
+            (0..n).map(|i| t.partition(i)).collect()
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for t in topics {
+            for k in self.list(&keys::cursors_prefix(&t.path())).await? {
+                names.insert(last_part(&k));
+            }
+        }
+        Ok(Response::new(pb::NameList {
+            names: names.into_iter().collect(),
+        }))
     }
 
     async fn get_cluster(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterInfo>, Status> {

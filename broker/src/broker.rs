@@ -421,9 +421,22 @@ impl Broker {
         broker.spawn_periodic(Duration::from_secs(1), |t| async move {
             t.topic.managed_ledger().expire_cache();
         });
-        let (time, bytes) = (broker.cfg.retention_time, broker.cfg.retention_bytes);
+        let default = crate::policies::Retention {
+            time: broker.cfg.retention_time,
+            bytes: broker.cfg.retention_bytes,
+        };
         broker.spawn_periodic(broker.cfg.retention_check_interval, move |t| async move {
-            if let Err(e) = t.apply_retention(time, bytes).await {
+            // The topic's own policies, read each round, so a change applies within one
+            // interval on whichever broker owns the topic.
+            let store = t.topic.managed_ledger().store();
+            let result = match crate::policies::effective(&*store, t.topic.name()).await {
+                Ok(p) => {
+                    let r = p.retention(default);
+                    t.apply_retention(r.time, r.bytes).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 tracing::warn!(topic = %t.topic.name(), error = %e, "retention not applied");
             }
         });

@@ -81,6 +81,34 @@ impl Layout {
         }
     }
 
+    /// Where a position a user gave (a reset to a message id) lands: itself when it is
+    /// an entry of a listed ledger or the next entry of the last one; the first entry
+    /// after it when its ledger was trimmed or it is just past a closed ledger's end.
+    /// `None` for a position that never existed: beyond the last ledger, or beyond a
+    /// ledger's end.
+    pub fn resolve(&self, p: Position) -> Option<Position> {
+        let (l, e) = (p.ledger.get(), p.entry.get());
+        let &(last, _) = self.ledgers.last()?;
+        if l > last {
+            return None;
+        }
+        match self.ledgers.iter().position(|(id, _)| *id == l) {
+            Some(i) => {
+                let n = self.ledgers[i].1;
+                if i + 1 == self.ledgers.len() {
+                    (e <= n).then_some(p)
+                } else if e < n {
+                    Some(p)
+                } else if e == n {
+                    self.first_from(i + 1)
+                } else {
+                    None
+                }
+            }
+            None => self.first_from(self.ledgers.iter().position(|(id, _)| *id > l)?),
+        }
+    }
+
     /// The position right before `p`, or `None` when `p` is the first of the topic.
     pub fn prev(&self, p: Position) -> Option<Position> {
         if p.entry.get() > 0 {
@@ -475,6 +503,26 @@ mod tests {
         assert_eq!(l.next(p(1, 4)), p(3, 0));
         assert_eq!(l.next(p(3, 3)), p(7, 0));
         assert_eq!(l.next(p(7, 9)), p(7, 10));
+    }
+
+    #[test]
+    fn a_user_given_position_resolves_only_if_it_ever_existed() {
+        let l = Layout {
+            ledgers: vec![(3, 4), (5, 0), (7, 2)],
+        };
+        assert_eq!(l.resolve(p(3, 2)), Some(p(3, 2)));
+        // Just past a closed ledger: the next entry that exists.
+        assert_eq!(l.resolve(p(3, 4)), Some(p(7, 0)));
+        assert_eq!(l.resolve(p(3, 5)), None);
+        // Trimmed ledgers, below the first and between listed ones.
+        assert_eq!(l.resolve(p(1, 99)), Some(p(3, 0)));
+        assert_eq!(l.resolve(p(4, 0)), Some(p(7, 0)));
+        // The growing ledger: up to its next entry.
+        assert_eq!(l.resolve(p(7, 2)), Some(p(7, 2)));
+        assert_eq!(l.resolve(p(7, 3)), None);
+        assert_eq!(l.resolve(p(u64::MAX, u64::MAX)), None);
+        assert_eq!(l.resolve(p(7, u64::MAX)), None);
+        assert_eq!(Layout::default().resolve(p(1, 0)), None);
     }
 
     #[test]

@@ -41,6 +41,18 @@ impl SubType {
             SubType::KeyShared => "Key_Shared",
         }
     }
+
+    /// The type [`SubType::name`] names.
+    pub fn from_name(name: &str) -> Option<SubType> {
+        [
+            SubType::Exclusive,
+            SubType::Failover,
+            SubType::Shared,
+            SubType::KeyShared,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
+    }
 }
 
 pub type ConsumerId = u64;

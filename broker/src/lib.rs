@@ -16,6 +16,7 @@ pub mod error;
 pub mod managed_ledger;
 pub mod metrics;
 pub mod owned_store;
+pub mod policies;
 pub mod service;
 pub mod subscription;
 pub mod topic;

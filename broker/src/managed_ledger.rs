@@ -287,6 +287,20 @@ impl ManagedLedger {
         self.state().info.ledgers.clone()
     }
 
+    /// The ledgers as (id, entries), oldest first, the current one counted up to its
+    /// last confirmed entry: the layout positions are checked against.
+    pub async fn ledger_counts(&self) -> Vec<(u64, u64)> {
+        let lac = self.last_confirmed();
+        self.ledgers()
+            .await
+            .into_iter()
+            .map(|l| match lac {
+                Some(p) if p.ledger.get() == l.id && l.entries == 0 => (l.id, p.entry.get() + 1),
+                _ => (l.id, l.entries),
+            })
+            .collect()
+    }
+
     /// The last confirmed position, if any entry was ever written.
     pub fn last_confirmed(&self) -> Option<Position> {
         *self.last_confirmed.borrow()

@@ -89,7 +89,7 @@ fn to_wire_id(id: MessageId) -> pb::MessageId {
     }
 }
 
-fn from_wire_id(id: &pb::MessageId) -> Result<MessageId, pb::Error> {
+pub(crate) fn from_wire_id(id: &pb::MessageId) -> Result<MessageId, pb::Error> {
     let ledger = LedgerId::new(id.ledger_id)
         .map_err(|e| error(pb::ErrorCode::InvalidArgument, format!("message id: {e}"), None))?;
     Ok(MessageId {
@@ -332,7 +332,7 @@ impl pb::producer_server::Producer for BrokerService {
     }
 }
 
-fn sub_type(t: i32) -> Result<SubType, pb::Error> {
+pub(crate) fn sub_type(t: i32) -> Result<SubType, pb::Error> {
     match pb::SubscriptionType::try_from(t) {
         Ok(pb::SubscriptionType::Exclusive) => Ok(SubType::Exclusive),
         Ok(pb::SubscriptionType::Failover) => Ok(SubType::Failover),

@@ -30,6 +30,9 @@ pub const READ_BATCH: usize = 100;
 pub enum InitialPosition {
     Latest,
     Earliest,
+    /// The next message delivered is the first of this entry (admin-created
+    /// subscriptions starting at a time).
+    At(Position),
 }
 
 struct Inner {
@@ -78,6 +81,7 @@ impl Subscription {
         let start = match initial {
             InitialPosition::Latest => ml.last_confirmed(),
             InitialPosition::Earliest => None,
+            InitialPosition::At(p) => layout(&topic).await.prev(p),
         };
         let store = ml_store(&topic);
         let cursor = Cursor::open(store, topic.name(), &name, sub_type.name(), start).await?;
@@ -106,6 +110,7 @@ impl Subscription {
             (Some(p), _) => l.prev(p),
             (None, InitialPosition::Latest) => ml.last_confirmed(),
             (None, InitialPosition::Earliest) => None,
+            (None, InitialPosition::At(p)) => l.prev(p),
         };
         let cursor = Cursor::non_durable(ml_store(&topic), SubType::Exclusive.name(), before);
         Self::with_cursor(topic, name, SubType::Exclusive, cursor).await

@@ -1,8 +1,9 @@
 //! The admin client: tenants, namespaces, topics and subscriptions.
 
 use crate::Client;
-use crate::consumer::InitialPosition;
+use crate::consumer::{InitialPosition, SubscriptionType};
 use crate::error::{Error, Result};
+use crate::message::MessageId;
 use strata_proto::v1 as pb;
 use tonic::transport::Channel;
 
@@ -20,6 +21,39 @@ use tonic::transport::Channel;
 pub type TopicStats = pb::TopicStats;
 /// A subscription's statistics, part of [`TopicStats`] (see its example).
 pub type SubscriptionStats = pb::SubscriptionStats;
+/// A topic's own policies; an unset field takes the broker's default.
+///
+/// ```no_run
+/// # async fn example(admin: strata_client::Admin) -> strata_client::Result<()> {
+/// let policies = strata_client::TopicPolicies {
+///     retention_time_secs: Some(7 * 24 * 3600), // keep acknowledged messages a week
+///     retention_bytes: Some(-1),                // of any size
+/// };
+/// admin.set_topic_policies("public/default/orders", policies).await?;
+/// # Ok(()) }
+/// ```
+pub type TopicPolicies = pb::TopicPolicies;
+
+/// Where a subscription created by [`Admin::create_subscription_with`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStart {
+    /// Every message the topic still has.
+    Earliest,
+    /// Only messages published from now on.
+    Latest,
+    /// The first message stored at or after this time (milliseconds since the Unix epoch).
+    Time(u64),
+}
+
+/// Where [`Admin::reset_subscription`] moves a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The first message stored at or after this time (milliseconds since the Unix epoch).
+    Time(u64),
+    /// The first message of this id's entry (its partition, for a partitioned topic).
+    Message(MessageId),
+}
+
 /// The cluster: brokers with their load and bundles, bookies, the leader.
 ///
 /// ```no_run
@@ -196,13 +230,19 @@ impl Admin {
         .map(drop)
     }
 
-    /// Deletes a topic (every partition), its data and its subscriptions.
+    /// Deletes a topic (every partition), its data, subscriptions and policies;
+    /// NOT_EMPTY while consumers are connected.
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.delete_topic_with(topic, false).await
+    }
+
+    /// [`Admin::delete_topic`]; with `force`, also while clients are connected (they are
+    /// disconnected).
+    pub async fn delete_topic_with(&self, topic: &str, force: bool) -> Result<()> {
         let topic = topic.to_string();
-        self.call(
-            pb::TopicRequest { topic },
-            |mut c, r| async move { c.delete_topic(r).await },
-        )
+        self.call(pb::TopicRequest { topic, force }, |mut c, r| async move {
+            c.delete_topic(r).await
+        })
         .await
         .map(drop)
     }
@@ -222,7 +262,7 @@ impl Admin {
     /// the partitions of a partitioned topic).
     pub async fn topic_stats(&self, topic: &str) -> Result<TopicStats> {
         let topic = topic.to_string();
-        self.call(pb::TopicRequest { topic }, |mut c, r| async move {
+        self.call(pb::TopicRequest { topic, force: false }, |mut c, r| async move {
             c.get_topic_stats(r).await
         })
         .await
@@ -231,10 +271,9 @@ impl Admin {
     /// Closes the topic on its owner; its clients reconnect and it loads again there.
     pub async fn unload_topic(&self, topic: &str) -> Result<()> {
         let topic = topic.to_string();
-        self.call(
-            pb::TopicRequest { topic },
-            |mut c, r| async move { c.unload_topic(r).await },
-        )
+        self.call(pb::TopicRequest { topic, force: false }, |mut c, r| async move {
+            c.unload_topic(r).await
+        })
         .await
         .map(drop)
     }
@@ -249,8 +288,84 @@ impl Admin {
                 InitialPosition::Latest => pb::InitialPosition::Latest,
                 InitialPosition::Earliest => pb::InitialPosition::Earliest,
             } as i32,
+            ..Default::default()
         };
         self.call(r, |mut c, r| async move { c.create_subscription(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Creates a durable subscription of `sub_type` starting at `start` (on every
+    /// partition of a partitioned topic; a retry completes a partial creation). Consumers
+    /// must then use the same type. ALREADY_EXISTS if it existed everywhere.
+    pub async fn create_subscription_with(
+        &self,
+        topic: &str,
+        subscription: &str,
+        sub_type: SubscriptionType,
+        start: SubscriptionStart,
+    ) -> Result<()> {
+        let r = pb::SubscriptionRequest {
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
+            initial_position: match start {
+                SubscriptionStart::Earliest => pb::InitialPosition::Earliest,
+                _ => pb::InitialPosition::Latest,
+            } as i32,
+            start_time_ms: match start {
+                SubscriptionStart::Time(ms) => Some(ms),
+                _ => None,
+            },
+            r#type: sub_type.to_wire() as i32,
+        };
+        self.call(r, |mut c, r| async move { c.create_subscription(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Moves a subscription's cursor; its connected consumers are disconnected and
+    /// reconnect at the new position. A message id must name a message the topic has (or
+    /// had: an id in deleted ledgers moves to the first message still kept).
+    pub async fn reset_subscription(&self, topic: &str, subscription: &str, to: ResetTo) -> Result<()> {
+        let r = pb::ResetSubscriptionRequest {
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
+            to: Some(match to {
+                ResetTo::Time(ms) => pb::reset_subscription_request::To::TimestampMs(ms),
+                ResetTo::Message(id) => pb::reset_subscription_request::To::MessageId(id.to_wire()),
+            }),
+        };
+        self.call(r, |mut c, r| async move { c.reset_subscription(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Grows a partitioned topic to `partitions`; fewer than it has is INVALID_ARGUMENT.
+    pub async fn update_partitions(&self, topic: &str, partitions: u32) -> Result<()> {
+        let topic = topic.to_string();
+        self.call(pb::CreateTopicRequest { topic, partitions }, |mut c, r| async move {
+            c.update_partitions(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The topic's own policies (unset fields: the broker's defaults apply).
+    pub async fn topic_policies(&self, topic: &str) -> Result<TopicPolicies> {
+        let topic = topic.to_string();
+        self.call(pb::TopicRequest { topic, force: false }, |mut c, r| async move {
+            c.get_topic_policies(r).await
+        })
+        .await
+    }
+
+    /// Replaces the topic's policies as a whole (unset fields go back to the defaults).
+    pub async fn set_topic_policies(&self, topic: &str, policies: TopicPolicies) -> Result<()> {
+        let r = pb::SetTopicPoliciesRequest {
+            topic: topic.to_string(),
+            policies: Some(policies),
+        };
+        self.call(r, |mut c, r| async move { c.set_topic_policies(r).await })
             .await
             .map(drop)
     }
@@ -260,7 +375,7 @@ impl Admin {
         let r = pb::SubscriptionRequest {
             topic: topic.to_string(),
             subscription: subscription.to_string(),
-            initial_position: 0,
+            ..Default::default()
         };
         self.call(r, |mut c, r| async move { c.delete_subscription(r).await })
             .await
@@ -270,7 +385,7 @@ impl Admin {
     /// The subscriptions of a topic.
     pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<String>> {
         let topic = topic.to_string();
-        self.call(pb::TopicRequest { topic }, |mut c, r| async move {
+        self.call(pb::TopicRequest { topic, force: false }, |mut c, r| async move {
             c.list_subscriptions(r).await
         })
         .await

@@ -49,6 +49,17 @@ pub enum SubscriptionType {
     KeyShared,
 }
 
+impl SubscriptionType {
+    pub(crate) fn to_wire(self) -> pb::SubscriptionType {
+        match self {
+            SubscriptionType::Exclusive => pb::SubscriptionType::Exclusive,
+            SubscriptionType::Failover => pb::SubscriptionType::Failover,
+            SubscriptionType::Shared => pb::SubscriptionType::Shared,
+            SubscriptionType::KeyShared => pb::SubscriptionType::KeyShared,
+        }
+    }
+}
+
 /// Where a new subscription starts (an existing one resumes where it was).
 ///
 /// ```
@@ -153,12 +164,7 @@ impl ConsumerBuilder {
         let template = pb::Subscribe {
             topic: String::new(),
             subscription,
-            r#type: match self.sub_type {
-                SubscriptionType::Exclusive => pb::SubscriptionType::Exclusive,
-                SubscriptionType::Failover => pb::SubscriptionType::Failover,
-                SubscriptionType::Shared => pb::SubscriptionType::Shared,
-                SubscriptionType::KeyShared => pb::SubscriptionType::KeyShared,
-            } as i32,
+            r#type: self.sub_type.to_wire() as i32,
             initial_position: initial_wire(self.initial),
             consumer_name: self.name,
             ack_timeout_ms: self.ack_timeout.map_or(0, |d| d.as_millis().max(1) as u64),

@@ -39,7 +39,9 @@ mod message;
 mod producer;
 mod reader;
 
-pub use admin::{Admin, BundleInfo, ClusterInfo, SubscriptionStats, TopicStats};
+pub use admin::{
+    Admin, BundleInfo, ClusterInfo, ResetTo, SubscriptionStart, SubscriptionStats, TopicPolicies, TopicStats,
+};
 pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, SubscriptionType};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Message, MessageId, ProducerMessage};

@@ -120,6 +120,11 @@ pub fn partitioned_prefix(tenant: &str, namespace: &str) -> String {
     format!("{ROOT}/partitioned/{tenant}/{namespace}/")
 }
 
+/// Policies of a topic (a partitioned topic's apply to its partitions), JSON.
+pub fn topic_policies(path: &str) -> String {
+    format!("{ROOT}/policies/topics/{path}")
+}
+
 /// Prefix of a topic's cursors.
 pub fn cursors_prefix(path: &str) -> String {
     format!("{ROOT}/cursors/{path}/")

@@ -526,3 +526,4 @@ impl Drop for BrokerProcess {
         }
     }
 }
+pub mod kube;

@@ -1,0 +1,135 @@
+//! `strata operator`: the Kubernetes operator (Topic and Subscription resources), and
+//! `strata operator crdgen`, which prints its CustomResourceDefinitions.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct OperatorArgs {
+    #[command(subcommand)]
+    command: Option<OperatorCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Print the CustomResourceDefinitions (YAML) to install with `kubectl apply -f -`.
+    Crdgen,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account].
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Only this namespace's Topics and Subscriptions [default: every namespace].
+    #[arg(long, env = "STRATA_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "STRATA_HTTP_LISTEN")]
+    http_listen: String,
+    /// Seconds between comparisons of every object with its Strata cluster (drift).
+    #[arg(long, default_value_t = 60, env = "STRATA_OPERATOR_RESYNC_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    resync_secs: u64,
+    /// Reconciles at a time, per kind.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Longest wait, in seconds, between retries of a failing object.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    max_backoff_secs: u64,
+    /// Namespace of the leader Lease [default: the pod's namespace, else `default`].
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "strata-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease [default: the pod name, else host name and pid].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a leader lease is valid without renewal; a standby takes over after that.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..))]
+    lease_duration_secs: u64,
+}
+
+struct OperatorProbes(Arc<strata_operator::State>);
+
+impl crate::http::Probes for OperatorProbes {
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move { self.0.ready() }.boxed()
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        async move { self.0.metrics.render() }.boxed()
+    }
+}
+
+async fn client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: not in a pod, and no kubeconfig (--kubeconfig or $KUBECONFIG)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "strata-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    if let Some(OperatorCommand::Crdgen) = args.command {
+        print!("{}", strata_operator::crds_yaml());
+        return Ok(());
+    }
+    let a = args.run;
+    let lease = Duration::from_secs(a.lease_duration_secs);
+    let cfg = strata_operator::Config {
+        resync: Duration::from_secs(a.resync_secs),
+        concurrency: a.concurrency,
+        max_backoff: Duration::from_secs(a.max_backoff_secs),
+        namespace: a.namespace,
+        lease_namespace: a.lease_namespace,
+        lease_name: a.lease_name,
+        identity: a.identity.unwrap_or_else(identity),
+        timing: strata_operator::leader::Timing {
+            lease_duration: lease,
+            renew_deadline: lease * 2 / 3,
+            retry: (lease / 7).max(Duration::from_millis(500)),
+        },
+        ..Default::default()
+    };
+    let client = client(a.kubeconfig.as_ref()).await?;
+    let state = Arc::new(strata_operator::State::default());
+    let http = crate::http::bind(&a.http_listen).await?;
+    let stop = CancellationToken::new();
+    crate::bookie_cmd::spawn_signal_handler(stop.clone())?;
+    let http_stop = CancellationToken::new();
+    tokio::spawn(crate::http::serve(
+        http,
+        Arc::new(OperatorProbes(state.clone())),
+        http_stop.clone(),
+    ));
+    tracing::info!(identity = %cfg.identity, http = %a.http_listen, "operator started");
+    let result = strata_operator::run(client, cfg, state, stop).await;
+    http_stop.cancel();
+    result
+}

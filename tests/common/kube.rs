@@ -1,0 +1,322 @@
+//! A real kube-apiserver backed by a real etcd on loopback (the envtest model of
+//! ../shared/OPERATOR.md): self-signed serving certificate, a token for a user in
+//! `system:masters`, RBAC on, and a kubeconfig for the operator, kubectl and the tests.
+//! Processes are killed on drop. The binary comes from `scripts/kube/install-kube-apiserver.sh`
+//! (built once per machine and cached), or `$STRATA_KUBE_APISERVER`.
+
+use super::free_port;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct KubeApiServer {
+    etcd: Child,
+    apiserver: Child,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+fn apiserver_binary() -> String {
+    if let Ok(p) = std::env::var("STRATA_KUBE_APISERVER") {
+        return p;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube/install-kube-apiserver.sh");
+    let out = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/kube/install-kube-apiserver.sh");
+    assert!(out.status.success(), "scripts/kube/install-kube-apiserver.sh failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl KubeApiServer {
+    /// Starts etcd and kube-apiserver under `dir`, waits until the API answers (polling,
+    /// bounded), and installs Strata's CRDs with kubectl from `crds/`.
+    pub async fn start(dir: &Path) -> Self {
+        let bin = apiserver_binary();
+        let dir = dir.join("kube");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (etcd_port, peer_port, port) = (free_port(), free_port(), free_port());
+        let etcd = Command::new("etcd")
+            .args(["--name", "kube", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-cluster",
+                &format!("kube=http://127.0.0.1:{peer_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd (Debian's etcd-server)");
+        let (cert, key, sa) = (dir.join("apiserver.crt"), dir.join("apiserver.key"), dir.join("sa.key"));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa).arg("2048"));
+        let token = format!("strata-test-{}", super::rand_suffix());
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .unwrap();
+        let apiserver = Command::new(&bin)
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--tls-cert-file={}", cert.display()))
+            .arg(format!("--tls-private-key-file={}", key.display()))
+            .arg(format!("--token-auth-file={}", dir.join("tokens.csv").display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!("--service-account-key-file={}", sa.display()))
+            .arg(format!("--service-account-signing-key-file={}", sa.display()))
+            .arg("--api-audiences=https://kubernetes.default.svc")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--profiling=false")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("kube-apiserver.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let url = format!("https://127.0.0.1:{port}");
+        let ca = base64(&std::fs::read(&cert).unwrap());
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n"
+            ),
+        )
+        .unwrap();
+        let mut s = Self {
+            etcd,
+            apiserver,
+            kubeconfig,
+            url,
+            dir: dir.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(Some(st)) = s.apiserver.try_wait() {
+                panic!("kube-apiserver exited with {st}:\n{}", s.log_tail());
+            }
+            if let Ok(c) = s.try_client().await {
+                let ns: Api<Namespace> = Api::all(c);
+                if ns.get_opt("default").await.ok().flatten().is_some() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "kube-apiserver not ready:\n{}", s.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        s.install_crds().await;
+        s
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn try_client(&self) -> Result<kube::Client, String> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| e.to_string())?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        kube::Client::try_from(cfg).map_err(|e| e.to_string())
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        self.try_client().await.unwrap()
+    }
+
+    /// Runs kubectl against this server; panics with its output if it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    /// Applies YAML with kubectl (as a user would).
+    pub fn apply(&self, yaml: &str) {
+        let path = self.dir.join(format!("apply-{}.yaml", super::rand_suffix()));
+        std::fs::write(&path, yaml).unwrap();
+        self.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    async fn install_crds(&self) {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
+        self.kubectl(&["apply", "-f", crds]);
+        // Established: custom resources of the kinds can be created.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for name in ["topics.strata.io", "subscriptions.strata.io"] {
+            loop {
+                let out = self.kubectl_output(&[
+                    "get",
+                    "crd",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ]);
+                if String::from_utf8_lossy(&out.stdout) == "True" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "CRD {name} not established");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Creates a namespace for one test's objects.
+    pub async fn namespace(&self, name: &str) {
+        let ns: Api<Namespace> = Api::all(self.client().await);
+        let obj: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        ns.create(&PostParams::default(), &obj).await.unwrap();
+    }
+}
+
+impl Drop for KubeApiServer {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A `strata operator` process, killed on drop.
+pub struct OperatorProcess {
+    pub child: Child,
+    pub http: String,
+    pub identity: String,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `strata operator` against `kube` with a short resync and lease, so tests
+    /// see drift correction and takeover within seconds.
+    pub fn start(kube: &KubeApiServer, identity: &str, extra: &[&str]) -> Self {
+        let http = format!("127.0.0.1:{}", free_port());
+        let log = kube
+            .dir
+            .join(format!("operator-{identity}-{}.log", super::rand_suffix()));
+        let child = Command::new(super::STRATA)
+            .args(["operator", "--kubeconfig"])
+            .arg(&kube.kubeconfig)
+            .args([
+                "--http-listen",
+                &http,
+                "--identity",
+                identity,
+                "--lease-namespace",
+                "default",
+            ])
+            .args([
+                "--resync-secs",
+                "2",
+                "--max-backoff-secs",
+                "2",
+                "--lease-duration-secs",
+                "6",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            http,
+            identity: identity.to_string(),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The operator's /metrics page, if it answers.
+    pub async fn metrics(&self) -> Option<String> {
+        super::http_get(&self.http, "/metrics").await.map(|(_, b)| b)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
