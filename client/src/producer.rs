@@ -349,10 +349,14 @@ impl Producer {
         Ok(())
     }
 
-    /// Flushes, then closes the producer; later sends fail with [`Error::Closed`].
+    /// Flushes, then closes the producer: its streams end (the broker stops counting it)
+    /// and later sends fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
         self.shared.closed.store(true, Ordering::Release);
+        for p in &self.shared.parts {
+            let _ = p.send(Cmd::Close);
+        }
         Ok(())
     }
 }
@@ -391,6 +395,8 @@ struct Pending {
 enum Cmd {
     Send(pb::OutgoingMessage, Pending),
     Flush(oneshot::Sender<()>),
+    /// End the stream once everything sent is answered (the producer was closed).
+    Close,
 }
 
 struct Inflight {
@@ -508,7 +514,7 @@ impl PartitionProducer {
                     // after it.
                     self.flush_waiters.push((self.next_seq, w));
                 }
-                Event::Cmd(None) => {
+                Event::Cmd(None | Some(Cmd::Close)) => {
                     self.send_batch();
                     self.cmds_done = true;
                 }

@@ -68,7 +68,15 @@ impl KubeApiServer {
             .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
             .spawn()
             .expect("etcd (Debian's etcd-server)");
-        let (cert, key, sa) = (dir.join("apiserver.crt"), dir.join("apiserver.key"), dir.join("sa.key"));
+        // A CA and a serving certificate it signs (rustls refuses a CA certificate as the
+        // server's own, so one self-signed certificate will not do).
+        let (ca_cert, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (cert, key, csr, sa) = (
+            dir.join("apiserver.crt"),
+            dir.join("apiserver.key"),
+            dir.join("apiserver.csr"),
+            dir.join("sa.key"),
+        );
         run(Command::new("openssl")
             .args([
                 "req",
@@ -79,11 +87,34 @@ impl KubeApiServer {
                 "-days",
                 "2",
                 "-subj",
-                "/CN=127.0.0.1",
+                "/CN=strata-test-ca",
             ])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca_cert));
+        run(Command::new("openssl")
+            .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
             .arg("-keyout")
             .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        let ext = dir.join("apiserver.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca_cert)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-CAcreateserial")
+            .arg("-extfile")
+            .arg(&ext)
             .arg("-out")
             .arg(&cert));
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa).arg("2048"));
@@ -114,7 +145,7 @@ impl KubeApiServer {
             .spawn()
             .unwrap_or_else(|e| panic!("{bin}: {e}"));
         let url = format!("https://127.0.0.1:{port}");
-        let ca = base64(&std::fs::read(&cert).unwrap());
+        let ca = base64(&std::fs::read(&ca_cert).unwrap());
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -131,17 +162,24 @@ impl KubeApiServer {
             dir: dir.clone(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = String::new();
         loop {
             if let Ok(Some(st)) = s.apiserver.try_wait() {
                 panic!("kube-apiserver exited with {st}:\n{}", s.log_tail());
             }
-            if let Ok(c) = s.try_client().await {
-                let ns: Api<Namespace> = Api::all(c);
-                if ns.get_opt("default").await.ok().flatten().is_some() {
-                    break;
-                }
+            match s.try_client().await {
+                Ok(c) => match Api::<Namespace>::all(c).get_opt("default").await {
+                    Ok(Some(_)) => break,
+                    Ok(None) => last = "no default namespace yet".into(),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e,
             }
-            assert!(Instant::now() < deadline, "kube-apiserver not ready:\n{}", s.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready ({last}):\n{}",
+                s.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         s.install_crds().await;
