@@ -579,3 +579,84 @@ async fn one_leader_acts_a_standby_takes_over_and_outages_heal() {
     })
     .await;
 }
+
+/// Benchmark (run with `--ignored --nocapture`): time from creating a Topic to its `Ready`
+/// condition, one at a time (p50/p99 over 100), then 1,000 Topics created at once until
+/// all are Ready. The operator runs with its defaults (60 s resync). Prints figures; asserts
+/// only that every topic became Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly, figures go to docs/benchmarks.md"]
+async fn benchmark_topic_ready_latency_and_a_thousand_at_once() {
+    use kube::api::PostParams;
+    let ns = "bench";
+    let env = Env::start(ns).await;
+    let url = env.strata.url.clone();
+    let _op = OperatorProcess::start_with_resync(&env.kube, "op-1", 60, &[]);
+    let api: Api<Topic> = Api::namespaced(env.client.clone(), ns);
+    let topic = |name: &str| -> Topic {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "strata.io/v1alpha1", "kind": "Topic",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"serviceUrl": url},
+        }))
+        .unwrap()
+    };
+    // Warm-up: the operator's first reconcile connects to Strata.
+    api.create(&PostParams::default(), &topic("warmup")).await.unwrap();
+    topic_where(&api, "warmup", "warm-up ready", ready).await;
+
+    let mut took = Vec::new();
+    for i in 0..100 {
+        let name = format!("one-{i}");
+        let started = Instant::now();
+        api.create(&PostParams::default(), &topic(&name)).await.unwrap();
+        loop {
+            if api.get_opt(&name).await.unwrap().is_some_and(|t| ready(&t)) {
+                break;
+            }
+            assert!(started.elapsed() < WAIT, "{name} not ready");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "apply → Ready, one at a time (100): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms(took[49]),
+        ms(took[98]),
+        ms(took[99])
+    );
+
+    let started = Instant::now();
+    let mut creates = Vec::new();
+    for i in 0..1000 {
+        let (api, t) = (api.clone(), topic(&format!("many-{i}")));
+        creates.push(tokio::spawn(async move {
+            api.create(&PostParams::default(), &t).await.map(drop)
+        }));
+    }
+    for c in creates {
+        c.await.unwrap().unwrap();
+    }
+    let created = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let l = api.list(&ListParams::default()).await.unwrap();
+        let n = l
+            .items
+            .iter()
+            .filter(|t| t.metadata.name.as_deref().unwrap().starts_with("many-") && ready(t))
+            .count();
+        if n == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} of 1000 ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "1,000 Topics created at once: all created in {:.1} s, all Ready after {:.1} s",
+        created.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -835,7 +835,7 @@ impl pb::admin_server::Admin for AdminService {
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
         SubscriptionName::new(&r.subscription).map_err(bad_name)?;
-        let Some(to) = r.to.clone() else {
+        let Some(to) = r.to else {
             return Err(status(
                 pb::ErrorCode::InvalidArgument,
                 "reset: give timestamp_ms or message_id".into(),

@@ -567,11 +567,13 @@ async fn cleanup_subscription(s: &Subscription, ctx: &Context) -> Result<Action,
     let name = s.name_any();
     let api: Api<Subscription> = Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
     let target = resolve_target(s, ctx).await.ok();
-    let url = match (&target, &s.spec.service_url) {
-        (Some(t), _) => Some(t.service_url.clone()),
-        (None, Some(u)) => Some(u.clone()),
-        (None, None) => None,
-    };
+    // The Topic resource may be gone already (a namespace being deleted): the URL the
+    // subscription was created through is in its status.
+    let url = target
+        .as_ref()
+        .map(|t| t.service_url.clone())
+        .or_else(|| s.spec.service_url.clone())
+        .or_else(|| s.status.as_ref().and_then(|st| st.service_url.clone()));
     let admin = match url {
         Some(u) => connect(ctx, &u).await.ok(),
         None => None,

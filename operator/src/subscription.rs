@@ -26,6 +26,9 @@ use strata_client::{ErrorCode, MessageId, ResetTo, SubscriptionStart, Subscripti
 pub const FINALIZER: &str = "strata.io/subscription-protection";
 
 /// A durable subscription of a Strata topic.
+// clippy reads the repeated `type_` of separate printcolumn(...) entries as one
+// attribute given twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "strata.io",
@@ -166,6 +169,10 @@ pub struct SubscriptionStatus {
     /// The Strata subscription name (fixed once created or adopted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_name: Option<String>,
+    /// The Strata cluster it is on (kept so that deleting the resource still reaches it
+    /// after its Topic resource is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_url: Option<String>,
     /// Unacknowledged entries, over every partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
@@ -350,6 +357,7 @@ pub async fn sync(sub: &Subscription, target: &Target, admin: &dyn StrataAdmin) 
     }
     status.topic_name = Some(target.topic.clone());
     status.subscription_name = Some(name.clone());
+    status.service_url = Some(target.service_url.clone());
 
     // A reset, once per value of spec.resetTo.
     if let Some(r) = &sub.spec.reset_to {

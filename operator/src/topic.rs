@@ -29,6 +29,9 @@ use strata_client::{ErrorCode, TopicPolicies};
 pub const FINALIZER: &str = "strata.io/topic-protection";
 
 /// A topic in a Strata cluster, kept as declared.
+// clippy reads the repeated `type_` of separate printcolumn(...) entries as one
+// attribute given twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "strata.io",

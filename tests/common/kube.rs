@@ -162,19 +162,18 @@ impl KubeApiServer {
             dir: dir.clone(),
         };
         let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last = String::new();
         loop {
             if let Ok(Some(st)) = s.apiserver.try_wait() {
                 panic!("kube-apiserver exited with {st}:\n{}", s.log_tail());
             }
-            match s.try_client().await {
+            let last = match s.try_client().await {
                 Ok(c) => match Api::<Namespace>::all(c).get_opt("default").await {
                     Ok(Some(_)) => break,
-                    Ok(None) => last = "no default namespace yet".into(),
-                    Err(e) => last = e.to_string(),
+                    Ok(None) => "no default namespace yet".to_string(),
+                    Err(e) => e.to_string(),
                 },
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
             assert!(
                 Instant::now() < deadline,
                 "kube-apiserver not ready ({last}):\n{}",
@@ -301,6 +300,11 @@ impl OperatorProcess {
     /// Starts `strata operator` against `kube` with a short resync and lease, so tests
     /// see drift correction and takeover within seconds.
     pub fn start(kube: &KubeApiServer, identity: &str, extra: &[&str]) -> Self {
+        Self::start_with_resync(kube, identity, 2, extra)
+    }
+
+    /// [`Self::start`] with another resync period (the default is 60 s).
+    pub fn start_with_resync(kube: &KubeApiServer, identity: &str, resync_secs: u64, extra: &[&str]) -> Self {
         let http = format!("127.0.0.1:{}", free_port());
         let log = kube
             .dir
@@ -318,7 +322,7 @@ impl OperatorProcess {
             ])
             .args([
                 "--resync-secs",
-                "2",
+                &resync_secs.to_string(),
                 "--max-backoff-secs",
                 "2",
                 "--lease-duration-secs",
