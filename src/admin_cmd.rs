@@ -178,7 +178,8 @@ enum SubscriptionOp {
         #[arg(long, conflicts_with = "message_id", required_unless_present = "message_id")]
         time_ms: Option<u64>,
         /// The first message of this id's entry, written as consumers print it:
-        /// LEDGER:ENTRY:BATCH_INDEX:PARTITION (partition -1 for a non-partitioned topic).
+        /// LEDGER:ENTRY:BATCH_INDEX:PARTITION (partition -1 for a non-partitioned topic), or
+        /// LEDGER:ENTRY.
         #[arg(long)]
         message_id: Option<strata_client::MessageId>,
     },

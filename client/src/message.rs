@@ -11,7 +11,8 @@ use strata_proto::v1 as pb;
 
 /// Identifies a message: the entry holding it (`ledger_id`, `entry_id`), its index in
 /// the entry's batch, and its partition (-1 for a non-partitioned topic). Ordered within a
-/// partition in publish order. Written `ledger:entry:batch_index:partition`.
+/// partition in publish order. Written `ledger:entry:batch_index:partition`; parsing also
+/// takes `ledger:entry` and `ledger:entry:batch_index` (batch index 0, partition -1).
 ///
 /// ```
 /// use strata_client::MessageId;
@@ -19,6 +20,8 @@ use strata_proto::v1 as pb;
 /// assert_eq!((id.ledger_id, id.entry_id, id.batch_index, id.partition), (7, 42, 3, -1));
 /// assert_eq!(id.to_string(), "7:42:3:-1");
 /// assert!(id < "7:43:0:-1".parse().unwrap());
+/// assert_eq!("7:42".parse::<MessageId>().unwrap(), "7:42:0:-1".parse().unwrap());
+/// assert!("7".parse::<MessageId>().is_err() && "1:2:3:4:5".parse::<MessageId>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId {
@@ -67,16 +70,20 @@ impl FromStr for MessageId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArgument(format!("message id {s:?} is not ledger:entry:batch_index:partition"));
-        let parts: Vec<&str> = s.split(':').collect();
-        let [l, e, b, p] = parts.as_slice() else {
-            return Err(bad());
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "message id {s:?} is not ledger:entry[:batch_index[:partition]]"
+            ))
         };
+        let parts: Vec<&str> = s.split(':').collect();
+        if !(2..=4).contains(&parts.len()) {
+            return Err(bad());
+        }
         Ok(Self {
-            ledger_id: l.parse().map_err(|_| bad())?,
-            entry_id: e.parse().map_err(|_| bad())?,
-            batch_index: b.parse().map_err(|_| bad())?,
-            partition: p.parse().map_err(|_| bad())?,
+            ledger_id: parts[0].parse().map_err(|_| bad())?,
+            entry_id: parts[1].parse().map_err(|_| bad())?,
+            batch_index: parts.get(2).map_or(Ok(0), |b| b.parse()).map_err(|_| bad())?,
+            partition: parts.get(3).map_or(Ok(-1), |p| p.parse()).map_err(|_| bad())?,
         })
     }
 }

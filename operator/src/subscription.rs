@@ -71,14 +71,13 @@ pub struct SubscriptionSpec {
     /// Immutable.
     #[serde(default, rename = "type")]
     pub type_: SubType,
-    /// Where it starts when created: `Earliest` or `Latest` (the default).
-    #[serde(default)]
-    pub initial_position: InitialPosition,
-    /// Start at the first message stored at or after this time instead (RFC 3339, like
-    /// `2026-11-30T06:00:00Z`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub initial_timestamp: Option<String>,
+    /// Where it starts when created: `Earliest`, `Latest` (the default), or an RFC 3339
+    /// time like `2026-11-30T06:00:00Z` (the first message stored at or after it).
+    #[serde(default = "latest")]
+    #[schemars(pattern(
+        r"^(Earliest|Latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    ))]
+    pub initial_position: String,
     /// Move the cursor: applied once each time this changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_to: Option<ResetSpec>,
@@ -119,12 +118,8 @@ impl SubType {
     }
 }
 
-/// Where a new subscription starts.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
-pub enum InitialPosition {
-    Earliest,
-    #[default]
-    Latest,
+fn latest() -> String {
+    "Latest".into()
 }
 
 /// A cursor reset: exactly one of the fields.
@@ -136,9 +131,10 @@ pub struct ResetSpec {
     #[schemars(extend("format" = "date-time"))]
     pub timestamp: Option<String>,
     /// The first message of this id's entry, as consumers print it:
-    /// `ledger:entry:batchIndex:partition`.
+    /// `ledger:entry:batchIndex:partition` (`ledger:entry` is enough for a
+    /// non-partitioned topic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[0-9]+:[0-9]+:[0-9]+:-?[0-9]+$"))]
+    #[schemars(pattern(r"^[0-9]+:[0-9]+(:[0-9]+(:-?[0-9]+)?)?$"))]
     pub message_id: Option<String>,
 }
 
@@ -191,6 +187,22 @@ fn parse_time(field: &str, s: &str) -> Result<u64, SpecError> {
         .parse()
         .map_err(|e| SpecError::new(field, format!("{s:?} is not an RFC 3339 time: {e}")))?;
     u64::try_from(t.as_millisecond()).map_err(|_| SpecError::new(field, format!("{s:?} is before 1970")))
+}
+
+/// Where `spec.initialPosition` says a new subscription starts.
+pub fn start_of(initial: &str) -> Result<SubscriptionStart, SpecError> {
+    match initial {
+        "" | "Latest" => Ok(SubscriptionStart::Latest),
+        "Earliest" => Ok(SubscriptionStart::Earliest),
+        ts => parse_time("spec.initialPosition", ts)
+            .map(SubscriptionStart::Time)
+            .map_err(|e| {
+                SpecError::new(
+                    "spec.initialPosition",
+                    format!("use Earliest, Latest or an RFC 3339 time: {}", e.message),
+                )
+            }),
+    }
 }
 
 /// A reset spec as the admin API takes it, and the value recorded for it.
@@ -294,9 +306,7 @@ fn failure(
 pub fn validate(sub: &Subscription) -> Result<String, SpecError> {
     let meta_name = sub.metadata.name.clone().unwrap_or_default();
     let name = subscription_name(&sub.spec, &meta_name)?;
-    if let Some(ts) = &sub.spec.initial_timestamp {
-        parse_time("spec.initialTimestamp", ts)?;
-    }
+    start_of(&sub.spec.initial_position)?;
     if let Some(r) = &sub.spec.reset_to {
         reset_of(r)?;
     }
@@ -329,11 +339,7 @@ pub async fn sync(sub: &Subscription, target: &Target, admin: &dyn StrataAdmin) 
         }
     }
     let mut notes = Vec::new();
-    let start = match (&sub.spec.initial_timestamp, sub.spec.initial_position) {
-        (Some(ts), _) => SubscriptionStart::Time(parse_time("spec.initialTimestamp", ts).expect("validated")),
-        (None, InitialPosition::Earliest) => SubscriptionStart::Earliest,
-        (None, InitialPosition::Latest) => SubscriptionStart::Latest,
-    };
+    let start = start_of(&sub.spec.initial_position).expect("validated");
     match admin
         .create_subscription(&target.topic, &name, sub.spec.type_.sdk(), start)
         .await
@@ -605,7 +611,7 @@ mod tests {
         let mut s = sub(SubscriptionSpec {
             topic: "orders".into(),
             type_: SubType::Shared,
-            initial_timestamp: Some("2026-11-30T06:00:00Z".into()),
+            initial_position: "2026-11-30T06:00:00Z".into(),
             ..Default::default()
         });
         let notes = step(&mut s, &c).await;
@@ -671,10 +677,10 @@ mod tests {
             (
                 SubscriptionSpec {
                     topic: "orders".into(),
-                    initial_timestamp: Some("yesterday".into()),
+                    initial_position: "yesterday".into(),
                     ..Default::default()
                 },
-                "spec.initialTimestamp",
+                "spec.initialPosition",
             ),
             (
                 SubscriptionSpec {

@@ -120,7 +120,7 @@ pub struct TopicStatus {
     /// Unacknowledged entries summed over the subscriptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
-    /// Each subscription's backlog and connected consumers.
+    /// Each subscription's backlog and connected consumers (the first 100 by name).
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionSummary>,
     /// Producers connected.
@@ -277,11 +277,16 @@ pub struct Outcome {
     pub failed: Option<String>,
 }
 
+/// Most subscriptions listed in a Topic's status (the totals count them all), so a topic
+/// with very many subscriptions cannot push its resource past the API server's size limit.
+pub const MAX_STATUS_SUBSCRIPTIONS: usize = 100;
+
 fn fill_live(status: &mut TopicStatus, live: &LiveTopic) {
     status.partitions = Some(live.partitions);
-    let subs = common::summarize(&live.stats.subscriptions);
+    let mut subs = common::summarize(&live.stats.subscriptions);
     status.backlog = Some(subs.iter().map(|s| s.backlog).sum());
     status.consumers = Some(subs.iter().map(|s| s.consumers).sum());
+    subs.truncate(MAX_STATUS_SUBSCRIPTIONS);
     status.subscriptions = subs;
     status.producers = Some(live.stats.producers);
 }
