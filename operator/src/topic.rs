@@ -425,12 +425,14 @@ pub async fn sync(topic: &Topic, admin: &dyn StrataAdmin) -> Outcome {
     let what = differences.join("; ");
     match (drift, topic.spec.drift_policy) {
         (true, DriftPolicy::Correct) => {
+            // True until a resync finds the topic in sync, then False with the same reason
+            // and message: the last correction stays on record.
             let msg = format!("changed outside this resource and set back: {what}");
             notes.push(Note::warning("DriftCorrected", format!("{}: {msg}", want.name)));
             conditions::set(
                 &mut status.conditions,
                 DRIFTED,
-                Some(false),
+                Some(true),
                 "DriftCorrected",
                 msg,
                 generation,
@@ -452,17 +454,27 @@ pub async fn sync(topic: &Topic, admin: &dyn StrataAdmin) -> Outcome {
             if spec_changed && !differences.is_empty() {
                 notes.push(Note::normal("PoliciesUpdated", format!("{}: {what}", want.name)));
             }
-            if conditions::is_true(&status.conditions, DRIFTED)
-                || conditions::get(&status.conditions, DRIFTED).is_none()
-            {
-                conditions::set(
+            match conditions::get(&status.conditions, DRIFTED).cloned() {
+                Some(c) if c.status == "True" && c.reason == "DriftCorrected" => {
+                    let msg = format!("in sync; the last drift was {}", c.message);
+                    conditions::set(
+                        &mut status.conditions,
+                        DRIFTED,
+                        Some(false),
+                        "DriftCorrected",
+                        msg,
+                        generation,
+                    );
+                }
+                Some(c) if c.status == "False" => {}
+                _ => conditions::set(
                     &mut status.conditions,
                     DRIFTED,
                     Some(false),
                     "InSync",
                     "the topic matches the spec",
                     generation,
-                );
+                ),
             }
         }
     }
@@ -795,8 +807,19 @@ mod tests {
             .clone();
         assert_eq!(
             (drifted.status.as_str(), drifted.reason.as_str()),
+            ("True", "DriftCorrected")
+        );
+        // The next resync finds it in sync: False, the correction kept on record.
+        let o = step(&mut t, &c).await;
+        assert!(o.notes.is_empty(), "{:?}", o.notes);
+        let drifted = conditions::get(&t.status.as_ref().unwrap().conditions, DRIFTED)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (drifted.status.as_str(), drifted.reason.as_str()),
             ("False", "DriftCorrected")
         );
+        assert!(drifted.message.contains("retention time"), "{}", drifted.message);
 
         t.spec.drift_policy = DriftPolicy::Report;
         t.metadata.generation = Some(2);
