@@ -660,3 +660,71 @@ async fn benchmark_topic_ready_latency_and_a_thousand_at_once() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The operator works with exactly the RBAC of examples/kubernetes/operator.yaml: it runs
+/// authenticated as that service account, whose only permissions are what the example
+/// grants, and does the whole lifecycle (finalizers, status, Events, leases, readiness).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_rbac_is_all_the_operator_needs() {
+    let ns = "apps";
+    let env = Env::start(ns).await;
+    let url = env.strata.url.clone();
+    env.kube.kubectl(&[
+        "apply",
+        "-f",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kubernetes/operator.yaml"),
+    ]);
+    // The service account cannot do what the example does not grant.
+    let denied = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.kube.operator_kubeconfig)
+        .args(["get", "secrets", "-n", ns])
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+
+    let op = OperatorProcess::start_as(&env.kube, &env.kube.operator_kubeconfig, "sa-op", 2, "strata", &[]);
+    eventually("the restricted operator is ready", || async {
+        common::http_get(&op.http, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+            .map(|_| ())
+    })
+    .await;
+    let topics: Api<Topic> = Api::namespaced(env.client.clone(), ns);
+    let subs: Api<Subscription> = Api::namespaced(env.client.clone(), ns);
+    env.kube.apply(&topic_yaml(
+        ns,
+        "t",
+        &url,
+        "  partitions: 2\n  deletionPolicy: Delete\n",
+    ));
+    env.kube.apply(&format!(
+        "apiVersion: strata.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\n  namespace: {ns}\nspec:\n  topic: t\n  deletionPolicy: Delete\n"
+    ));
+    topic_where(&topics, "t", "t ready", ready).await;
+    eventually("s ready", || async {
+        let s = subs.get_opt("s").await.ok().flatten()?;
+        cond(&s.status.as_ref()?.conditions, "Ready")
+            .filter(|c| c.status == "True")
+            .map(|_| ())
+    })
+    .await;
+    event_with(&env.client, ns, "t", "Created").await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "strata");
+    let lease = leases.get("strata-operator").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("sa-op"));
+    // Deletion (finalizers removed by the restricted identity).
+    env.kube
+        .kubectl(&["delete", "subscription.strata.io", "s", "-n", ns, "--wait=false"]);
+    env.kube
+        .kubectl(&["delete", "topic.strata.io", "t", "-n", ns, "--wait=false"]);
+    eventually("both resources gone", || async {
+        (subs.get_opt("s").await.ok()?.is_none() && topics.get_opt("t").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    let e = env.strata().await.topic_stats("public/default/t").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TopicNotFound), "{e}");
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+}

@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 pub struct KubeApiServer {
     etcd: Child,
     apiserver: Child,
+    /// A kubeconfig of a `system:masters` user.
     pub kubeconfig: PathBuf,
+    /// A kubeconfig authenticating as `system:serviceaccount:strata:strata-operator`,
+    /// with only the permissions RBAC grants that service account.
+    pub operator_kubeconfig: PathBuf,
     pub url: String,
     pub dir: PathBuf,
 }
@@ -119,9 +123,15 @@ impl KubeApiServer {
             .arg(&cert));
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&sa).arg("2048"));
         let token = format!("strata-test-{}", super::rand_suffix());
+        // A second token authenticates as the operator's service account of
+        // examples/kubernetes/operator.yaml (no token controller runs here to issue one), so
+        // a test can run the operator with exactly that RBAC.
+        let operator_token = format!("strata-operator-{}", super::rand_suffix());
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+            format!(
+                "{token},admin,admin-uid,\"system:masters\"\n{operator_token},system:serviceaccount:strata:strata-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:strata,system:authenticated\"\n"
+            ),
         )
         .unwrap();
         let apiserver = Command::new(&bin)
@@ -146,18 +156,19 @@ impl KubeApiServer {
             .unwrap_or_else(|e| panic!("{bin}: {e}"));
         let url = format!("https://127.0.0.1:{port}");
         let ca = base64(&std::fs::read(&ca_cert).unwrap());
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
+        let kubeconfig_with = |token: &str| {
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n"
-            ),
-        )
-        .unwrap();
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n    namespace: default\ncurrent-context: test\n"
+            )
+        };
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_with(&token)).unwrap();
+        std::fs::write(dir.join("kubeconfig-operator-sa"), kubeconfig_with(&operator_token)).unwrap();
         let mut s = Self {
             etcd,
             apiserver,
             kubeconfig,
+            operator_kubeconfig: dir.join("kubeconfig-operator-sa"),
             url,
             dir: dir.clone(),
         };
@@ -305,20 +316,33 @@ impl OperatorProcess {
 
     /// [`Self::start`] with another resync period (the default is 60 s).
     pub fn start_with_resync(kube: &KubeApiServer, identity: &str, resync_secs: u64, extra: &[&str]) -> Self {
+        Self::start_as(kube, &kube.kubeconfig, identity, resync_secs, "default", extra)
+    }
+
+    /// [`Self::start_with_resync`] with another kubeconfig (another identity) and the
+    /// namespace of its leader Lease.
+    pub fn start_as(
+        kube: &KubeApiServer,
+        kubeconfig: &Path,
+        identity: &str,
+        resync_secs: u64,
+        lease_namespace: &str,
+        extra: &[&str],
+    ) -> Self {
         let http = format!("127.0.0.1:{}", free_port());
         let log = kube
             .dir
             .join(format!("operator-{identity}-{}.log", super::rand_suffix()));
         let child = Command::new(super::STRATA)
             .args(["operator", "--kubeconfig"])
-            .arg(&kube.kubeconfig)
+            .arg(kubeconfig)
             .args([
                 "--http-listen",
                 &http,
                 "--identity",
                 identity,
                 "--lease-namespace",
-                "default",
+                lease_namespace,
             ])
             .args([
                 "--resync-secs",
