@@ -74,6 +74,10 @@ impl crate::http::Probes for OperatorProbes {
 
 async fn client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match path {
+        // $KUBECONFIG may list several files (a:b): the standard merge rules apply.
+        Some(p) if p.to_string_lossy().contains(':') => kube::Config::infer()
+            .await
+            .with_context(|| format!("kubeconfig {}", p.display()))?,
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)
                 .with_context(|| format!("reading kubeconfig {}", p.display()))?;
