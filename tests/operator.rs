@@ -364,6 +364,27 @@ async fn topics_are_created_grown_corrected_adopted_and_protected_from_deletion(
     .await;
     assert_eq!(admin.topic_stats("public/default/auto").await.unwrap().entries, 1);
 
+    // A second resource for a managed topic: refused with a condition, and deleting it
+    // (even with deletionPolicy Delete) leaves the topic to the first.
+    env.kube.apply(&topic_yaml(
+        ns,
+        "twin",
+        &url,
+        "  name: public/default/reported\n  deletionPolicy: Delete\n",
+    ));
+    let t = topic_where(&api, "twin", "twin in conflict", |t| {
+        topic_cond(t, "Ready").is_some_and(|c| c.reason == "Conflict")
+    })
+    .await;
+    assert!(topic_cond(&t, "Ready").unwrap().message.contains("topics/reported"));
+    env.kube
+        .kubectl(&["delete", "topic.strata.io", "twin", "-n", ns, "--wait=false"]);
+    eventually("twin gone", || async {
+        api.get_opt("twin").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(admin.topic_stats("public/default/reported").await.is_ok());
+
     // `kubectl get strata` lists the kinds of the category.
     let listed = env.kube.kubectl(&["get", "strata", "-n", ns]);
     assert!(listed.contains("reported"), "{listed}");

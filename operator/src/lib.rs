@@ -145,7 +145,8 @@ pub enum Error {
     /// Deletion waits (backlog, clients, an unreachable cluster).
     #[error("deletion blocked: {0}")]
     Blocked(String),
-    #[error("finalizer: {0}")]
+    /// The finalizer could not be added or removed, or the resource cache is not ready.
+    #[error("{0}")]
     Finalizer(String),
 }
 
@@ -177,6 +178,8 @@ pub struct Context {
     cfg: Config,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Every Topic resource (the controller's cache), to find two managing one topic.
+    topics: reflector::Store<Topic>,
 }
 
 impl Context {
@@ -299,7 +302,60 @@ async fn reconcile_topic_inner(obj: Arc<Topic>, ctx: &Arc<Context>) -> Result<Ac
     .map_err(unwrap_finalizer)
 }
 
+/// Another resource already manages `t`'s topic: this one reports it and does nothing.
+/// Every Topic resource, from the controller's cache (which holds them all only once the
+/// first list is complete: waited for).
+async fn all_topics(ctx: &Context) -> Result<Vec<Arc<Topic>>, Error> {
+    match tokio::time::timeout(Duration::from_secs(30), ctx.topics.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(ctx.topics.state()),
+        _ => Err(Error::Finalizer(
+            "the cache of Topic resources is not filled yet".into(),
+        )),
+    }
+}
+
+async fn conflict(t: &Topic, ctx: &Context) -> Result<Option<Action>, Error> {
+    let all = all_topics(ctx).await?;
+    let Some(first) = topic::conflicting(t, all.iter().map(|a| &**a)) else {
+        return Ok(None);
+    };
+    let generation = t.metadata.generation;
+    let mut status = t.status.clone().unwrap_or_default();
+    let msg = format!(
+        "the topic is managed by Topic {}/{} (created first); this resource does nothing while that one exists",
+        first.namespace().unwrap_or_default(),
+        first.name_any()
+    );
+    conditions::set(
+        &mut status.conditions,
+        conditions::READY,
+        Some(false),
+        "Conflict",
+        &msg,
+        generation,
+    );
+    conditions::set(
+        &mut status.conditions,
+        conditions::SYNCED,
+        Some(false),
+        "Conflict",
+        &msg,
+        generation,
+    );
+    status.observed_generation = generation;
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
+    write_status(&api, &t.name_any(), &status).await?;
+    ctx.publish(t, &[common::Note::warning("Conflict", msg)]).await;
+    ctx.state
+        .metrics
+        .observe("Topic", key_of(t), condition_pairs(&status.conditions));
+    Ok(Some(Action::requeue(ctx.cfg.resync)))
+}
+
 async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
+    if let Some(action) = conflict(t, ctx).await? {
+        return Ok(action);
+    }
     let name = t.name_any();
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
     let generation = t.metadata.generation;
@@ -371,6 +427,21 @@ async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn cleanup_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
+    // Another resource manages the topic: deleting this one must not touch it.
+    let all = all_topics(ctx).await?;
+    if let Some(first) = topic::conflicting(t, all.iter().map(|a| &**a)) {
+        let note = common::Note::normal(
+            "Retained",
+            format!(
+                "the topic is managed by Topic {}/{}; only this resource is deleted",
+                first.namespace().unwrap_or_default(),
+                first.name_any()
+            ),
+        );
+        ctx.publish(t, &[note]).await;
+        ctx.state.metrics.forget("Topic", &key_of(t));
+        return Ok(Action::await_change());
+    }
     let name = t.name_any();
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
     let admin = match service_url(&t.spec.service_url, &t.spec.cluster_ref) {
@@ -678,6 +749,7 @@ pub async fn run_with(
         controller: MANAGER.into(),
         instance: Some(cfg.identity.clone()),
     };
+    let (topic_reader, topic_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         connector,
@@ -685,10 +757,16 @@ pub async fn run_with(
         state: state.clone(),
         cfg: cfg.clone(),
         failures: Mutex::new(HashMap::new()),
+        topics: topic_reader.clone(),
     });
     // Stops the controllers: on shutdown, or when leadership is lost.
     let stop = shutdown.child_token();
-    let controllers = tokio::spawn(run_controllers(client.clone(), ctx, stop.clone()));
+    let controllers = tokio::spawn(run_controllers(
+        client.clone(),
+        ctx,
+        (topic_reader, topic_writer),
+        stop.clone(),
+    ));
 
     let mut lost = false;
     loop {
@@ -725,7 +803,12 @@ where
     }
 }
 
-async fn run_controllers(client: kube::Client, ctx: Arc<Context>, stop: CancellationToken) {
+async fn run_controllers(
+    client: kube::Client,
+    ctx: Arc<Context>,
+    (topic_reader, topic_writer): (reflector::Store<Topic>, reflector::store::Writer<Topic>),
+    stop: CancellationToken,
+) {
     let ns = ctx.cfg.namespace.clone();
     let controller_cfg = kube::runtime::controller::Config::default().concurrency(ctx.cfg.concurrency);
     // Reconcile on spec (generation), annotation (force-delete) and finalizer changes, not
@@ -737,7 +820,6 @@ async fn run_controllers(client: kube::Client, ctx: Arc<Context>, stop: Cancella
             .combine(predicates::finalizers as fn(&K) -> Option<u64>)
     }
 
-    let (topic_reader, topic_writer) = reflector::store();
     let topics = watcher(api_for::<Topic>(&client, &ns), watcher::Config::default())
         .default_backoff()
         .reflect(topic_writer)

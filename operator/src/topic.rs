@@ -531,6 +531,38 @@ fn invalid(mut status: TopicStatus, generation: Option<i64>, e: SpecError, mut n
     }
 }
 
+/// The Topic resource that manages the same Strata topic on the same cluster and came
+/// first (older, then smaller uid), if another one does: this one must then neither act
+/// nor delete. The first one stays in charge while it exists, even while terminating.
+pub fn conflicting<'a>(me: &Topic, others: impl IntoIterator<Item = &'a Topic>) -> Option<&'a Topic> {
+    let resolve = |t: &Topic| -> Option<(String, String)> {
+        let name = match &t.status.as_ref().and_then(|s| s.topic_name.clone()) {
+            Some(n) => n.clone(),
+            None => {
+                desired(&t.spec, t.metadata.name.as_deref().unwrap_or_default())
+                    .ok()?
+                    .name
+            }
+        };
+        Some((
+            t.spec.service_url.as_deref().unwrap_or_default().trim().to_string(),
+            name,
+        ))
+    };
+    let key = |t: &Topic| {
+        (
+            t.metadata.creation_timestamp.clone().map(|c| c.0),
+            t.metadata.uid.clone(),
+        )
+    };
+    let mine = resolve(me)?;
+    others
+        .into_iter()
+        .filter(|o| o.metadata.uid != me.metadata.uid && key(o) < key(me))
+        .filter(|o| resolve(o).as_ref() == Some(&mine))
+        .min_by_key(|o| key(o))
+}
+
 /// What deleting the resource does now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cleanup {
@@ -837,6 +869,37 @@ mod tests {
         let o = step(&mut t, &c).await;
         assert!(o.notes.is_empty(), "{:?}", o.notes);
         assert!(!conditions::is_true(&t.status.unwrap().conditions, DRIFTED));
+    }
+
+    #[test]
+    fn the_first_resource_for_a_topic_keeps_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |secs: i64, uid: &str, name: &str, spec_name: Option<&str>| {
+            let mut t = topic(TopicSpec {
+                name: spec_name.map(String::from),
+                ..spec(0)
+            });
+            t.metadata.name = Some(name.into());
+            t.metadata.uid = Some(uid.into());
+            t.metadata.creation_timestamp = Some(Time(Timestamp::from_second(secs).unwrap()));
+            t
+        };
+        let first = at(10, "a", "orders", None);
+        let second = at(20, "b", "orders-again", Some("public/default/orders"));
+        let other = at(5, "c", "payments", None);
+        let all = [first.clone(), second.clone(), other.clone()];
+        assert!(conflicting(&first, &all).is_none());
+        assert_eq!(conflicting(&second, &all).unwrap().metadata.uid.as_deref(), Some("a"));
+        // Same time: the smaller uid first.
+        let twin = at(10, "0", "orders-twin", Some("persistent://public/default/orders"));
+        assert_eq!(
+            conflicting(&first, &[twin.clone()]).unwrap().metadata.uid.as_deref(),
+            Some("0")
+        );
+        // Another cluster is another topic.
+        let mut elsewhere = second.clone();
+        elsewhere.spec.service_url = Some("http://other:6650".into());
+        assert!(conflicting(&elsewhere, &all).is_none());
     }
 
     #[tokio::test]
