@@ -50,7 +50,23 @@ impl KubeApiServer {
     /// bounded), and installs Strata's CRDs with kubectl from `crds/`.
     pub async fn start(dir: &Path) -> Self {
         let bin = apiserver_binary();
-        let dir = dir.join("kube");
+        // A port from free_port() can be taken by another process before etcd or the API
+        // server binds it: then start both again on other ports.
+        for attempt in 0.. {
+            match Self::try_start(&bin, &dir.join(format!("kube-{attempt}"))).await {
+                Ok(s) => {
+                    s.install_crds().await;
+                    return s;
+                }
+                Err(e) if attempt < 4 && e.to_lowercase().contains("address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_start(bin: &str, dir: &Path) -> Result<Self, String> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let (etcd_port, peer_port, port) = (free_port(), free_port(), free_port());
         let etcd = Command::new("etcd")
@@ -134,7 +150,7 @@ impl KubeApiServer {
             ),
         )
         .unwrap();
-        let apiserver = Command::new(&bin)
+        let spawned = Command::new(bin)
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
             .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
             .arg(format!("--secure-port={port}"))
@@ -152,8 +168,16 @@ impl KubeApiServer {
             .arg("--profiling=false")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("kube-apiserver.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+            .spawn();
+        let apiserver = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let mut etcd = etcd;
+                let _ = etcd.kill();
+                let _ = etcd.wait();
+                return Err(format!("{bin}: {e}"));
+            }
+        };
         let url = format!("https://127.0.0.1:{port}");
         let ca = base64(&std::fs::read(&ca_cert).unwrap());
         let kubeconfig_with = |token: &str| {
@@ -174,8 +198,18 @@ impl KubeApiServer {
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
+            if let Ok(Some(st)) = s.etcd.try_wait() {
+                let etcd_log = std::fs::read_to_string(s.dir.join("etcd.log")).unwrap_or_default();
+                return Err(format!("etcd exited with {st}:\n{etcd_log}"));
+            }
             if let Ok(Some(st)) = s.apiserver.try_wait() {
-                panic!("kube-apiserver exited with {st}:\n{}", s.log_tail());
+                let etcd_log = std::fs::read_to_string(s.dir.join("etcd.log")).unwrap_or_default();
+                let etcd_tail: Vec<&str> = etcd_log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "kube-apiserver exited with {st}:\n{}\netcd:\n{}",
+                    s.log_tail(),
+                    etcd_tail.join("\n")
+                ));
             }
             let last = match s.try_client().await {
                 Ok(c) => match Api::<Namespace>::all(c).get_opt("default").await {
@@ -192,8 +226,7 @@ impl KubeApiServer {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        s.install_crds().await;
-        s
+        Ok(s)
     }
 
     fn log_tail(&self) -> String {

@@ -418,6 +418,9 @@ pub struct BrokerProcess {
     pub log: PathBuf,
     metadata_url: String,
     config: PathBuf,
+    /// Whether its ports were picked for it (so another pair may be picked if one was
+    /// taken between picking and binding); false after a restart, which keeps them.
+    fresh_ports: bool,
 }
 
 impl BrokerProcess {
@@ -425,13 +428,15 @@ impl BrokerProcess {
     pub fn start(dir: &Path, metadata_url: &str, config: &str) -> Self {
         let config_path = dir.join(format!("broker-{}.toml", rand_suffix()));
         std::fs::write(&config_path, format!("[broker]\n{config}")).unwrap();
-        Self::start_at(
+        let mut b = Self::start_at(
             dir,
             metadata_url,
             &config_path,
             &format!("127.0.0.1:{}", free_port()),
             &format!("127.0.0.1:{}", free_port()),
-        )
+        );
+        b.fresh_ports = true;
+        b
     }
 
     fn start_at(dir: &Path, metadata_url: &str, config: &Path, addr: &str, http: &str) -> Self {
@@ -459,6 +464,7 @@ impl BrokerProcess {
             log,
             metadata_url: metadata_url.to_string(),
             config: config.to_path_buf(),
+            fresh_ports: false,
         }
     }
 
@@ -476,8 +482,25 @@ impl BrokerProcess {
     /// Polls /readyz until 200, or fails with the log.
     pub async fn ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut port_retries = 0;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // A port from free_port() can be taken (by any process's outgoing
+                // connection) before the broker binds it: pick others and start again.
+                if self.fresh_ports && port_retries < 5 && self.log_text().contains("Address already in use") {
+                    port_retries += 1;
+                    let dir = self.log.parent().unwrap().to_path_buf();
+                    let mut again = Self::start_at(
+                        &dir,
+                        &self.metadata_url,
+                        &self.config,
+                        &format!("127.0.0.1:{}", free_port()),
+                        &format!("127.0.0.1:{}", free_port()),
+                    );
+                    again.fresh_ports = true;
+                    *self = again;
+                    continue;
+                }
                 panic!("broker exited early with {status}; log:\n{}", self.log_text());
             }
             if let Some((200, _)) = http_get(&self.http, "/readyz").await {
