@@ -60,6 +60,20 @@ pub fn set(
     }
 }
 
+/// Sets `Ready` and `Synced` alike: the usual outcome of a sync that failed (or was
+/// refused) for one reason.
+pub fn set_ready_and_synced(
+    list: &mut Vec<Condition>,
+    status: Option<bool>,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) {
+    let message = message.into();
+    set(list, READY, status, reason, message.clone(), generation);
+    set(list, SYNCED, status, reason, message, generation);
+}
+
 /// Removes condition `type_` (a concern that no longer applies).
 pub fn remove(list: &mut Vec<Condition>, type_: &str) {
     list.retain(|c| c.type_ != type_);

@@ -326,22 +326,7 @@ async fn conflict(t: &Topic, ctx: &Context) -> Result<Option<Action>, Error> {
         first.namespace().unwrap_or_default(),
         first.name_any()
     );
-    conditions::set(
-        &mut status.conditions,
-        conditions::READY,
-        Some(false),
-        "Conflict",
-        &msg,
-        generation,
-    );
-    conditions::set(
-        &mut status.conditions,
-        conditions::SYNCED,
-        Some(false),
-        "Conflict",
-        &msg,
-        generation,
-    );
+    conditions::set_ready_and_synced(&mut status.conditions, Some(false), "Conflict", &msg, generation);
     status.observed_generation = generation;
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
     write_status(&api, &t.name_any(), &status).await?;
@@ -363,22 +348,7 @@ async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
         Err(e) => {
             let mut status = t.status.clone().unwrap_or_default();
             let msg = e.to_string();
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                Some(false),
-                "InvalidSpec",
-                &msg,
-                generation,
-            );
-            conditions::set(
-                &mut status.conditions,
-                conditions::SYNCED,
-                Some(false),
-                "InvalidSpec",
-                &msg,
-                generation,
-            );
+            conditions::set_ready_and_synced(&mut status.conditions, Some(false), "InvalidSpec", &msg, generation);
             status.observed_generation = generation;
             topic::Outcome {
                 status,
@@ -391,17 +361,8 @@ async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
             Err(e) => {
                 let mut status = t.status.clone().unwrap_or_default();
                 let msg = format!("cannot reach the Strata cluster at {url}: {e}");
-                conditions::set(
+                conditions::set_ready_and_synced(
                     &mut status.conditions,
-                    conditions::READY,
-                    Some(false),
-                    "ClusterUnreachable",
-                    &msg,
-                    generation,
-                );
-                conditions::set(
-                    &mut status.conditions,
-                    conditions::SYNCED,
                     Some(false),
                     "ClusterUnreachable",
                     &msg,
@@ -558,22 +519,7 @@ async fn apply_subscription(s: &Subscription, ctx: &Context) -> Result<Action, E
         let outcome = match resolve_target(&current, ctx).await {
             Err((reason, msg, retry)) => {
                 let mut status = current.status.clone().unwrap_or_default();
-                conditions::set(
-                    &mut status.conditions,
-                    conditions::READY,
-                    Some(false),
-                    reason,
-                    &msg,
-                    generation,
-                );
-                conditions::set(
-                    &mut status.conditions,
-                    conditions::SYNCED,
-                    Some(false),
-                    reason,
-                    &msg,
-                    generation,
-                );
+                conditions::set_ready_and_synced(&mut status.conditions, Some(false), reason, &msg, generation);
                 subscription::Outcome {
                     status,
                     notes: if retry {
@@ -590,17 +536,8 @@ async fn apply_subscription(s: &Subscription, ctx: &Context) -> Result<Action, E
                 Err(e) => {
                     let mut status = current.status.clone().unwrap_or_default();
                     let msg = format!("cannot reach the Strata cluster at {}: {e}", target.service_url);
-                    conditions::set(
+                    conditions::set_ready_and_synced(
                         &mut status.conditions,
-                        conditions::READY,
-                        Some(false),
-                        "ClusterUnreachable",
-                        &msg,
-                        generation,
-                    );
-                    conditions::set(
-                        &mut status.conditions,
-                        conditions::SYNCED,
                         Some(false),
                         "ClusterUnreachable",
                         &msg,

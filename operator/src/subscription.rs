@@ -252,22 +252,7 @@ pub fn subscription_name(spec: &SubscriptionSpec, metadata_name: &str) -> Result
 
 fn refuse(mut status: SubscriptionStatus, generation: Option<i64>, e: SpecError) -> Outcome {
     let msg = e.to_string();
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        Some(false),
-        "InvalidSpec",
-        &msg,
-        generation,
-    );
-    conditions::set(
-        &mut status.conditions,
-        SYNCED,
-        Some(false),
-        "InvalidSpec",
-        &msg,
-        generation,
-    );
+    conditions::set_ready_and_synced(&mut status.conditions, Some(false), "InvalidSpec", &msg, generation);
     status.observed_generation = generation;
     Outcome {
         status,
@@ -292,8 +277,7 @@ fn failure(
         } => ("TopicNotFound", format!("{doing}: {e}")),
         AdminError::Refused { .. } => ("AdminError", format!("{doing}: {e}")),
     };
-    conditions::set(&mut status.conditions, READY, Some(false), reason, &msg, generation);
-    conditions::set(&mut status.conditions, SYNCED, Some(false), reason, &msg, generation);
+    conditions::set_ready_and_synced(&mut status.conditions, Some(false), reason, &msg, generation);
     Outcome {
         status,
         notes,
@@ -450,8 +434,7 @@ pub async fn sync(sub: &Subscription, target: &Target, admin: &dyn StrataAdmin) 
         }
         _ => {
             let msg = format!("subscription {name} on {} exists", target.topic);
-            conditions::set(&mut status.conditions, READY, Some(true), "Synced", &msg, generation);
-            conditions::set(&mut status.conditions, SYNCED, Some(true), "Synced", msg, generation);
+            conditions::set_ready_and_synced(&mut status.conditions, Some(true), "Synced", msg, generation);
         }
     }
     Outcome {

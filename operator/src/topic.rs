@@ -301,8 +301,7 @@ fn unreachable_or_refused(
         AdminError::Unreachable(m) => ("ClusterUnreachable", format!("{doing}: {m}")),
         AdminError::Refused { .. } => ("AdminError", format!("{doing}: {e}")),
     };
-    conditions::set(&mut status.conditions, READY, Some(false), reason, &msg, generation);
-    conditions::set(&mut status.conditions, SYNCED, Some(false), reason, &msg, generation);
+    conditions::set_ready_and_synced(&mut status.conditions, Some(false), reason, &msg, generation);
     Some(msg)
 }
 
@@ -505,22 +504,7 @@ pub async fn sync(topic: &Topic, admin: &dyn StrataAdmin) -> Outcome {
 
 fn invalid(mut status: TopicStatus, generation: Option<i64>, e: SpecError, mut notes: Vec<Note>) -> Outcome {
     let msg = e.to_string();
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        Some(false),
-        "InvalidSpec",
-        &msg,
-        generation,
-    );
-    conditions::set(
-        &mut status.conditions,
-        SYNCED,
-        Some(false),
-        "InvalidSpec",
-        &msg,
-        generation,
-    );
+    conditions::set_ready_and_synced(&mut status.conditions, Some(false), "InvalidSpec", &msg, generation);
     notes.push(Note::warning("InvalidSpec", msg));
     // Acted on (by refusing): a resync does not treat the refusal as drift.
     status.observed_generation = generation;
@@ -893,7 +877,7 @@ mod tests {
         // Same time: the smaller uid first.
         let twin = at(10, "0", "orders-twin", Some("persistent://public/default/orders"));
         assert_eq!(
-            conflicting(&first, &[twin.clone()]).unwrap().metadata.uid.as_deref(),
+            conflicting(&first, std::slice::from_ref(&twin)).unwrap().metadata.uid.as_deref(),
             Some("0")
         );
         // Another cluster is another topic.
