@@ -204,7 +204,6 @@ async fn unacknowledged_messages_come_back() {
             ),
         }
     }
-    drop(quitter);
     let first = line_rx.recv_timeout(WAIT).expect("the CLI consumer printed a message");
     let _ = cli.0.kill();
     let _ = cli.0.wait();
@@ -220,6 +219,9 @@ async fn unacknowledged_messages_come_back() {
             Err(e) => panic!("the killed CLI consumer's output did not end: {e}"),
         }
     }
+    // Only now does the quitter leave: had it left while the CLI consumer still ran, its
+    // messages could have been redelivered to the CLI consumer instead of the survivor.
+    drop(quitter);
 
     let mut seen: HashSet<String> = HashSet::new();
     let deadline = Instant::now() + WAIT;

@@ -877,7 +877,11 @@ mod tests {
         // Same time: the smaller uid first.
         let twin = at(10, "0", "orders-twin", Some("persistent://public/default/orders"));
         assert_eq!(
-            conflicting(&first, std::slice::from_ref(&twin)).unwrap().metadata.uid.as_deref(),
+            conflicting(&first, std::slice::from_ref(&twin))
+                .unwrap()
+                .metadata
+                .uid
+                .as_deref(),
             Some("0")
         );
         // Another cluster is another topic.
