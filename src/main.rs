@@ -38,7 +38,8 @@ enum Command {
     Broker(broker_cmd::BrokerArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
-    /// The Kubernetes operator (Topic and Subscription resources); `crdgen` prints its CRDs.
+    /// The Kubernetes operator (StrataCluster, Topic and Subscription resources); `crdgen`
+    /// prints its CRDs.
     Operator(operator_cmd::OperatorArgs),
     /// Benchmarks (BENCHMARK.md): bookie, ledger, produce (W1), e2e (W2/W3), consume (W4/W5), topics (W6).
     Perf(perf::PerfArgs),

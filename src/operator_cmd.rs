@@ -1,4 +1,5 @@
-//! `strata operator`: the Kubernetes operator (Topic and Subscription resources), and
+//! `strata operator`: the Kubernetes operator (StrataCluster, Topic and Subscription
+//! resources), and
 //! `strata operator crdgen`, which prints its CustomResourceDefinitions.
 
 use anyhow::Context;
@@ -31,7 +32,8 @@ struct RunArgs {
     /// account].
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Only this namespace's Topics and Subscriptions [default: every namespace].
+    /// Only this namespace's StrataClusters, Topics and Subscriptions [default: every
+    /// namespace].
     #[arg(long, env = "STRATA_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
@@ -58,6 +60,27 @@ struct RunArgs {
     /// Seconds a leader lease is valid without renewal; a standby takes over after that.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..))]
     lease_duration_secs: u64,
+    /// Seconds between the broker autoscaler's readings of the load.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    autoscale_interval_secs: u64,
+    /// Connect to ADDR:PORT whenever a Strata service URL names HOST:PORT; repeatable. For
+    /// an operator running outside the Kubernetes cluster, which cannot resolve service
+    /// names (with `kubectl port-forward svc/NAME-broker 6650`, say).
+    #[arg(long = "resolve", value_name = "HOST:PORT=ADDR:PORT", value_parser = parse_resolve)]
+    resolve: Vec<(String, String)>,
+}
+
+fn parse_resolve(s: &str) -> Result<(String, String), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT=ADDR:PORT"))?;
+    for part in [from, to] {
+        match part.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{part:?} in {s:?} is not HOST:PORT")),
+        }
+    }
+    Ok((from.to_string(), to.to_string()))
 }
 
 struct OperatorProbes(Arc<strata_operator::State>);
@@ -119,6 +142,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             renew_deadline: lease * 2 / 3,
             retry: (lease / 7).max(Duration::from_millis(500)),
         },
+        autoscale_interval: Duration::from_secs(a.autoscale_interval_secs),
+        resolve: a.resolve,
         ..Default::default()
     };
     let client = client(a.kubeconfig.as_ref()).await?;

@@ -143,7 +143,11 @@ fn the_crds_in_the_repository_are_what_crdgen_prints_and_the_docs_list_every_fie
             for (k, v) in props {
                 let path = format!("{prefix}.{k}");
                 out.push(path.clone());
-                walk(&path, v, out);
+                // Kubernetes' own types (affinity, tolerations, resources) are documented
+                // by Kubernetes; the field itself is documented here.
+                if !["affinity", "tolerations", "resources"].contains(&k.as_str()) {
+                    walk(&path, v, out);
+                }
             }
         }
     }

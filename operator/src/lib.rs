@@ -1,7 +1,10 @@
-//! Strata's Kubernetes operator: `Topic` and `Subscription` custom resources
-//! (`strata.io/v1alpha1`) reconciled against Strata clusters through the admin API.
+//! Strata's Kubernetes operator: `StrataCluster`, `Topic` and `Subscription` custom
+//! resources (`strata.io/v1alpha1`). A StrataCluster is rendered into etcd, bookie and
+//! broker workloads; Topics and Subscriptions are reconciled against Strata clusters
+//! through the admin API.
 //!
-//! Layout, one module per kind in the controller-rs shape: [`topic`] and [`subscription`]
+//! Layout, one module per kind in the controller-rs shape: [`cluster`] (validation,
+//! rendering, rollout decisions and its reconciler), [`topic`] and [`subscription`]
 //! hold each kind's resource types and its pure decisions (`sync`, `cleanup`) against the
 //! [`strata::StrataAdmin`] trait; this module wires them into kube-runtime controllers,
 //! writes status (server-side apply, field manager `strata-operator`) and Events, and
@@ -16,6 +19,7 @@
 //! - Status writes do not trigger reconciles (only spec, annotation and finalizer changes
 //!   do, plus the periodic resync), so a reconcile never feeds itself.
 
+pub mod cluster;
 pub mod common;
 pub mod conditions;
 pub mod leader;
@@ -40,6 +44,7 @@ use std::time::{Duration, Instant};
 use strata::{Connector, StrataAdmin};
 use tokio_util::sync::CancellationToken;
 
+pub use cluster::StrataCluster;
 pub use subscription::Subscription;
 pub use topic::Topic;
 
@@ -48,7 +53,7 @@ pub const MANAGER: &str = "strata-operator";
 
 /// The CustomResourceDefinitions, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Topic::crd(), Subscription::crd()]
+    vec![StrataCluster::crd(), Topic::crd(), Subscription::crd()]
 }
 
 /// The CRDs as one multi-document YAML (what `strata operator crdgen` prints and
@@ -82,6 +87,10 @@ pub struct Config {
     /// Timeouts of calls to Strata clusters.
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
+    /// How often the broker autoscaler reads the load.
+    pub autoscale_interval: Duration,
+    /// `host:port` → `address:port` overrides for reaching Strata clusters.
+    pub resolve: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -97,6 +106,8 @@ impl Default for Config {
             timing: leader::Timing::default(),
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(15),
+            autoscale_interval: Duration::from_secs(15),
+            resolve: Vec::new(),
         }
     }
 }
@@ -173,13 +184,23 @@ fn unwrap_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
 pub struct Context {
     client: kube::Client,
     connector: Arc<dyn Connector>,
-    recorder: Recorder,
+    /// Events: a recorder per (object, reason) and the note it last published. A repeat of
+    /// the same note is folded into that Event's series; a new note starts a new Event
+    /// (kube's recorder would otherwise count it as a repeat of the first note).
+    recorders: Mutex<HashMap<(String, String), (String, Recorder, Instant)>>,
+    reporter: Reporter,
     state: Arc<State>,
     cfg: Config,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Every Topic resource (the controller's cache), to find two managing one topic.
     topics: reflector::Store<Topic>,
+    /// The broker autoscaler's recommendations, per StrataCluster.
+    autoscale: Mutex<HashMap<String, cluster::rollout::autoscale::History>>,
+    /// When this replica started leading (the autoscaler's clock).
+    started: Instant,
+    /// Whether policy/v1 is served, and when that was last asked.
+    policy_v1: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Context {
@@ -189,6 +210,26 @@ impl Context {
         *n = n.saturating_add(1);
         let d = Duration::from_millis(500u64.saturating_mul(1u64 << (*n).min(16)));
         d.min(self.cfg.max_backoff)
+    }
+
+    /// Whether the API server serves policy/v1 PodDisruptionBudgets (asked at most once a
+    /// minute). An error counts as "not served" until the next try.
+    async fn policy_v1_served(&self) -> bool {
+        let mut cached = self.policy_v1.lock().await;
+        if let Some((at, served)) = *cached
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return served;
+        }
+        let served = match self.client.list_api_group_resources("policy/v1").await {
+            Ok(list) => list.resources.iter().any(|r| r.name == "poddisruptionbudgets"),
+            Err(e) => {
+                tracing::debug!(error = %e, "policy/v1 not served");
+                false
+            }
+        };
+        *cached = Some((Instant::now(), served));
+        served
     }
 
     fn succeeded(&self, key: &str) {
@@ -212,11 +253,28 @@ impl Context {
                     EventType::Normal
                 },
                 reason: n.reason.clone(),
-                note: Some(note),
+                note: None,
                 action: n.reason.clone(),
                 secondary: None,
             };
-            if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            let recorder = {
+                let mut all = self.recorders.lock().expect("recorders");
+                all.retain(|_, (_, _, at)| at.elapsed() < Duration::from_secs(3600));
+                let key = (format!("{}/{}", K::kind(&()), key_of(obj)), n.reason.clone());
+                match all.get_mut(&key) {
+                    Some((last, r, at)) if *last == note => {
+                        *at = Instant::now();
+                        r.clone()
+                    }
+                    _ => {
+                        let r = Recorder::new(self.client.clone(), self.reporter.clone());
+                        all.insert(key, (note.clone(), r.clone(), Instant::now()));
+                        r
+                    }
+                }
+            };
+            let ev = KubeEvent { note: Some(note), ..ev };
+            if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
                 tracing::warn!(reason = %n.reason, error = %e, "event not published");
             }
         }
@@ -250,22 +308,42 @@ where
     Ok(())
 }
 
-/// The cluster a resource names: `serviceUrl` (a `clusterRef` is refused until the
-/// StrataCluster resource exists).
-fn service_url(url: &Option<String>, cluster_ref: &Option<common::ClusterRef>) -> Result<String, common::SpecError> {
+/// The cluster a resource names: its `serviceUrl`, or the service URL of the
+/// StrataCluster its `clusterRef` names in namespace `ns`.
+fn service_url(
+    url: &Option<String>,
+    cluster_ref: &Option<common::ClusterRef>,
+    ns: &str,
+) -> Result<String, common::SpecError> {
     match (url, cluster_ref) {
-        (Some(u), _) if !u.trim().is_empty() => Ok(u.trim().to_string()),
-        (_, Some(r)) => Err(common::SpecError::new(
+        (Some(u), Some(_)) if !u.trim().is_empty() => Err(common::SpecError::new(
             "spec.clusterRef",
-            format!(
-                "StrataCluster {:?} cannot be used yet: this operator does not manage StrataCluster resources; set spec.serviceUrl",
-                r.name
-            ),
+            "give either serviceUrl or clusterRef, not both",
         )),
+        (Some(u), _) if !u.trim().is_empty() => Ok(u.trim().to_string()),
+        (_, Some(r)) if !r.name.trim().is_empty() => Ok(cluster::service_url(r.name.trim(), ns)),
         _ => Err(common::SpecError::new(
             "spec.serviceUrl",
-            "is required (the Strata cluster's service URL)",
+            "is required (the Strata cluster's service URL), or spec.clusterRef naming a StrataCluster of this namespace",
         )),
+    }
+}
+
+/// `Err` (reason, message) when `cluster_ref` names a StrataCluster that does not exist.
+async fn check_cluster_ref(
+    ctx: &Context,
+    cluster_ref: &Option<common::ClusterRef>,
+    ns: &str,
+) -> Result<(), (&'static str, String)> {
+    let Some(r) = cluster_ref else { return Ok(()) };
+    let api: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(r.name.trim()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err((
+            "ClusterNotFound",
+            format!("StrataCluster {} does not exist in namespace {ns}", r.name),
+        )),
+        Err(e) => Err(("KubernetesApi", format!("reading StrataCluster {}: {e}", r.name))),
     }
 }
 
@@ -342,12 +420,26 @@ async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
         return Ok(action);
     }
     let name = t.name_any();
-    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
+    let ns = t.namespace().unwrap_or_default();
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = t.metadata.generation;
-    let outcome = match service_url(&t.spec.service_url, &t.spec.cluster_ref) {
-        Err(e) => {
+    let url = match service_url(&t.spec.service_url, &t.spec.cluster_ref, &ns) {
+        Ok(url) => check_cluster_ref(ctx, &t.spec.cluster_ref, &ns).await.map(|()| url),
+        Err(e) => Err(("InvalidSpec", e.to_string())),
+    };
+    let outcome = match url {
+        Err((reason, msg)) if reason != "InvalidSpec" => {
             let mut status = t.status.clone().unwrap_or_default();
-            let msg = e.to_string();
+            conditions::set_ready_and_synced(&mut status.conditions, Some(false), reason, &msg, generation);
+            status.observed_generation = generation;
+            topic::Outcome {
+                status,
+                notes: Vec::new(),
+                failed: Some(msg),
+            }
+        }
+        Err((_, msg)) => {
+            let mut status = t.status.clone().unwrap_or_default();
             conditions::set_ready_and_synced(&mut status.conditions, Some(false), "InvalidSpec", &msg, generation);
             status.observed_generation = generation;
             topic::Outcome {
@@ -405,7 +497,7 @@ async fn cleanup_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
     }
     let name = t.name_any();
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
-    let admin = match service_url(&t.spec.service_url, &t.spec.cluster_ref) {
+    let admin = match service_url(&t.spec.service_url, &t.spec.cluster_ref, &t.namespace().unwrap_or_default()) {
         Ok(url) => connect(ctx, &url).await.ok(),
         Err(_) => None,
     };
@@ -464,13 +556,17 @@ async fn resolve_target(s: &Subscription, ctx: &Context) -> Result<subscription:
     if spec.topic.contains('/') {
         let topic = topic::topic_name(Some(&spec.topic), "")
             .map_err(|e| ("InvalidSpec", format!("spec.topic: {}", e.message), false))?;
-        let url = service_url(&spec.service_url, &spec.cluster_ref).map_err(|e| {
+        let ns = s.namespace().unwrap_or_default();
+        let url = service_url(&spec.service_url, &spec.cluster_ref, &ns).map_err(|e| {
             (
                 "InvalidSpec",
                 format!("{e} (spec.topic is a full topic name, so the cluster must be named)"),
                 false,
             )
         })?;
+        check_cluster_ref(ctx, &spec.cluster_ref, &ns)
+            .await
+            .map_err(|(reason, msg)| (reason, msg, true))?;
         return Ok(subscription::Target {
             topic,
             service_url: url,
@@ -501,8 +597,18 @@ async fn resolve_target(s: &Subscription, ctx: &Context) -> Result<subscription:
     };
     let url = match &spec.service_url {
         Some(u) if !u.trim().is_empty() => u.trim().to_string(),
-        _ => service_url(&t.spec.service_url, &t.spec.cluster_ref)
-            .map_err(|e| ("TopicNotReady", format!("Topic {}: {e}", spec.topic), true))?,
+        _ => match &spec.cluster_ref {
+            Some(_) => {
+                let ns = s.namespace().unwrap_or_default();
+                check_cluster_ref(ctx, &spec.cluster_ref, &ns)
+                    .await
+                    .map_err(|(reason, msg)| (reason, msg, true))?;
+                service_url(&None, &spec.cluster_ref, &ns)
+                    .map_err(|e| ("InvalidSpec", e.to_string(), false))?
+            }
+            None => service_url(&t.spec.service_url, &t.spec.cluster_ref, &t.namespace().unwrap_or_default())
+                .map_err(|e| ("TopicNotReady", format!("Topic {}: {e}", spec.topic), true))?,
+        },
     };
     Ok(subscription::Target {
         topic,
@@ -642,7 +748,9 @@ pub async fn run(
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let connector: Arc<dyn Connector> = Arc::new(strata::SdkConnector::new(cfg.connect_timeout, cfg.operation_timeout));
+    let connector: Arc<dyn Connector> = Arc::new(
+        strata::SdkConnector::new(cfg.connect_timeout, cfg.operation_timeout).with_resolve(cfg.resolve.clone()),
+    );
     run_with(client, cfg, state, connector, shutdown).await
 }
 
@@ -690,11 +798,15 @@ pub async fn run_with(
     let ctx = Arc::new(Context {
         client: client.clone(),
         connector,
-        recorder: Recorder::new(client.clone(), reporter),
+        recorders: Mutex::new(HashMap::new()),
+        reporter,
         state: state.clone(),
         cfg: cfg.clone(),
         failures: Mutex::new(HashMap::new()),
         topics: topic_reader.clone(),
+        autoscale: Mutex::new(HashMap::new()),
+        started: Instant::now(),
+        policy_v1: tokio::sync::Mutex::new(None),
     });
     // Stops the controllers: on shutdown, or when leadership is lost.
     let stop = shutdown.child_token();
@@ -748,6 +860,7 @@ async fn run_controllers(
 ) {
     let ns = ctx.cfg.namespace.clone();
     let controller_cfg = kube::runtime::controller::Config::default().concurrency(ctx.cfg.concurrency);
+    let controller_cfg_clusters = controller_cfg.clone();
     // Reconcile on spec (generation), annotation (force-delete) and finalizer changes, not
     // on the operator's own status writes.
     fn interesting<K: Resource + 'static>() -> impl kube::runtime::Predicate<K> {
@@ -791,8 +904,27 @@ async fn run_controllers(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(stop.cancelled_owned())
-        .run(reconcile_subscription, error_policy, ctx)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile_subscription, error_policy, ctx.clone())
         .for_each(|_| async {});
-    tokio::join!(topic_controller, sub_controller);
+
+    // StrataClusters, woken also by their workloads' status (rollouts, readiness).
+    let (cluster_reader, cluster_writer) = reflector::store();
+    let clusters = watcher(api_for::<StrataCluster>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(cluster_writer)
+        .applied_objects()
+        .predicate_filter(interesting(), Default::default());
+    let rendered = watcher::Config::default().labels("app.kubernetes.io/managed-by=strata-operator");
+    let cluster_controller = Controller::for_stream(clusters, cluster_reader)
+        .with_config(controller_cfg_clusters)
+        .owns(
+            api_for::<k8s_openapi::api::apps::v1::StatefulSet>(&client, &ns),
+            rendered.clone(),
+        )
+        .owns(api_for::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns), rendered)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(cluster::reconcile::reconcile, error_policy, ctx)
+        .for_each(|_| async {});
+    tokio::join!(topic_controller, sub_controller, cluster_controller);
 }

@@ -83,6 +83,8 @@ pub trait StrataAdmin: Send + Sync {
     fn reset_subscription(&self, topic: &str, name: &str, to: ResetTo) -> BoxFuture<'_, AdminResult<()>>;
     /// `false` if it did not exist.
     fn delete_subscription(&self, topic: &str, name: &str) -> BoxFuture<'_, AdminResult<bool>>;
+    /// Each registered broker's load: messages per second, published plus delivered.
+    fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>>;
 }
 
 /// Finds the cluster behind a service URL.
@@ -95,6 +97,9 @@ pub struct SdkConnector {
     clients: Mutex<HashMap<String, strata_client::Client>>,
     connect_timeout: Duration,
     operation_timeout: Duration,
+    /// `host:port` → `address:port` to connect to instead (`--resolve`), for an operator
+    /// running outside the Kubernetes cluster whose service names it cannot resolve.
+    resolve: Vec<(String, String)>,
 }
 
 impl SdkConnector {
@@ -103,13 +108,31 @@ impl SdkConnector {
             clients: Mutex::new(HashMap::new()),
             connect_timeout,
             operation_timeout,
+            resolve: Vec::new(),
+        }
+    }
+
+    /// Connects to `to` whenever a URL names `from` (both `host:port`).
+    pub fn with_resolve(mut self, resolve: Vec<(String, String)>) -> Self {
+        self.resolve = resolve;
+        self
+    }
+
+    /// `url` with its `host:port` replaced if a `--resolve` entry names it.
+    pub fn resolved(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        match self.resolve.iter().find(|(from, _)| from == authority) {
+            Some((_, to)) if path.is_empty() => format!("{scheme}://{to}"),
+            Some((_, to)) => format!("{scheme}://{to}/{path}"),
+            None => url.to_string(),
         }
     }
 }
 
 impl Connector for SdkConnector {
     fn connect(&self, url: &str) -> BoxFuture<'_, AdminResult<Arc<dyn StrataAdmin>>> {
-        let url = url.to_string();
+        let url = self.resolved(url);
         Box::pin(async move {
             let cached = self.clients.lock().expect("client cache").get(&url).cloned();
             let client = match cached {
@@ -231,6 +254,17 @@ impl StrataAdmin for SdkAdmin {
             }
         })
     }
+
+    fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>> {
+        Box::pin(async move {
+            let info = self.0.cluster().await.map_err(AdminError::from_sdk)?;
+            Ok(info
+                .brokers
+                .iter()
+                .map(|b| b.msg_rate_in + b.msg_rate_out)
+                .collect())
+        })
+    }
 }
 
 /// An in-memory Strata cluster for unit tests of the reconcile decisions.
@@ -246,6 +280,8 @@ pub mod fake {
         pub calls: Mutex<Vec<String>>,
         /// When set, every call fails as unreachable.
         pub down: std::sync::atomic::AtomicBool,
+        /// What `broker_loads` answers.
+        pub loads: Mutex<Vec<f64>>,
     }
 
     impl FakeCluster {
@@ -378,6 +414,11 @@ pub mod fake {
                     None => false,
                 }
             });
+            Box::pin(async move { r })
+        }
+
+        fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>> {
+            let r = self.check().map(|_| self.loads.lock().unwrap().clone());
             Box::pin(async move { r })
         }
     }

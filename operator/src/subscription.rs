@@ -60,7 +60,7 @@ pub struct SubscriptionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub service_url: Option<String>,
-    /// A StrataCluster in this namespace, instead of `serviceUrl` (not supported yet).
+    /// A StrataCluster in this namespace, instead of `serviceUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<ClusterRef>,
     /// The subscription's name; default `<metadata.name>`. Immutable.

@@ -58,8 +58,7 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub service_url: Option<String>,
-    /// A StrataCluster in this namespace, instead of `serviceUrl` (not supported yet: the
-    /// StrataCluster resource comes with a later release).
+    /// A StrataCluster in this namespace, instead of `serviceUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<ClusterRef>,
     /// The topic, `tenant/namespace/topic` or `persistent://tenant/namespace/topic`;

@@ -392,7 +392,7 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .await
         .ok()?
         .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut buf = Vec::new();
@@ -550,3 +550,4 @@ impl Drop for BrokerProcess {
     }
 }
 pub mod kube;
+pub mod kubelet;

@@ -1,0 +1,441 @@
+//! The StrataCluster reconciler: reads what is live, asks [`super::rollout`] what may
+//! change, applies it tier by tier (server-side apply, field manager `strata-operator`),
+//! and writes the status and Events.
+//!
+//! Invariants:
+//! - Nothing is applied from a spec that fails [`super::validate`].
+//! - A tier's ConfigMap changes only together with its pod template (never under running
+//!   pods whose template still names the old config).
+//! - The reconciler never deletes anything: removed components and PVCs are left for the
+//!   user (Kubernetes' garbage collector removes owned objects with the StrataCluster).
+
+use super::render::{self, Rendered, Tier};
+use super::rollout::{self, Counts, autoscale};
+use super::{AutoscalerStatus, Autoscaling, StrataCluster, StrataClusterStatus, validate};
+use crate::common::Note;
+use crate::conditions;
+use crate::{Context, Error, MANAGER, condition_pairs, key_of, write_status};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+pub const SPEC_CHANGE_BLOCKED: &str = "SpecChangeBlocked";
+pub const DISRUPTION_BUDGETS: &str = "DisruptionBudgets";
+
+/// How soon to look again while something is rolling (owned workloads' status changes
+/// also wake the reconciler; this is the safety net).
+const WHILE_PROGRESSING: Duration = Duration::from_secs(10);
+
+pub(crate) async fn reconcile(sc: Arc<StrataCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = key_of(&*sc);
+    let result = reconcile_inner(&sc, &ctx).await;
+    if let Err(e) = &result {
+        // Say why in the status too (best effort: the API may be what failed).
+        let mut status = sc.status.clone().unwrap_or_default();
+        conditions::set(
+            &mut status.conditions,
+            conditions::READY,
+            Some(false),
+            e.reason(),
+            e.to_string(),
+            sc.metadata.generation,
+        );
+        let api: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &sc.namespace().unwrap_or_default());
+        let _ = write_status(&api, &sc.name_any(), &status).await;
+    }
+    ctx.state.metrics.reconciled(
+        "StrataCluster",
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// Sets a condition and says whether it just became `True` or changed its message while
+/// `True` (worth an Event).
+fn raise(
+    list: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    type_: &str,
+    why: Option<&str>,
+    reason_true: &str,
+    reason_false: &str,
+    message_false: &str,
+    generation: Option<i64>,
+) -> bool {
+    let before = conditions::get(list, type_).map(|c| (c.status.clone(), c.message.clone()));
+    match why {
+        Some(msg) => {
+            conditions::set(list, type_, Some(true), reason_true, msg, generation);
+            before.is_none_or(|(s, m)| s != "True" || m != msg)
+        }
+        None => {
+            conditions::set(list, type_, Some(false), reason_false, message_false, generation);
+            false
+        }
+    }
+}
+
+struct Apis {
+    sts: Api<StatefulSet>,
+    deploy: Api<Deployment>,
+    svc: Api<Service>,
+    cm: Api<ConfigMap>,
+    pdb: Api<PodDisruptionBudget>,
+}
+
+/// Applies one StatefulSet tier unless `gate` holds it back: returns the applied workload
+/// (`None` if not created yet) and whether it runs the rendered template completely.
+async fn apply_sts_tier(
+    apis: &Apis,
+    tier: &mut Tier<StatefulSet>,
+    live: Option<&StatefulSet>,
+    gate_closed: bool,
+    pdbs: bool,
+    notes: &mut Vec<Note>,
+    what: &str,
+) -> Result<(Option<StatefulSet>, bool), Error> {
+    rollout::stamp_sts(&mut tier.workload);
+    let want = tier.workload.metadata.annotations.as_ref().and_then(|a| a.get(rollout::TEMPLATE_HASH)).cloned().unwrap_or_default();
+    let held = match (live, gate_closed) {
+        (None, true) => return Ok((None, false)),
+        (Some(l), true) => rollout::hold_sts(&mut tier.workload, l),
+        _ => false,
+    };
+    if !held && let Some(cm) = &tier.config {
+        apply(&apis.cm, cm).await?;
+    }
+    apply(&apis.svc, &tier.service).await?;
+    let applied = apply(&apis.sts, &tier.workload).await?;
+    if pdbs {
+        apply(&apis.pdb, &tier.pdb).await?;
+    }
+    let name = applied.name_any();
+    let replicas = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    match live {
+        None => notes.push(Note::normal("Created", format!("created {what} (StatefulSet {name}, {replicas} replicas)"))),
+        Some(l) => {
+            let before = l.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            if before != replicas {
+                notes.push(Note::normal("Scaled", format!("{what}: {before} → {replicas} replicas")));
+            }
+            if !held && !rollout::at_template(&l.metadata, &want) {
+                notes.push(Note::normal(
+                    "RollingUpdate",
+                    format!("{what}: rolling to a new pod template (StatefulSet {name}), one pod at a time"),
+                ));
+            }
+        }
+    }
+    let done = rollout::at_template(&applied.metadata, &want) && Counts::of_sts(&applied).rolled_out();
+    Ok((Some(applied), done))
+}
+
+async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = sc.namespace().unwrap_or_default();
+    let name = sc.name_any();
+    let generation = sc.metadata.generation;
+    let api: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status: StrataClusterStatus = sc.status.clone().unwrap_or_default();
+    let url = super::service_url(&name, &ns);
+    status.service_url = Some(url.clone());
+    status.admin_url = Some(url.clone());
+    let mut notes = Vec::new();
+
+    let mut plan = match validate(&sc.spec, &name, &ns) {
+        Ok(p) => p,
+        Err(errors) => {
+            let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let before = conditions::get(&status.conditions, conditions::READY).map(|c| c.message.clone());
+            conditions::set(&mut status.conditions, conditions::READY, Some(false), "InvalidSpec", &msg, generation);
+            conditions::set(
+                &mut status.conditions,
+                PROGRESSING,
+                Some(false),
+                "InvalidSpec",
+                "nothing is applied from a spec that fails validation",
+                generation,
+            );
+            status.observed_generation = generation;
+            write_status(&api, &name, &status).await?;
+            if before.as_deref() != Some(msg.as_str()) {
+                ctx.publish(sc, &[Note::warning("InvalidSpec", msg)]).await;
+            }
+            ctx.state
+                .metrics
+                .observe("StrataCluster", key_of(sc), condition_pairs(&status.conditions));
+            return Ok(Action::requeue(ctx.cfg.resync));
+        }
+    };
+
+    let apis = Apis {
+        sts: Api::namespaced(ctx.client.clone(), &ns),
+        deploy: Api::namespaced(ctx.client.clone(), &ns),
+        svc: Api::namespaced(ctx.client.clone(), &ns),
+        cm: Api::namespaced(ctx.client.clone(), &ns),
+        pdb: Api::namespaced(ctx.client.clone(), &ns),
+    };
+    let live_meta = match &plan.managed_metadata {
+        Some(_) => apis.sts.get_opt(&render::names::metadata(&name)).await?,
+        None => None,
+    };
+    let live_bookies = apis.sts.get_opt(&render::names::bookie(&name)).await?;
+    let live_brokers = apis.deploy.get_opt(&render::names::broker(&name)).await?;
+
+    // Replica decisions.
+    let mut change_blocked: Vec<String> = Vec::new();
+    if let Some(m) = plan.managed_metadata.as_mut() {
+        let (n, why) = rollout::metadata_replicas(m.replicas, live_meta.as_ref().and_then(|s| s.spec.as_ref()?.replicas));
+        m.replicas = n;
+        plan.metadata_url = super::managed_metadata_url(&name, &ns, n);
+        change_blocked.extend(why);
+    }
+    let (bookie_n, scale_down) = rollout::bookie_replicas(
+        sc.spec.bookies.replicas,
+        live_bookies.as_ref().and_then(|s| s.spec.as_ref()?.replicas),
+    );
+    let broker_n = match &sc.spec.brokers.autoscaling {
+        Some(a) => {
+            let (n, st) = autoscale_brokers(ctx, sc, a, live_brokers.as_ref(), &url, &mut notes).await;
+            status.autoscaler = Some(st);
+            n
+        }
+        None => {
+            status.autoscaler = None;
+            sc.spec.brokers.replicas
+        }
+    };
+    let mut r: Rendered = render::render(sc, &plan, bookie_n, broker_n);
+    let pdbs = ctx.policy_v1_served().await;
+    let mut waiting: Option<String> = None;
+
+    // 1. The metadata store.
+    if let Some(m) = r.metadata.as_mut() {
+        if let Some(l) = &live_meta {
+            change_blocked.extend(rollout::keep_immutable(&mut m.workload, l, "spec.metadataStore.managed.storage"));
+        }
+        let (applied, done) = apply_sts_tier(&apis, m, live_meta.as_ref(), false, pdbs, &mut notes, "the metadata store").await?;
+        if let Some(a) = &applied {
+            let c = Counts::of_sts(a);
+            status.metadata_store = Some(c.status(None));
+            if !done {
+                waiting = Some(format!("the metadata store: {} of {} members ready and updated", c.ready.min(c.updated), c.desired));
+            }
+        }
+    } else {
+        status.metadata_store = None;
+    }
+
+    // 2. Bookies, once the metadata store is rolled out.
+    if let Some(l) = &live_bookies {
+        change_blocked.extend(rollout::keep_immutable(&mut r.bookies.workload, l, "spec.bookies.storage"));
+    }
+    let (applied, done) = apply_sts_tier(&apis, &mut r.bookies, live_bookies.as_ref(), waiting.is_some(), pdbs, &mut notes, "bookies").await?;
+    match &applied {
+        Some(a) => {
+            let c = Counts::of_sts(a);
+            status.bookies = Some(c.status(None));
+            if !done && waiting.is_none() {
+                waiting = Some(format!("bookies: {} of {} ready and updated", c.ready.min(c.updated), c.desired));
+            }
+        }
+        None => status.bookies = None,
+    }
+
+    // 3. Brokers, once the bookies are rolled out.
+    let brokers = &mut r.brokers;
+    rollout::stamp_deployment(&mut brokers.workload);
+    let want = brokers.workload.metadata.annotations.as_ref().and_then(|a| a.get(rollout::TEMPLATE_HASH)).cloned().unwrap_or_default();
+    let gate_closed = waiting.is_some();
+    let held = match (&live_brokers, gate_closed) {
+        (None, true) => None,
+        (Some(l), true) => Some(rollout::hold_deployment(&mut brokers.workload, l)),
+        _ => Some(false),
+    };
+    let mut brokers_done = false;
+    if let Some(held) = held {
+        if !held && let Some(cm) = &brokers.config {
+            apply(&apis.cm, cm).await?;
+        }
+        apply(&apis.svc, &brokers.service).await?;
+        let applied = apply(&apis.deploy, &brokers.workload).await?;
+        if pdbs {
+            apply(&apis.pdb, &brokers.pdb).await?;
+        }
+        let replicas = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        match &live_brokers {
+            None => notes.push(Note::normal("Created", format!("created brokers (Deployment {}, {replicas} replicas)", applied.name_any()))),
+            Some(l) => {
+                let before = l.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                if before != replicas {
+                    notes.push(Note::normal("Scaled", format!("brokers: {before} → {replicas} replicas")));
+                }
+                if !held && !rollout::at_template(&l.metadata, &want) {
+                    notes.push(Note::normal("RollingUpdate", "brokers: rolling to a new pod template, one new broker ready before an old one stops"));
+                }
+            }
+        }
+        let c = Counts::of_deployment(&applied);
+        status.brokers = Some(c.status(Some(render::selector_string(&name, "broker"))));
+        brokers_done = rollout::at_template(&applied.metadata, &want) && c.rolled_out();
+        if !brokers_done && waiting.is_none() {
+            waiting = Some(format!("brokers: {} of {} ready and updated", c.ready.min(c.updated), c.desired));
+        }
+    } else {
+        status.brokers = None;
+    }
+
+    // Status.
+    let all_done = waiting.is_none() && brokers_done;
+    match &waiting {
+        Some(w) => {
+            conditions::set(&mut status.conditions, PROGRESSING, Some(true), "RollingOut", format!("waiting for {w}"), generation);
+            conditions::set(&mut status.conditions, conditions::READY, Some(false), "RollingOut", format!("waiting for {w}"), generation);
+        }
+        None => {
+            conditions::set(&mut status.conditions, PROGRESSING, Some(false), "RolledOut", "every component runs the current spec", generation);
+            conditions::set(&mut status.conditions, conditions::READY, Some(true), "Ready", "every pod is ready and runs the current spec", generation);
+        }
+    }
+    if all_done {
+        status.version = Some(sc.spec.image.clone());
+    }
+    // Degraded: pods missing although nothing is rolling, in a cluster that was whole once
+    // (pods still starting up in a new cluster are `Progressing`, not degraded).
+    let was_whole = status.version.is_some();
+    let short: Vec<String> = [
+        ("metadata store", status.metadata_store.as_ref()),
+        ("bookies", status.bookies.as_ref()),
+        ("brokers", status.brokers.as_ref()),
+    ]
+    .into_iter()
+    .filter(|_| was_whole)
+    .filter_map(|(what, c)| {
+        let c = c?;
+        (c.updated_replicas >= c.desired_replicas && c.ready_replicas < c.desired_replicas)
+            .then(|| format!("{what}: {} of {} ready", c.ready_replicas, c.desired_replicas))
+    })
+    .collect();
+    let degraded = (!short.is_empty()).then(|| short.join("; "));
+    if raise(&mut status.conditions, DEGRADED, degraded.as_deref(), "PodsUnavailable", "AllPodsReady", "every pod that should run is ready", generation) {
+        notes.push(Note::warning("Degraded", degraded.clone().unwrap_or_default()));
+    }
+    if raise(&mut status.conditions, SCALE_DOWN_BLOCKED, scale_down.as_deref(), "DecommissionUnavailable", "NotBlocked", "no scale-down is waiting", generation) {
+        notes.push(Note::warning("ScaleDownBlocked", scale_down.clone().unwrap_or_default()));
+    }
+    let blocked = (!change_blocked.is_empty()).then(|| change_blocked.join("; "));
+    if raise(&mut status.conditions, SPEC_CHANGE_BLOCKED, blocked.as_deref(), "ImmutableField", "NotBlocked", "every field of the spec is applied", generation) {
+        notes.push(Note::warning("SpecChangeBlocked", blocked.clone().unwrap_or_default()));
+    }
+    if pdbs {
+        conditions::set(&mut status.conditions, DISRUPTION_BUDGETS, Some(true), "Applied", "a PodDisruptionBudget (maxUnavailable 1) guards each component", generation);
+    } else {
+        let before = conditions::get(&status.conditions, DISRUPTION_BUDGETS).map(|c| c.reason.clone());
+        conditions::set(
+            &mut status.conditions,
+            DISRUPTION_BUDGETS,
+            Some(false),
+            "PolicyV1NotServed",
+            "the API server does not serve policy/v1 (Kubernetes before 1.21): no PodDisruptionBudgets were created, so node drains are not limited",
+            generation,
+        );
+        if before.as_deref() != Some("PolicyV1NotServed") {
+            notes.push(Note::warning("DisruptionBudgetsUnavailable", "policy/v1 is not served: no PodDisruptionBudgets"));
+        }
+    }
+    status.observed_generation = generation;
+    write_status(&api, &name, &status).await?;
+    ctx.publish(sc, &notes).await;
+    ctx.state
+        .metrics
+        .observe("StrataCluster", key_of(sc), condition_pairs(&status.conditions));
+    let next = if sc.spec.brokers.autoscaling.is_some() {
+        ctx.cfg.autoscale_interval
+    } else if waiting.is_some() {
+        WHILE_PROGRESSING
+    } else {
+        ctx.cfg.resync
+    };
+    Ok(Action::requeue(next.min(ctx.cfg.resync)))
+}
+
+/// The broker count the autoscaler asks for, and what it saw.
+async fn autoscale_brokers(
+    ctx: &Context,
+    sc: &StrataCluster,
+    a: &Autoscaling,
+    live: Option<&Deployment>,
+    url: &str,
+    notes: &mut Vec<Note>,
+) -> (i32, AutoscalerStatus) {
+    let (min, max) = (a.min_replicas, a.max_replicas.max(a.min_replicas));
+    let mut st = sc.status.as_ref().and_then(|s| s.autoscaler.clone()).unwrap_or_default();
+    let Some(current) = live.and_then(|d| d.spec.as_ref()?.replicas) else {
+        st.desired_replicas = min;
+        st.message = Some("brokers are not created yet: starting with minReplicas".into());
+        return (min, st);
+    };
+    let current_clamped = current.clamp(min, max);
+    let load = match ctx.connector.connect(url).await {
+        Ok(admin) => admin.broker_loads().await,
+        Err(e) => Err(e),
+    };
+    let load = match load {
+        Ok(l) if !l.is_empty() => l.iter().sum::<f64>(),
+        Ok(_) => {
+            st.desired_replicas = current_clamped;
+            st.message = Some("no broker has registered yet".into());
+            return (current_clamped, st);
+        }
+        Err(e) => {
+            st.desired_replicas = current_clamped;
+            st.message = Some(format!("cannot read the broker load at {url}: {e}; keeping {current_clamped}"));
+            return (current_clamped, st);
+        }
+    };
+    let rec = autoscale::recommend(load, a.target_load, current_clamped, min, max);
+    let window = Duration::from_secs(u64::from(a.stabilization_window_seconds));
+    let decided = {
+        let mut all = ctx.autoscale.lock().expect("autoscale");
+        let h = all.entry(key_of(sc)).or_default();
+        h.decide(ctx.started.elapsed(), window, rec, current_clamped)
+    };
+    st.load = Some((load * 10.0).round() / 10.0);
+    st.recommended_replicas = Some(rec);
+    st.desired_replicas = decided;
+    st.message = None;
+    if decided != current {
+        st.last_scale_time = Some(Time(Timestamp::now()));
+        notes.push(Note::normal(
+            "Autoscaled",
+            format!(
+                "brokers {current} → {decided}: {load:.0} messages/s over all brokers, target {} per broker",
+                a.target_load
+            ),
+        ));
+    }
+    (decided, st)
+}

@@ -1,0 +1,482 @@
+//! StrataCluster end to end: a real kube-apiserver, a real `strata operator`, and the test
+//! kubelet (tests/common/kubelet.rs) running every workload the operator renders as local
+//! `strata` and `etcd` processes, exactly as rendered. Clients then produce and consume
+//! through the rendered broker Service. Everything is awaited by polling with deadlines.
+
+mod common;
+
+use common::kube::{KubeApiServer, OperatorProcess};
+use common::kubelet::Kubelet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use strata_client::{Client, InitialPosition, SubscriptionType};
+use strata_operator::{StrataCluster, Topic};
+
+const WAIT: Duration = Duration::from_secs(150);
+
+struct Env {
+    dir: tempfile::TempDir,
+    kube: KubeApiServer,
+    client: kube::Client,
+    ns: String,
+}
+
+impl Env {
+    async fn start(ns: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let kube = KubeApiServer::start(dir.path()).await;
+        kube.namespace(ns).await;
+        let client = kube.client().await;
+        Self {
+            dir,
+            kube,
+            client,
+            ns: ns.to_string(),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+}
+
+/// Polls `f` until it returns `Some`; on timeout fails with `what` and `context()`.
+async fn eventually<T, F, Fut>(what: &str, context: impl Fn() -> String, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}{}", context());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn cond(sc: &StrataCluster, t: &str) -> Option<Condition> {
+    sc.status.as_ref()?.conditions.iter().find(|c| c.type_ == t).cloned()
+}
+
+fn is(sc: &StrataCluster, t: &str, status: &str) -> bool {
+    cond(sc, t).is_some_and(|c| c.status == status)
+}
+
+/// Ready at the current generation.
+fn ready(sc: &StrataCluster) -> bool {
+    is(sc, "Ready", "True") && sc.status.as_ref().and_then(|s| s.observed_generation) == sc.metadata.generation
+}
+
+/// Polls StrataCluster `demo` until `pred` holds; on timeout the failure shows its last
+/// status and every pod of the kubelet with the end of its log.
+async fn cluster_where(env: &Env, kubelet: Option<&Kubelet>, what: &str, pred: impl Fn(&StrataCluster) -> bool) -> StrataCluster {
+    let api: Api<StrataCluster> = env.api();
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        if let Some(s) = api.get_opt("demo").await.ok().flatten() {
+            if pred(&s) {
+                return s;
+            }
+            last = s.status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}\nstatus: {last:#?}\n{}{}",
+            kubelet.map(Kubelet::describe).unwrap_or_default(),
+            operator_logs(env)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The end of every operator log of the test, for failure messages.
+fn operator_logs(env: &Env) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(&env.kube.dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("operator-") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("\n--- {name}\n"));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Events about `name`: (reason, note).
+async fn events(env: &Env, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = env.api();
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// The operator, as the example's service account, reaching cluster `demo`'s brokers
+/// through the kubelet's Service proxy (`--resolve`).
+fn operator(env: &Env, kubelet: Option<&Kubelet>, extra: &[&str]) -> OperatorProcess {
+    let resolve = kubelet.map(|k| format!("demo-broker.{}.svc:6650={}:6650", env.ns, k.service_ip("demo-broker")));
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(r) = &resolve {
+        args.extend(["--resolve", r.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    // The operator runs as the example's service account, with only its RBAC.
+    env.kube.kubectl(&[
+        "apply",
+        "-f",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kubernetes/operator.yaml"),
+    ]);
+    OperatorProcess::start_as(&env.kube, &env.kube.operator_kubeconfig, "op", 2, "strata", &args)
+}
+
+fn cluster_yaml(ns: &str, spec: &str) -> String {
+    format!("apiVersion: strata.io/v1alpha1\nkind: StrataCluster\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n{spec}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_and_scales() {
+    let env = Env::start("prod").await;
+    let kubelet = Kubelet::start(env.client.clone(), &env.ns, &env.dir.path().join("kubelet"));
+    let op = operator(&env, Some(&kubelet), &[]);
+    env.kube.apply(&cluster_yaml(
+        &env.ns,
+        "  image: strata:test
+  metadataStore:
+    managed:
+      replicas: 1
+  bookies:
+    replicas: 3
+    storage:
+      size: 1Gi
+    config:
+      journalSync: true
+      gcIntervalMs: 5000
+      maxEntryBytes: 6291456
+  brokers:
+    replicas: 2
+    config:
+      retentionTimeSecs: 60
+      loadReportIntervalSecs: 1
+  replication:
+    ensembleSize: 3
+    writeQuorum: 3
+    ackQuorum: 2
+",
+    ));
+    let sc = cluster_where(&env, Some(&kubelet), "the cluster ready", ready).await;
+    let st = sc.status.clone().unwrap();
+    assert_eq!(st.service_url.as_deref(), Some("http://demo-broker.prod.svc:6650"));
+    assert_eq!(st.admin_url, st.service_url);
+    assert_eq!(st.version.as_deref(), Some("strata:test"));
+    assert_eq!(st.brokers.as_ref().unwrap().ready_replicas, 2);
+    assert_eq!(st.bookies.as_ref().unwrap().ready_replicas, 3);
+    assert_eq!(st.metadata_store.as_ref().unwrap().ready_replicas, 1);
+    assert!(is(&sc, "Progressing", "False") && is(&sc, "Degraded", "False") && is(&sc, "ScaleDownBlocked", "False"));
+    // The 1.20 test server has no policy/v1: discovered, reported, not a failure.
+    assert_eq!(cond(&sc, "DisruptionBudgets").unwrap().reason, "PolicyV1NotServed");
+    // Rendered objects carry the labels and owner.
+    let sts: Api<StatefulSet> = env.api();
+    let bookies = sts.get("demo-bookie").await.unwrap();
+    let labels = bookies.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/component"], "bookie");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "strata-operator");
+    assert_eq!(bookies.metadata.owner_references.unwrap()[0].kind, "StrataCluster");
+    let cms: Api<ConfigMap> = env.api();
+    let broker_toml = cms.get("demo-broker-config").await.unwrap().data.unwrap()["broker.toml"].clone();
+    assert!(broker_toml.contains("ack_quorum = 2") && broker_toml.contains("retention_time_secs = 60"), "{broker_toml}");
+
+    // Clients through the rendered Service; entries land on all three bookies.
+    let url = kubelet.map(st.service_url.as_deref().unwrap());
+    let client = Client::connect(url.clone()).await.unwrap();
+    let info = client.admin().cluster().await.unwrap();
+    assert_eq!((info.brokers.len(), info.bookies.len()), (2, 3), "{info:?}");
+    let producer = client.producer("public/default/k8s").create().await.unwrap();
+    let consumer = client
+        .consumer("public/default/k8s")
+        .subscription("s")
+        .subscription_type(SubscriptionType::Shared)
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    for i in 0..50 {
+        producer.send(format!("m{i}")).await.unwrap();
+    }
+    for _ in 0..50 {
+        let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+        consumer.ack(&m).await.unwrap();
+    }
+
+    // A Topic resource naming the cluster by clusterRef.
+    env.kube.apply(&format!(
+        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {}\nspec:\n  clusterRef:\n    name: demo\n  partitions: 2\n",
+        env.ns
+    ));
+    let topics: Api<Topic> = env.api();
+    eventually("Topic orders ready through clusterRef", || op.log_text(), || async {
+        let t = topics.get_opt("orders").await.ok().flatten()?;
+        t.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(client.admin().topic_stats("public/default/orders").await.unwrap().partitions, 2);
+
+    // A broker setting rolls the brokers, not the bookies, while clients keep working.
+    let starts = |prefix: &str| kubelet.history().iter().filter(|h| h.starts_with(&format!("start {prefix}"))).count();
+    let (bookie_starts, broker_starts) = (starts("demo-bookie-"), starts("demo-broker-"));
+    assert_eq!((bookie_starts, broker_starts), (3, 2), "{:?}", kubelet.history());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (producer, stop) = (Arc::new(producer), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut errors = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match producer.send(format!("r{i}")).await {
+                    Ok(_) => sent.push(format!("r{i}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (sent, errors)
+        })
+    };
+    let generation = sc.metadata.generation.unwrap();
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"brokers":{"config":{"retentionTimeSecs":120}}}}"#,
+    ]);
+    cluster_where(&env, Some(&kubelet), "the broker roll complete", |s| {
+        ready(s) && s.metadata.generation > Some(generation)
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (sent, errors) = load.await.unwrap();
+    assert!(errors.is_empty(), "producer errors during the roll: {errors:?}");
+    assert!(sent.len() > 10, "only {} sent during the roll", sent.len());
+    assert_eq!(starts("demo-bookie-"), 3, "bookies restarted: {:?}", kubelet.history());
+    assert!(starts("demo-broker-") >= 4, "brokers did not roll: {:?}", kubelet.history());
+    let mut missing: std::collections::HashSet<String> = sent.into_iter().collect();
+    while !missing.is_empty() {
+        let m = tokio::time::timeout(WAIT, consumer.receive())
+            .await
+            .unwrap_or_else(|_| panic!("{} messages sent during the roll never arrived", missing.len()))
+            .unwrap();
+        consumer.ack(&m).await.unwrap();
+        missing.remove(&String::from_utf8_lossy(&m.payload).to_string());
+    }
+    assert!(
+        events(&env, "demo").await.iter().any(|(r, _)| r == "RollingUpdate"),
+        "{:?}",
+        events(&env, "demo").await
+    );
+
+    // `kubectl scale` sets the broker count through the scale subresource.
+    env.kube
+        .kubectl(&["scale", "stratacluster/demo", "-n", &env.ns, "--replicas=3"]);
+    cluster_where(&env, Some(&kubelet), "3 brokers ready", |s| {
+        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.ready_replicas == 3)
+    })
+    .await;
+    let deployments: Api<Deployment> = env.api();
+    assert_eq!(deployments.get("demo-broker").await.unwrap().spec.unwrap().replicas, Some(3));
+    let scale = env.kube.kubectl(&["get", "stratacluster/demo", "-n", &env.ns, "-o", "jsonpath={.status.brokers.selector}"]);
+    assert!(scale.contains("app.kubernetes.io/component=broker"), "{scale}");
+
+    // Fewer bookies is refused: no bookie may hold the last copy when it goes.
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"bookies":{"replicas":2}}}"#,
+    ]);
+    let sc = cluster_where(&env, Some(&kubelet), "ScaleDownBlocked", |s| is(s, "ScaleDownBlocked", "True")).await;
+    assert_eq!(cond(&sc, "ScaleDownBlocked").unwrap().reason, "DecommissionUnavailable");
+    assert_eq!(sts.get("demo-bookie").await.unwrap().spec.unwrap().replicas, Some(3));
+    assert_eq!(kubelet.pods().keys().filter(|p| p.starts_with("demo-bookie-")).count(), 3);
+    assert!(events(&env, "demo").await.iter().any(|(r, _)| r == "ScaleDownBlocked"));
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"bookies":{"replicas":3}}}"#,
+    ]);
+    cluster_where(&env, Some(&kubelet), "ScaleDownBlocked cleared", |s| {
+        is(s, "ScaleDownBlocked", "False") && ready(s)
+    })
+    .await;
+    // Nothing in the operator's log says it lacked a permission.
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_refused_with_a_condition_and_nothing_is_applied() {
+    let env = Env::start("bad").await;
+    // No kubelet: nothing runs; what matters is what gets applied.
+    let op = operator(&env, None, &[]);
+    let cases = [
+        (
+            "  image: strata:test\n  replication:\n    ensembleSize: 2\n    writeQuorum: 3\n    ackQuorum: 4\n",
+            ["spec.replication.writeQuorum", "spec.replication.ackQuorum"].as_slice(),
+        ),
+        (
+            "  image: strata:test\n  bookies:\n    replicas: 2\n  replication:\n    ensembleSize: 3\n",
+            ["spec.replication.ensembleSize"].as_slice(),
+        ),
+        (
+            "  image: strata:test\n  bookies:\n    storage:\n      size: -1Gi\n",
+            ["spec.bookies.storage.size"].as_slice(),
+        ),
+    ];
+    let api: Api<StrataCluster> = env.api();
+    for (spec, fields) in cases {
+        env.kube.apply(&cluster_yaml(&env.ns, spec));
+        let generation = api.get("demo").await.unwrap().metadata.generation;
+        let sc = eventually("the spec refused", || op.log_text(), || async {
+            api.get_opt("demo").await.ok().flatten().filter(|s| {
+                s.status.as_ref().and_then(|st| st.observed_generation) == generation
+                    && cond(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+            })
+        })
+        .await;
+        let ready = cond(&sc, "Ready").unwrap();
+        assert_eq!(ready.status, "False");
+        for f in fields {
+            assert!(ready.message.contains(f), "{f} not named in {:?}", ready.message);
+        }
+        // Nothing of the cluster exists.
+        let sts: Api<StatefulSet> = env.api();
+        let deps: Api<Deployment> = env.api();
+        let svcs: Api<Service> = env.api();
+        let cms: Api<ConfigMap> = env.api();
+        assert!(sts.list(&ListParams::default()).await.unwrap().items.is_empty());
+        assert!(deps.list(&ListParams::default()).await.unwrap().items.is_empty());
+        assert!(svcs.list(&ListParams::default()).await.unwrap().items.is_empty());
+        assert!(
+            cms.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .all(|c| !c.name_any().starts_with("demo"))
+        );
+        eventually("an InvalidSpec event", || String::new(), || async {
+            events(&env, "demo")
+                .await
+                .into_iter()
+                .find(|(r, n)| r == "InvalidSpec" && fields.iter().all(|f| n.contains(f)))
+        })
+        .await;
+    }
+    // Fixed, it is applied: the metadata store comes first (nothing runs it here, so the
+    // bookies wait for it).
+    env.kube.apply(&cluster_yaml(&env.ns, "  image: strata:test\n"));
+    let sc = cluster_where(&env, None, "progressing on the metadata store", |s| is(s, "Progressing", "True")).await;
+    assert!(cond(&sc, "Progressing").unwrap().message.contains("metadata store"));
+    let sts: Api<StatefulSet> = env.api();
+    assert!(sts.get_opt("demo-metadata").await.unwrap().is_some());
+    assert!(sts.get_opt("demo-bookie").await.unwrap().is_none(), "bookies must wait for the metadata store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_adds_a_broker_under_load_and_removes_it_after_the_window() {
+    let env = Env::start("auto").await;
+    let kubelet = Kubelet::start(env.client.clone(), &env.ns, &env.dir.path().join("kubelet"));
+    let _op = operator(&env, Some(&kubelet), &["--autoscale-interval-secs", "1"]);
+    env.kube.apply(&cluster_yaml(
+        &env.ns,
+        "  image: strata:test
+  bookies:
+    replicas: 1
+  brokers:
+    config:
+      loadReportIntervalSecs: 1
+    autoscaling:
+      minReplicas: 1
+      maxReplicas: 2
+      targetLoad: 50
+      stabilizationWindowSeconds: 5
+",
+    ));
+    let sc = cluster_where(&env, Some(&kubelet), "the cluster ready with one broker", ready).await;
+    assert_eq!(sc.status.unwrap().brokers.unwrap().ready_replicas, 1);
+    let url = kubelet.map(&strata_operator::cluster::service_url("demo", &env.ns));
+    let client = Client::connect(url).await.unwrap();
+    let producer = client.producer("public/default/load").create().await.unwrap();
+    // Load well above one broker's target until a second broker is asked for.
+    let deployments: Api<Deployment> = env.api();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let replicas = deployments.get("demo-broker").await.unwrap().spec.unwrap().replicas;
+        if replicas == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second broker under load{}", kubelet.describe());
+        for i in 0..100 {
+            producer.send_async(format!("x{i}")).await.unwrap();
+        }
+        producer.flush().await.unwrap();
+    }
+    drop(producer);
+    let sc = cluster_where(&env, Some(&kubelet), "two brokers ready", |s| {
+        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.ready_replicas == 2)
+    })
+    .await;
+    let auto = sc.status.unwrap().autoscaler.unwrap();
+    assert!(auto.last_scale_time.is_some(), "{auto:?}");
+    // Idle: back to one after the window.
+    cluster_where(&env, Some(&kubelet), "back to one broker", |s| {
+        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.desired_replicas == 1 && b.ready_replicas == 1)
+    })
+    .await;
+    let notes: Vec<String> = events(&env, "demo")
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "Autoscaled")
+        .map(|(_, n)| n)
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("1 → 2")) && notes.iter().any(|n| n.contains("2 → 1")), "{notes:?}");
+}
