@@ -34,8 +34,8 @@ pub struct BrokerArgs {
 
 #[derive(Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct BrokerFile {
-    broker: BrokerSettings,
+pub(crate) struct BrokerFile {
+    pub(crate) broker: BrokerSettings,
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {

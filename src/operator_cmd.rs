@@ -162,3 +162,64 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     http_stop.cancel();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use strata_operator::StrataCluster;
+    use strata_operator::cluster::{StrataClusterSpec, render, validate};
+
+    /// A config object with every property of `schema` set to a value of its type.
+    fn every_key(schema: &serde_json::Value) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (k, v) in schema["properties"].as_object().expect("properties") {
+            let value = match v["type"].as_str() {
+                Some("boolean") => serde_json::json!(true),
+                Some("integer") => serde_json::json!(1),
+                Some("number") => serde_json::json!(0.5),
+                other => panic!("config key {k} has an unexpected type {other:?}"),
+            };
+            out.insert(k.clone(), value);
+        }
+        serde_json::Value::Object(out)
+    }
+
+    /// Every key a StrataCluster can set in `spec.brokers.config` and `spec.bookies.config`
+    /// renders to a TOML key of the right type that `strata broker` and `strata bookie`
+    /// read (both refuse unknown keys).
+    #[test]
+    fn every_config_key_a_stratacluster_can_set_is_one_strata_reads() {
+        let crd = serde_json::to_value(StrataCluster::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let broker_keys = every_key(&spec["brokers"]["properties"]["config"]);
+        let bookie_keys = every_key(&spec["bookies"]["properties"]["config"]);
+        let (nb, nk) = (
+            broker_keys.as_object().unwrap().len(),
+            bookie_keys.as_object().unwrap().len(),
+        );
+        assert!(nb >= 15 && nk >= 15, "{nb} broker and {nk} bookie keys");
+        let spec: StrataClusterSpec = serde_json::from_value(serde_json::json!({
+            "image": "strata:test",
+            "brokers": { "config": broker_keys },
+            "bookies": { "config": bookie_keys },
+        }))
+        .unwrap();
+        let mut sc = StrataCluster::new("t", spec);
+        sc.metadata.namespace = Some("ns".into());
+        let plan = validate(&sc.spec, "t", "ns").unwrap();
+
+        let broker = render::broker_toml(&sc, &plan);
+        let file: crate::broker_cmd::BrokerFile = toml::from_str(&broker).unwrap_or_else(|e| panic!("{e}\n{broker}"));
+        // Every key reached the file: the settings differ from the defaults where set.
+        assert!(
+            file.broker.auto_create_topics && file.broker.max_message_bytes == 1,
+            "{broker}"
+        );
+        assert_eq!(broker.lines().filter(|l| l.contains(" = ")).count(), nb + 4, "{broker}");
+
+        let bookie = render::bookie_toml(&sc);
+        let cfg: strata_bookie::BookieConfig = toml::from_str(&bookie).unwrap_or_else(|e| panic!("{e}\n{bookie}"));
+        assert_eq!(cfg.compaction_threshold, 0.5);
+        assert_eq!(bookie.lines().filter(|l| l.contains(" = ")).count(), nk, "{bookie}");
+    }
+}

@@ -82,7 +82,12 @@ fn ready(sc: &StrataCluster) -> bool {
 
 /// Polls StrataCluster `demo` until `pred` holds; on timeout the failure shows its last
 /// status and every pod of the kubelet with the end of its log.
-async fn cluster_where(env: &Env, kubelet: Option<&Kubelet>, what: &str, pred: impl Fn(&StrataCluster) -> bool) -> StrataCluster {
+async fn cluster_where(
+    env: &Env,
+    kubelet: Option<&Kubelet>,
+    what: &str,
+    pred: impl Fn(&StrataCluster) -> bool,
+) -> StrataCluster {
     let api: Api<StrataCluster> = env.api();
     let deadline = Instant::now() + WAIT;
     let mut last = None;
@@ -153,7 +158,9 @@ fn operator(env: &Env, kubelet: Option<&Kubelet>, extra: &[&str]) -> OperatorPro
 }
 
 fn cluster_yaml(ns: &str, spec: &str) -> String {
-    format!("apiVersion: strata.io/v1alpha1\nkind: StrataCluster\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n{spec}")
+    format!(
+        "apiVersion: strata.io/v1alpha1\nkind: StrataCluster\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n{spec}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +213,10 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     assert_eq!(bookies.metadata.owner_references.unwrap()[0].kind, "StrataCluster");
     let cms: Api<ConfigMap> = env.api();
     let broker_toml = cms.get("demo-broker-config").await.unwrap().data.unwrap()["broker.toml"].clone();
-    assert!(broker_toml.contains("ack_quorum = 2") && broker_toml.contains("retention_time_secs = 60"), "{broker_toml}");
+    assert!(
+        broker_toml.contains("ack_quorum = 2") && broker_toml.contains("retention_time_secs = 60"),
+        "{broker_toml}"
+    );
 
     // Clients through the rendered Service; entries land on all three bookies.
     let url = kubelet.map(st.service_url.as_deref().unwrap());
@@ -236,20 +246,38 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
         env.ns
     ));
     let topics: Api<Topic> = env.api();
-    eventually("Topic orders ready through clusterRef", || op.log_text(), || async {
-        let t = topics.get_opt("orders").await.ok().flatten()?;
-        t.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
+    eventually(
+        "Topic orders ready through clusterRef",
+        || op.log_text(),
+        || async {
+            let t = topics.get_opt("orders").await.ok().flatten()?;
+            t.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(client.admin().topic_stats("public/default/orders").await.unwrap().partitions, 2);
+    assert_eq!(
+        client
+            .admin()
+            .topic_stats("public/default/orders")
+            .await
+            .unwrap()
+            .partitions,
+        2
+    );
 
     // A broker setting rolls the brokers, not the bookies, while clients keep working.
-    let starts = |prefix: &str| kubelet.history().iter().filter(|h| h.starts_with(&format!("start {prefix}"))).count();
+    let starts = |prefix: &str| {
+        kubelet
+            .history()
+            .iter()
+            .filter(|h| h.starts_with(&format!("start {prefix}")))
+            .count()
+    };
     let (bookie_starts, broker_starts) = (starts("demo-bookie-"), starts("demo-broker-"));
     assert_eq!((bookie_starts, broker_starts), (3, 2), "{:?}", kubelet.history());
     let stop = Arc::new(AtomicBool::new(false));
@@ -290,7 +318,11 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     assert!(errors.is_empty(), "producer errors during the roll: {errors:?}");
     assert!(sent.len() > 10, "only {} sent during the roll", sent.len());
     assert_eq!(starts("demo-bookie-"), 3, "bookies restarted: {:?}", kubelet.history());
-    assert!(starts("demo-broker-") >= 4, "brokers did not roll: {:?}", kubelet.history());
+    assert!(
+        starts("demo-broker-") >= 4,
+        "brokers did not roll: {:?}",
+        kubelet.history()
+    );
     let mut missing: std::collections::HashSet<String> = sent.into_iter().collect();
     while !missing.is_empty() {
         let m = tokio::time::timeout(WAIT, consumer.receive())
@@ -310,40 +342,65 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     env.kube
         .kubectl(&["scale", "stratacluster/demo", "-n", &env.ns, "--replicas=3"]);
     cluster_where(&env, Some(&kubelet), "3 brokers ready", |s| {
-        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.ready_replicas == 3)
+        ready(s)
+            && s.status
+                .as_ref()
+                .and_then(|st| st.brokers.as_ref())
+                .is_some_and(|b| b.ready_replicas == 3)
     })
     .await;
     let deployments: Api<Deployment> = env.api();
-    assert_eq!(deployments.get("demo-broker").await.unwrap().spec.unwrap().replicas, Some(3));
-    let scale = env.kube.kubectl(&["get", "stratacluster/demo", "-n", &env.ns, "-o", "jsonpath={.status.brokers.selector}"]);
+    assert_eq!(
+        deployments.get("demo-broker").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+    let scale = env.kube.kubectl(&[
+        "get",
+        "stratacluster/demo",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.status.brokers.selector}",
+    ]);
     assert!(scale.contains("app.kubernetes.io/component=broker"), "{scale}");
 
-    // Fewer bookies is refused: no bookie may hold the last copy when it goes.
-    env.kube.kubectl(&[
-        "patch",
-        "stratacluster",
-        "demo",
-        "-n",
-        &env.ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"bookies":{"replicas":2}}}"#,
-    ]);
-    let sc = cluster_where(&env, Some(&kubelet), "ScaleDownBlocked", |s| is(s, "ScaleDownBlocked", "True")).await;
+    // Bookies scale up; fewer bookies is refused: no bookie may hold the last copy when it
+    // goes. (Fewer than the ensemble is an invalid spec, so go up to 4 first.)
+    let bookies_to = |n: u32| {
+        env.kube.kubectl(&[
+            "patch",
+            "stratacluster",
+            "demo",
+            "-n",
+            &env.ns,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"bookies":{{"replicas":{n}}}}}}}"#),
+        ]);
+    };
+    bookies_to(4);
+    cluster_where(&env, Some(&kubelet), "4 bookies ready", |s| {
+        ready(s)
+            && s.status
+                .as_ref()
+                .and_then(|st| st.bookies.as_ref())
+                .is_some_and(|b| b.ready_replicas == 4)
+    })
+    .await;
+    assert_eq!(client.admin().cluster().await.unwrap().bookies.len(), 4);
+    bookies_to(3);
+    let sc = cluster_where(&env, Some(&kubelet), "ScaleDownBlocked", |s| {
+        is(s, "ScaleDownBlocked", "True")
+    })
+    .await;
     assert_eq!(cond(&sc, "ScaleDownBlocked").unwrap().reason, "DecommissionUnavailable");
-    assert_eq!(sts.get("demo-bookie").await.unwrap().spec.unwrap().replicas, Some(3));
-    assert_eq!(kubelet.pods().keys().filter(|p| p.starts_with("demo-bookie-")).count(), 3);
+    assert_eq!(sts.get("demo-bookie").await.unwrap().spec.unwrap().replicas, Some(4));
+    assert_eq!(
+        kubelet.pods().keys().filter(|p| p.starts_with("demo-bookie-")).count(),
+        4
+    );
     assert!(events(&env, "demo").await.iter().any(|(r, _)| r == "ScaleDownBlocked"));
-    env.kube.kubectl(&[
-        "patch",
-        "stratacluster",
-        "demo",
-        "-n",
-        &env.ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"bookies":{"replicas":3}}}"#,
-    ]);
+    bookies_to(4);
     cluster_where(&env, Some(&kubelet), "ScaleDownBlocked cleared", |s| {
         is(s, "ScaleDownBlocked", "False") && ready(s)
     })
@@ -375,12 +432,16 @@ async fn invalid_specs_are_refused_with_a_condition_and_nothing_is_applied() {
     for (spec, fields) in cases {
         env.kube.apply(&cluster_yaml(&env.ns, spec));
         let generation = api.get("demo").await.unwrap().metadata.generation;
-        let sc = eventually("the spec refused", || op.log_text(), || async {
-            api.get_opt("demo").await.ok().flatten().filter(|s| {
-                s.status.as_ref().and_then(|st| st.observed_generation) == generation
-                    && cond(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
-            })
-        })
+        let sc = eventually(
+            "the spec refused",
+            || op.log_text(),
+            || async {
+                api.get_opt("demo").await.ok().flatten().filter(|s| {
+                    s.status.as_ref().and_then(|st| st.observed_generation) == generation
+                        && cond(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+                })
+            },
+        )
         .await;
         let ready = cond(&sc, "Ready").unwrap();
         assert_eq!(ready.status, "False");
@@ -403,22 +464,32 @@ async fn invalid_specs_are_refused_with_a_condition_and_nothing_is_applied() {
                 .iter()
                 .all(|c| !c.name_any().starts_with("demo"))
         );
-        eventually("an InvalidSpec event", || String::new(), || async {
-            events(&env, "demo")
-                .await
-                .into_iter()
-                .find(|(r, n)| r == "InvalidSpec" && fields.iter().all(|f| n.contains(f)))
-        })
+        eventually(
+            "an InvalidSpec event",
+            String::new,
+            || async {
+                events(&env, "demo")
+                    .await
+                    .into_iter()
+                    .find(|(r, n)| r == "InvalidSpec" && fields.iter().all(|f| n.contains(f)))
+            },
+        )
         .await;
     }
     // Fixed, it is applied: the metadata store comes first (nothing runs it here, so the
     // bookies wait for it).
     env.kube.apply(&cluster_yaml(&env.ns, "  image: strata:test\n"));
-    let sc = cluster_where(&env, None, "progressing on the metadata store", |s| is(s, "Progressing", "True")).await;
+    let sc = cluster_where(&env, None, "progressing on the metadata store", |s| {
+        is(s, "Progressing", "True")
+    })
+    .await;
     assert!(cond(&sc, "Progressing").unwrap().message.contains("metadata store"));
     let sts: Api<StatefulSet> = env.api();
     assert!(sts.get_opt("demo-metadata").await.unwrap().is_some());
-    assert!(sts.get_opt("demo-bookie").await.unwrap().is_none(), "bookies must wait for the metadata store");
+    assert!(
+        sts.get_opt("demo-bookie").await.unwrap().is_none(),
+        "bookies must wait for the metadata store"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +525,11 @@ async fn the_autoscaler_adds_a_broker_under_load_and_removes_it_after_the_window
         if replicas == Some(2) {
             break;
         }
-        assert!(Instant::now() < deadline, "no second broker under load{}", kubelet.describe());
+        assert!(
+            Instant::now() < deadline,
+            "no second broker under load{}",
+            kubelet.describe()
+        );
         for i in 0..100 {
             producer.send_async(format!("x{i}")).await.unwrap();
         }
@@ -462,14 +537,22 @@ async fn the_autoscaler_adds_a_broker_under_load_and_removes_it_after_the_window
     }
     drop(producer);
     let sc = cluster_where(&env, Some(&kubelet), "two brokers ready", |s| {
-        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.ready_replicas == 2)
+        ready(s)
+            && s.status
+                .as_ref()
+                .and_then(|st| st.brokers.as_ref())
+                .is_some_and(|b| b.ready_replicas == 2)
     })
     .await;
     let auto = sc.status.unwrap().autoscaler.unwrap();
     assert!(auto.last_scale_time.is_some(), "{auto:?}");
     // Idle: back to one after the window.
     cluster_where(&env, Some(&kubelet), "back to one broker", |s| {
-        ready(s) && s.status.as_ref().and_then(|st| st.brokers.as_ref()).is_some_and(|b| b.desired_replicas == 1 && b.ready_replicas == 1)
+        ready(s)
+            && s.status
+                .as_ref()
+                .and_then(|st| st.brokers.as_ref())
+                .is_some_and(|b| b.desired_replicas == 1 && b.ready_replicas == 1)
     })
     .await;
     let notes: Vec<String> = events(&env, "demo")
@@ -478,5 +561,8 @@ async fn the_autoscaler_adds_a_broker_under_load_and_removes_it_after_the_window
         .filter(|(r, _)| r == "Autoscaled")
         .map(|(_, n)| n)
         .collect();
-    assert!(notes.iter().any(|n| n.contains("1 → 2")) && notes.iter().any(|n| n.contains("2 → 1")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("1 → 2")) && notes.iter().any(|n| n.contains("2 → 1")),
+        "{notes:?}"
+    );
 }

@@ -180,6 +180,10 @@ fn unwrap_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     }
 }
 
+/// The note last published for one (object, reason), the recorder that folds repeats of
+/// it into one Event, and when it was last used.
+type EventSeries = (String, Recorder, Instant);
+
 /// Shared by every reconcile.
 pub struct Context {
     client: kube::Client,
@@ -187,7 +191,7 @@ pub struct Context {
     /// Events: a recorder per (object, reason) and the note it last published. A repeat of
     /// the same note is folded into that Event's series; a new note starts a new Event
     /// (kube's recorder would otherwise count it as a repeat of the first note).
-    recorders: Mutex<HashMap<(String, String), (String, Recorder, Instant)>>,
+    recorders: Mutex<HashMap<(String, String), EventSeries>>,
     reporter: Reporter,
     state: Arc<State>,
     cfg: Config,
@@ -497,7 +501,11 @@ async fn cleanup_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
     }
     let name = t.name_any();
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
-    let admin = match service_url(&t.spec.service_url, &t.spec.cluster_ref, &t.namespace().unwrap_or_default()) {
+    let admin = match service_url(
+        &t.spec.service_url,
+        &t.spec.cluster_ref,
+        &t.namespace().unwrap_or_default(),
+    ) {
         Ok(url) => connect(ctx, &url).await.ok(),
         Err(_) => None,
     };
@@ -603,11 +611,14 @@ async fn resolve_target(s: &Subscription, ctx: &Context) -> Result<subscription:
                 check_cluster_ref(ctx, &spec.cluster_ref, &ns)
                     .await
                     .map_err(|(reason, msg)| (reason, msg, true))?;
-                service_url(&None, &spec.cluster_ref, &ns)
-                    .map_err(|e| ("InvalidSpec", e.to_string(), false))?
+                service_url(&None, &spec.cluster_ref, &ns).map_err(|e| ("InvalidSpec", e.to_string(), false))?
             }
-            None => service_url(&t.spec.service_url, &t.spec.cluster_ref, &t.namespace().unwrap_or_default())
-                .map_err(|e| ("TopicNotReady", format!("Topic {}: {e}", spec.topic), true))?,
+            None => service_url(
+                &t.spec.service_url,
+                &t.spec.cluster_ref,
+                &t.namespace().unwrap_or_default(),
+            )
+            .map_err(|e| ("TopicNotReady", format!("Topic {}: {e}", spec.topic), true))?,
         },
     };
     Ok(subscription::Target {
@@ -922,7 +933,10 @@ async fn run_controllers(
             api_for::<k8s_openapi::api::apps::v1::StatefulSet>(&client, &ns),
             rendered.clone(),
         )
-        .owns(api_for::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns), rendered)
+        .owns(
+            api_for::<k8s_openapi::api::apps::v1::Deployment>(&client, &ns),
+            rendered,
+        )
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(cluster::reconcile::reconcile, error_policy, ctx)
         .for_each(|_| async {});

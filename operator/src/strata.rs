@@ -258,11 +258,7 @@ impl StrataAdmin for SdkAdmin {
     fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>> {
         Box::pin(async move {
             let info = self.0.cluster().await.map_err(AdminError::from_sdk)?;
-            Ok(info
-                .brokers
-                .iter()
-                .map(|b| b.msg_rate_in + b.msg_rate_out)
-                .collect())
+            Ok(info.brokers.iter().map(|b| b.msg_rate_in + b.msg_rate_out).collect())
         })
     }
 }

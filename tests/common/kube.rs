@@ -280,7 +280,11 @@ impl KubeApiServer {
         self.kubectl(&["apply", "-f", crds]);
         // Established: custom resources of the kinds can be created.
         let deadline = Instant::now() + Duration::from_secs(30);
-        for name in ["strataclusters.strata.io", "topics.strata.io", "subscriptions.strata.io"] {
+        for name in [
+            "strataclusters.strata.io",
+            "topics.strata.io",
+            "subscriptions.strata.io",
+        ] {
             loop {
                 let out = self.kubectl_output(&[
                     "get",

@@ -23,8 +23,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -218,7 +218,11 @@ fn reserve_sts_names(inner: &Inner, st: &mut State, sets: &[StatefulSet]) -> Vec
     let mut out = Vec::new();
     for s in sets {
         let name = s.name_any();
-        let svc = s.spec.as_ref().map(|s| s.service_name.clone().unwrap_or_default()).unwrap_or_default();
+        let svc = s
+            .spec
+            .as_ref()
+            .map(|s| s.service_name.clone().unwrap_or_default())
+            .unwrap_or_default();
         let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         for i in 0..replicas.max(0) {
             let ip = sts_ip(st, inner.net, &name, i);
@@ -237,7 +241,14 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 /// Starts the process of `pod` (again).
-fn spawn(inner: &Inner, st: &State, name: &str, pod: &Pod, sts_names: &[(String, Ipv4Addr, String)], configmaps: &[ConfigMap]) -> Child {
+fn spawn(
+    inner: &Inner,
+    st: &State,
+    name: &str,
+    pod: &Pod,
+    sts_names: &[(String, Ipv4Addr, String)],
+    configmaps: &[ConfigMap],
+) -> Child {
     let ns = &inner.ns;
     let c = &pod.container;
     let ip = pod.ip.to_string();
@@ -259,7 +270,12 @@ fn spawn(inner: &Inner, st: &State, name: &str, pod: &Pod, sts_names: &[(String,
     let pod_dir = inner.dir.join(name);
     std::fs::create_dir_all(&pod_dir).unwrap();
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    let volumes = pod.template.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let volumes = pod
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
     for m in c.volume_mounts.clone().unwrap_or_default() {
         let host = match volumes.iter().find(|v| v.name == m.name) {
             Some(v) if v.config_map.is_some() => {
@@ -297,7 +313,11 @@ fn spawn(inner: &Inner, st: &State, name: &str, pod: &Pod, sts_names: &[(String,
         let v = match (&e.value, &e.value_from) {
             (Some(v), _) => expand(v, &env),
             (None, Some(from)) => {
-                let path = from.field_ref.as_ref().map(|f| f.field_path.as_str()).unwrap_or_else(|| panic!("pod {name}: env {} has an unsupported source", e.name));
+                let path = from
+                    .field_ref
+                    .as_ref()
+                    .map(|f| f.field_path.as_str())
+                    .unwrap_or_else(|| panic!("pod {name}: env {} has an unsupported source", e.name));
                 match path {
                     "metadata.name" => name.to_string(),
                     "metadata.namespace" => ns.clone(),
@@ -309,7 +329,10 @@ fn spawn(inner: &Inner, st: &State, name: &str, pod: &Pod, sts_names: &[(String,
         };
         env.insert(e.name.clone(), v);
     }
-    let command = c.command.clone().unwrap_or_else(|| panic!("pod {name}: no command (the image's entrypoint is not known here)"));
+    let command = c
+        .command
+        .clone()
+        .unwrap_or_else(|| panic!("pod {name}: no command (the image's entrypoint is not known here)"));
     let program = match command[0].as_str() {
         "strata" => super::STRATA.to_string(),
         "etcd" => "etcd".to_string(),
@@ -321,16 +344,23 @@ fn spawn(inner: &Inner, st: &State, name: &str, pod: &Pod, sts_names: &[(String,
         .map(|a| unmount(map(&expand(a, &env))))
         .collect();
     let mut cmd = Command::new(program);
-    cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     if let Ok(l) = std::env::var("RUST_LOG") {
         cmd.env("RUST_LOG", l);
     }
     for (k, v) in &env {
         cmd.env(k, unmount(map(v)));
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&pod.log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&pod.log)
+        .unwrap();
     cmd.stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null());
-    cmd.spawn().unwrap_or_else(|e| panic!("pod {name}: starting {args:?}: {e}"))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("pod {name}: starting {args:?}: {e}"))
 }
 
 fn container_port(c: &Container, port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> u16 {
@@ -354,7 +384,10 @@ async fn probe(pod: &Pod) -> bool {
     };
     let port = container_port(&pod.container, &get.port);
     let addr = format!("{}:{port}", pod.ip);
-    matches!(super::http_get(&addr, get.path.as_deref().unwrap_or("/")).await, Some((200, _)))
+    matches!(
+        super::http_get(&addr, get.path.as_deref().unwrap_or("/")).await,
+        Some((200, _))
+    )
 }
 
 fn new_pod(workload: &str, ordinal: Option<i32>, ip: Ipv4Addr, template: &PodTemplateSpec, log: PathBuf) -> Pod {
@@ -364,7 +397,11 @@ fn new_pod(workload: &str, ordinal: Option<i32>, ip: Ipv4Addr, template: &PodTem
         ordinal,
         ip,
         digest: digest(template),
-        labels: template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default(),
+        labels: template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
         container,
         template: template.clone(),
         child: None,
@@ -439,22 +476,22 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
     {
         let mut st = inner.state.lock().unwrap();
         for (n, ready) in probes {
-            if let Some(p) = st.pods.get_mut(&n) {
-                if p.terminating.is_none() {
-                    p.ready = ready;
-                }
+            if let Some(p) = st.pods.get_mut(&n)
+                && p.terminating.is_none()
+            {
+                p.ready = ready;
             }
         }
         let mut gone = Vec::new();
         let mut events = Vec::new();
         for (name, p) in st.pods.iter_mut() {
-            if let Some(c) = p.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    events.push(format!("exit {name} {status}"));
-                    p.child = None;
-                    p.ready = false;
-                    p.exited_at = Some(Instant::now());
-                }
+            if let Some(c) = p.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                events.push(format!("exit {name} {status}"));
+                p.child = None;
+                p.ready = false;
+                p.exited_at = Some(Instant::now());
             }
             if let Some((since, grace)) = p.terminating {
                 match p.child.as_mut() {
@@ -503,11 +540,16 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
                 .map(|(n, p)| (n.clone(), p.ready, p.digest == d, p.ordinal.unwrap_or(0)))
                 .collect();
             let any_terminating = st.pods.values().any(|p| p.workload == name && p.terminating.is_some());
-            if !any_terminating && mine.len() as i32 == replicas && mine.iter().all(|(_, ready, _, _)| *ready) {
-                if let Some((n, ..)) = mine.iter().filter(|(_, _, current, _)| !current).max_by_key(|(.., o)| *o) {
-                    let n = n.clone();
-                    terminate(&mut st, &n);
-                }
+            if !any_terminating
+                && mine.len() as i32 == replicas
+                && mine.iter().all(|(_, ready, _, _)| *ready)
+                && let Some((n, ..)) = mine
+                    .iter()
+                    .filter(|(_, _, current, _)| !current)
+                    .max_by_key(|(.., o)| *o)
+            {
+                let n = n.clone();
+                terminate(&mut st, &n);
             }
             // Missing pods (all at once: podManagementPolicy Parallel).
             for i in 0..replicas {
@@ -523,10 +565,18 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
                 st.history.push(format!("start {pod_name} {d}"));
                 st.pods.insert(pod_name, pod);
             }
-            let mine: Vec<&Pod> = st.pods.values().filter(|p| p.workload == name && p.terminating.is_none()).collect();
+            let mine: Vec<&Pod> = st
+                .pods
+                .values()
+                .filter(|p| p.workload == name && p.terminating.is_none())
+                .collect();
             let ready = mine.iter().filter(|p| p.ready).count() as i32;
             let updated = mine.iter().filter(|p| p.digest == d).count() as i32;
-            let current_rev = if updated == mine.len() as i32 { d.clone() } else { "previous".to_string() };
+            let current_rev = if updated == mine.len() as i32 {
+                d.clone()
+            } else {
+                "previous".to_string()
+            };
             statuses.push((
                 name,
                 serde_json::json!({
@@ -566,7 +616,8 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
                     to_stop.push(unready_old.0.clone());
                 } else if ready_total > replicas {
                     to_stop.push(old[0].0.clone());
-                } else if (new.len() as i32) < replicas && (live.len() as i32) < replicas + 1 && new.iter().all(|p| p.1) {
+                } else if (new.len() as i32) < replicas && (live.len() as i32) < replicas + 1 && new.iter().all(|p| p.1)
+                {
                     to_start = 1;
                 }
             } else if (new.len() as i32) < replicas {
@@ -574,7 +625,12 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
             } else if (new.len() as i32) > replicas {
                 let mut extra: Vec<&&(String, bool, bool)> = new.iter().collect();
                 extra.sort_by_key(|p| p.1);
-                to_stop.extend(extra.iter().take((new.len() as i32 - replicas) as usize).map(|p| p.0.clone()));
+                to_stop.extend(
+                    extra
+                        .iter()
+                        .take((new.len() as i32 - replicas) as usize)
+                        .map(|p| p.0.clone()),
+                );
             }
             for n in to_stop {
                 terminate(&mut st, &n);
@@ -592,7 +648,11 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
                 st.history.push(format!("start {pod_name} {d}"));
                 st.pods.insert(pod_name, pod);
             }
-            let mine: Vec<&Pod> = st.pods.values().filter(|p| p.workload == name && p.terminating.is_none()).collect();
+            let mine: Vec<&Pod> = st
+                .pods
+                .values()
+                .filter(|p| p.workload == name && p.terminating.is_none())
+                .collect();
             let ready = mine.iter().filter(|p| p.ready).count() as i32;
             let updated = mine.iter().filter(|p| p.digest == d).count() as i32;
             statuses.push((
@@ -613,7 +673,11 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
         let crashed: Vec<String> = st
             .pods
             .iter()
-            .filter(|(_, p)| p.child.is_none() && p.terminating.is_none() && p.exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+            .filter(|(_, p)| {
+                p.child.is_none()
+                    && p.terminating.is_none()
+                    && p.exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for n in crashed {
@@ -696,7 +760,9 @@ async fn proxy(
 ) {
     let mut turn = 0usize;
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { return };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
         let backends: Vec<String> = {
             let st = inner.state.lock().unwrap();
             st.pods

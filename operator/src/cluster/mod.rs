@@ -578,7 +578,10 @@ pub fn validate(spec: &StrataClusterSpec, name: &str, namespace: &str) -> Result
             ));
         }
         if a.target_load == 0 {
-            errors.push(SpecError::new("spec.brokers.autoscaling.targetLoad", "must be at least 1"));
+            errors.push(SpecError::new(
+                "spec.brokers.autoscaling.targetLoad",
+                "must be at least 1",
+            ));
         }
     }
     // Quorums: E ≥ Qw ≥ Qa ≥ 1, and E bookies must exist.
@@ -837,7 +840,10 @@ mod tests {
         s.bookies.config.disk_usage_lwm = Some(0.9);
         assert_eq!(
             fields(validate(&s, "x", "ns")),
-            ["spec.bookies.config.diskUsageLwm", "spec.brokers.config.maxMessageBytes"]
+            [
+                "spec.bookies.config.diskUsageLwm",
+                "spec.brokers.config.maxMessageBytes"
+            ]
         );
         assert_eq!(fields(validate(&spec(), &"n".repeat(41), "ns")), ["metadata.name"]);
     }

@@ -119,7 +119,14 @@ async fn apply_sts_tier(
     what: &str,
 ) -> Result<(Option<StatefulSet>, bool), Error> {
     rollout::stamp_sts(&mut tier.workload);
-    let want = tier.workload.metadata.annotations.as_ref().and_then(|a| a.get(rollout::TEMPLATE_HASH)).cloned().unwrap_or_default();
+    let want = tier
+        .workload
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rollout::TEMPLATE_HASH))
+        .cloned()
+        .unwrap_or_default();
     let held = match (live, gate_closed) {
         (None, true) => return Ok((None, false)),
         (Some(l), true) => rollout::hold_sts(&mut tier.workload, l),
@@ -136,11 +143,17 @@ async fn apply_sts_tier(
     let name = applied.name_any();
     let replicas = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     match live {
-        None => notes.push(Note::normal("Created", format!("created {what} (StatefulSet {name}, {replicas} replicas)"))),
+        None => notes.push(Note::normal(
+            "Created",
+            format!("created {what} (StatefulSet {name}, {replicas} replicas)"),
+        )),
         Some(l) => {
             let before = l.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             if before != replicas {
-                notes.push(Note::normal("Scaled", format!("{what}: {before} → {replicas} replicas")));
+                notes.push(Note::normal(
+                    "Scaled",
+                    format!("{what}: {before} → {replicas} replicas"),
+                ));
             }
             if !held && !rollout::at_template(&l.metadata, &want) {
                 notes.push(Note::normal(
@@ -170,7 +183,14 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         Err(errors) => {
             let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             let before = conditions::get(&status.conditions, conditions::READY).map(|c| c.message.clone());
-            conditions::set(&mut status.conditions, conditions::READY, Some(false), "InvalidSpec", &msg, generation);
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                Some(false),
+                "InvalidSpec",
+                &msg,
+                generation,
+            );
             conditions::set(
                 &mut status.conditions,
                 PROGRESSING,
@@ -208,7 +228,8 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     // Replica decisions.
     let mut change_blocked: Vec<String> = Vec::new();
     if let Some(m) = plan.managed_metadata.as_mut() {
-        let (n, why) = rollout::metadata_replicas(m.replicas, live_meta.as_ref().and_then(|s| s.spec.as_ref()?.replicas));
+        let (n, why) =
+            rollout::metadata_replicas(m.replicas, live_meta.as_ref().and_then(|s| s.spec.as_ref()?.replicas));
         m.replicas = n;
         plan.metadata_url = super::managed_metadata_url(&name, &ns, n);
         change_blocked.extend(why);
@@ -235,14 +256,31 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     // 1. The metadata store.
     if let Some(m) = r.metadata.as_mut() {
         if let Some(l) = &live_meta {
-            change_blocked.extend(rollout::keep_immutable(&mut m.workload, l, "spec.metadataStore.managed.storage"));
+            change_blocked.extend(rollout::keep_immutable(
+                &mut m.workload,
+                l,
+                "spec.metadataStore.managed.storage",
+            ));
         }
-        let (applied, done) = apply_sts_tier(&apis, m, live_meta.as_ref(), false, pdbs, &mut notes, "the metadata store").await?;
+        let (applied, done) = apply_sts_tier(
+            &apis,
+            m,
+            live_meta.as_ref(),
+            false,
+            pdbs,
+            &mut notes,
+            "the metadata store",
+        )
+        .await?;
         if let Some(a) = &applied {
             let c = Counts::of_sts(a);
             status.metadata_store = Some(c.status(None));
             if !done {
-                waiting = Some(format!("the metadata store: {} of {} members ready and updated", c.ready.min(c.updated), c.desired));
+                waiting = Some(format!(
+                    "the metadata store: {} of {} members ready and updated",
+                    c.ready.min(c.updated),
+                    c.desired
+                ));
             }
         }
     } else {
@@ -251,15 +289,32 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
 
     // 2. Bookies, once the metadata store is rolled out.
     if let Some(l) = &live_bookies {
-        change_blocked.extend(rollout::keep_immutable(&mut r.bookies.workload, l, "spec.bookies.storage"));
+        change_blocked.extend(rollout::keep_immutable(
+            &mut r.bookies.workload,
+            l,
+            "spec.bookies.storage",
+        ));
     }
-    let (applied, done) = apply_sts_tier(&apis, &mut r.bookies, live_bookies.as_ref(), waiting.is_some(), pdbs, &mut notes, "bookies").await?;
+    let (applied, done) = apply_sts_tier(
+        &apis,
+        &mut r.bookies,
+        live_bookies.as_ref(),
+        waiting.is_some(),
+        pdbs,
+        &mut notes,
+        "bookies",
+    )
+    .await?;
     match &applied {
         Some(a) => {
             let c = Counts::of_sts(a);
             status.bookies = Some(c.status(None));
             if !done && waiting.is_none() {
-                waiting = Some(format!("bookies: {} of {} ready and updated", c.ready.min(c.updated), c.desired));
+                waiting = Some(format!(
+                    "bookies: {} of {} ready and updated",
+                    c.ready.min(c.updated),
+                    c.desired
+                ));
             }
         }
         None => status.bookies = None,
@@ -268,7 +323,14 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     // 3. Brokers, once the bookies are rolled out.
     let brokers = &mut r.brokers;
     rollout::stamp_deployment(&mut brokers.workload);
-    let want = brokers.workload.metadata.annotations.as_ref().and_then(|a| a.get(rollout::TEMPLATE_HASH)).cloned().unwrap_or_default();
+    let want = brokers
+        .workload
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rollout::TEMPLATE_HASH))
+        .cloned()
+        .unwrap_or_default();
     let gate_closed = waiting.is_some();
     let held = match (&live_brokers, gate_closed) {
         (None, true) => None,
@@ -287,14 +349,26 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         }
         let replicas = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         match &live_brokers {
-            None => notes.push(Note::normal("Created", format!("created brokers (Deployment {}, {replicas} replicas)", applied.name_any()))),
+            None => notes.push(Note::normal(
+                "Created",
+                format!(
+                    "created brokers (Deployment {}, {replicas} replicas)",
+                    applied.name_any()
+                ),
+            )),
             Some(l) => {
                 let before = l.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 if before != replicas {
-                    notes.push(Note::normal("Scaled", format!("brokers: {before} → {replicas} replicas")));
+                    notes.push(Note::normal(
+                        "Scaled",
+                        format!("brokers: {before} → {replicas} replicas"),
+                    ));
                 }
                 if !held && !rollout::at_template(&l.metadata, &want) {
-                    notes.push(Note::normal("RollingUpdate", "brokers: rolling to a new pod template, one new broker ready before an old one stops"));
+                    notes.push(Note::normal(
+                        "RollingUpdate",
+                        "brokers: rolling to a new pod template, one new broker ready before an old one stops",
+                    ));
                 }
             }
         }
@@ -302,7 +376,11 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         status.brokers = Some(c.status(Some(render::selector_string(&name, "broker"))));
         brokers_done = rollout::at_template(&applied.metadata, &want) && c.rolled_out();
         if !brokers_done && waiting.is_none() {
-            waiting = Some(format!("brokers: {} of {} ready and updated", c.ready.min(c.updated), c.desired));
+            waiting = Some(format!(
+                "brokers: {} of {} ready and updated",
+                c.ready.min(c.updated),
+                c.desired
+            ));
         }
     } else {
         status.brokers = None;
@@ -312,12 +390,40 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     let all_done = waiting.is_none() && brokers_done;
     match &waiting {
         Some(w) => {
-            conditions::set(&mut status.conditions, PROGRESSING, Some(true), "RollingOut", format!("waiting for {w}"), generation);
-            conditions::set(&mut status.conditions, conditions::READY, Some(false), "RollingOut", format!("waiting for {w}"), generation);
+            conditions::set(
+                &mut status.conditions,
+                PROGRESSING,
+                Some(true),
+                "RollingOut",
+                format!("waiting for {w}"),
+                generation,
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                Some(false),
+                "RollingOut",
+                format!("waiting for {w}"),
+                generation,
+            );
         }
         None => {
-            conditions::set(&mut status.conditions, PROGRESSING, Some(false), "RolledOut", "every component runs the current spec", generation);
-            conditions::set(&mut status.conditions, conditions::READY, Some(true), "Ready", "every pod is ready and runs the current spec", generation);
+            conditions::set(
+                &mut status.conditions,
+                PROGRESSING,
+                Some(false),
+                "RolledOut",
+                "every component runs the current spec",
+                generation,
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                Some(true),
+                "Ready",
+                "every pod is ready and runs the current spec",
+                generation,
+            );
         }
     }
     if all_done {
@@ -340,18 +446,52 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     })
     .collect();
     let degraded = (!short.is_empty()).then(|| short.join("; "));
-    if raise(&mut status.conditions, DEGRADED, degraded.as_deref(), "PodsUnavailable", "AllPodsReady", "every pod that should run is ready", generation) {
+    if raise(
+        &mut status.conditions,
+        DEGRADED,
+        degraded.as_deref(),
+        "PodsUnavailable",
+        "AllPodsReady",
+        "every pod that should run is ready",
+        generation,
+    ) {
         notes.push(Note::warning("Degraded", degraded.clone().unwrap_or_default()));
     }
-    if raise(&mut status.conditions, SCALE_DOWN_BLOCKED, scale_down.as_deref(), "DecommissionUnavailable", "NotBlocked", "no scale-down is waiting", generation) {
-        notes.push(Note::warning("ScaleDownBlocked", scale_down.clone().unwrap_or_default()));
+    if raise(
+        &mut status.conditions,
+        SCALE_DOWN_BLOCKED,
+        scale_down.as_deref(),
+        "DecommissionUnavailable",
+        "NotBlocked",
+        "no scale-down is waiting",
+        generation,
+    ) {
+        notes.push(Note::warning(
+            "ScaleDownBlocked",
+            scale_down.clone().unwrap_or_default(),
+        ));
     }
     let blocked = (!change_blocked.is_empty()).then(|| change_blocked.join("; "));
-    if raise(&mut status.conditions, SPEC_CHANGE_BLOCKED, blocked.as_deref(), "ImmutableField", "NotBlocked", "every field of the spec is applied", generation) {
+    if raise(
+        &mut status.conditions,
+        SPEC_CHANGE_BLOCKED,
+        blocked.as_deref(),
+        "ImmutableField",
+        "NotBlocked",
+        "every field of the spec is applied",
+        generation,
+    ) {
         notes.push(Note::warning("SpecChangeBlocked", blocked.clone().unwrap_or_default()));
     }
     if pdbs {
-        conditions::set(&mut status.conditions, DISRUPTION_BUDGETS, Some(true), "Applied", "a PodDisruptionBudget (maxUnavailable 1) guards each component", generation);
+        conditions::set(
+            &mut status.conditions,
+            DISRUPTION_BUDGETS,
+            Some(true),
+            "Applied",
+            "a PodDisruptionBudget (maxUnavailable 1) guards each component",
+            generation,
+        );
     } else {
         let before = conditions::get(&status.conditions, DISRUPTION_BUDGETS).map(|c| c.reason.clone());
         conditions::set(
@@ -363,7 +503,10 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
             generation,
         );
         if before.as_deref() != Some("PolicyV1NotServed") {
-            notes.push(Note::warning("DisruptionBudgetsUnavailable", "policy/v1 is not served: no PodDisruptionBudgets"));
+            notes.push(Note::warning(
+                "DisruptionBudgetsUnavailable",
+                "policy/v1 is not served: no PodDisruptionBudgets",
+            ));
         }
     }
     status.observed_generation = generation;
@@ -392,7 +535,11 @@ async fn autoscale_brokers(
     notes: &mut Vec<Note>,
 ) -> (i32, AutoscalerStatus) {
     let (min, max) = (a.min_replicas, a.max_replicas.max(a.min_replicas));
-    let mut st = sc.status.as_ref().and_then(|s| s.autoscaler.clone()).unwrap_or_default();
+    let mut st = sc
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscaler.clone())
+        .unwrap_or_default();
     let Some(current) = live.and_then(|d| d.spec.as_ref()?.replicas) else {
         st.desired_replicas = min;
         st.message = Some("brokers are not created yet: starting with minReplicas".into());
@@ -412,7 +559,9 @@ async fn autoscale_brokers(
         }
         Err(e) => {
             st.desired_replicas = current_clamped;
-            st.message = Some(format!("cannot read the broker load at {url}: {e}; keeping {current_clamped}"));
+            st.message = Some(format!(
+                "cannot read the broker load at {url}: {e}; keeping {current_clamped}"
+            ));
             return (current_clamped, st);
         }
     };

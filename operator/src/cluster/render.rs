@@ -33,7 +33,6 @@ pub const RUN_AS: i64 = 10001;
 // Every port names its protocol: Kubernetes before 1.21 refuses a server-side apply of a
 // port list whose entries leave it to the default.
 
-
 /// Names of the rendered objects.
 pub mod names {
     pub fn metadata(cluster: &str) -> String {
@@ -267,7 +266,12 @@ fn pod_template(
         s.insert("priorityClassName".into(), json!(p));
     }
     if !sc.spec.image_pull_secrets.is_empty() {
-        let secrets: Vec<Value> = sc.spec.image_pull_secrets.iter().map(|n| json!({ "name": n })).collect();
+        let secrets: Vec<Value> = sc
+            .spec
+            .image_pull_secrets
+            .iter()
+            .map(|n| json!({ "name": n }))
+            .collect();
         s.insert("imagePullSecrets".into(), json!(secrets));
     }
     json!({
@@ -284,7 +288,12 @@ fn container_security() -> Value {
     })
 }
 
-fn container(sc: &StrataCluster, name: &str, image: &str, resources: &Option<k8s_openapi::api::core::v1::ResourceRequirements>) -> serde_json::Map<String, Value> {
+fn container(
+    sc: &StrataCluster,
+    name: &str,
+    image: &str,
+    resources: &Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> serde_json::Map<String, Value> {
     let mut c = json!({
         "name": name,
         "image": image,
@@ -449,7 +458,15 @@ fn bookie_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<StatefulS
         ]),
     );
     let volumes = json!([{ "name": "config", "configMap": { "name": names::bookie_config(&cluster) } }]);
-    let template = pod_template(sc, "bookie", &b.pod_template, Some(hash(&toml)), Value::Object(c), volumes, 60);
+    let template = pod_template(
+        sc,
+        "bookie",
+        &b.pod_template,
+        Some(hash(&toml)),
+        Value::Object(c),
+        volumes,
+        60,
+    );
     let sts = typed(json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -467,7 +484,13 @@ fn bookie_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<StatefulS
         },
     }));
     Tier {
-        config: Some(config_map(sc, &names::bookie_config(&cluster), "bookie", "bookie.toml", &toml)),
+        config: Some(config_map(
+            sc,
+            &names::bookie_config(&cluster),
+            "bookie",
+            "bookie.toml",
+            &toml,
+        )),
         service: headless(
             sc,
             &name,
@@ -522,7 +545,15 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
     );
     let volumes = json!([{ "name": "config", "configMap": { "name": names::broker_config(&cluster) } }]);
     // A stopping broker hands its bundles over (closing topics cleanly) before it exits.
-    let template = pod_template(sc, "broker", &b.pod_template, Some(hash(&toml)), Value::Object(c), volumes, 60);
+    let template = pod_template(
+        sc,
+        "broker",
+        &b.pod_template,
+        Some(hash(&toml)),
+        Value::Object(c),
+        volumes,
+        60,
+    );
     let deployment = typed(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -549,7 +580,13 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
         },
     }));
     Tier {
-        config: Some(config_map(sc, &names::broker_config(&cluster), "broker", "broker.toml", &toml)),
+        config: Some(config_map(
+            sc,
+            &names::broker_config(&cluster),
+            "broker",
+            "broker.toml",
+            &toml,
+        )),
         service,
         workload: deployment,
         pdb: pdb(sc, &name, "broker"),
@@ -622,7 +659,10 @@ mod tests {
             assert_eq!(l["app.kubernetes.io/managed-by"], "strata-operator");
             assert_eq!(l["app.kubernetes.io/part-of"], "strata");
             let owner = &meta.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("StrataCluster", "uid-1", Some(true)));
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("StrataCluster", "uid-1", Some(true))
+            );
             assert_eq!(meta.namespace.as_deref(), Some("prod"));
         }
         assert_eq!(r.bookies.workload.metadata.name.as_deref(), Some("demo-bookie"));
@@ -649,7 +689,16 @@ mod tests {
         let vct = &s.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(vct.metadata.name.as_deref(), Some("data"));
         assert_eq!(
-            vct.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            vct.spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
             "10Gi"
         );
         assert_eq!(
@@ -685,23 +734,41 @@ mod tests {
         assert!(bookie.lines().any(|l| l == "max_entry_bytes = 8388608"), "{bookie}");
         assert!(bookie.lines().any(|l| l == "compaction_threshold = 0.25"), "{bookie}");
         let r = render(&sc, &plan, 3, 2);
-        assert_eq!(template_hash(Some(&r.brokers.workload.spec.as_ref().unwrap().template)), Some(hash(&broker)));
-        assert_eq!(template_hash(Some(&r.bookies.workload.spec.as_ref().unwrap().template)), Some(hash(&bookie)));
+        assert_eq!(
+            template_hash(Some(&r.brokers.workload.spec.as_ref().unwrap().template)),
+            Some(hash(&broker))
+        );
+        assert_eq!(
+            template_hash(Some(&r.bookies.workload.spec.as_ref().unwrap().template)),
+            Some(hash(&bookie))
+        );
         // A broker setting changes the broker template only.
         let mut s2 = sc.spec.clone();
         s2.brokers.config.retention_time_secs = Some(7200);
         let sc2 = cluster(s2);
         let r2 = render(&sc2, &plan, 3, 2);
-        assert_ne!(r2.brokers.workload.spec.as_ref().unwrap().template, r.brokers.workload.spec.as_ref().unwrap().template);
-        assert_eq!(r2.bookies.workload.spec.as_ref().unwrap().template, r.bookies.workload.spec.as_ref().unwrap().template);
+        assert_ne!(
+            r2.brokers.workload.spec.as_ref().unwrap().template,
+            r.brokers.workload.spec.as_ref().unwrap().template
+        );
+        assert_eq!(
+            r2.bookies.workload.spec.as_ref().unwrap().template,
+            r.bookies.workload.spec.as_ref().unwrap().template
+        );
     }
 
     #[test]
     fn overrides_reach_the_pod_but_never_replace_the_operators_labels() {
         let mut s = spec();
         s.brokers.pod_template.labels.insert("team".into(), "payments".into());
-        s.brokers.pod_template.labels.insert("app.kubernetes.io/instance".into(), "other".into());
-        s.brokers.pod_template.annotations.insert("prometheus.io/scrape".into(), "true".into());
+        s.brokers
+            .pod_template
+            .labels
+            .insert("app.kubernetes.io/instance".into(), "other".into());
+        s.brokers
+            .pod_template
+            .annotations
+            .insert("prometheus.io/scrape".into(), "true".into());
         s.brokers.pod_template.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
             key: Some("dedicated".into()),
             operator: Some("Exists".into()),
@@ -720,7 +787,16 @@ mod tests {
         assert_eq!(p.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
         assert_eq!(p.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
         // Bookies did not get the brokers' overrides.
-        let b = r.bookies.workload.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let b = r
+            .bookies
+            .workload
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         assert!(b.tolerations.is_none());
     }
 
@@ -734,7 +810,10 @@ mod tests {
         let plan = validate(&sc.spec, "demo", "prod").unwrap();
         let r = render(&sc, &plan, 3, 2);
         assert!(r.metadata.is_none());
-        let args = r.brokers.workload.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        let args = r.brokers.workload.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
         assert!(args.contains(&"--metadata-url=etcd://etcd.infra:2379".to_string()));
     }
 }

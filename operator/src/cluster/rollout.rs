@@ -157,14 +157,18 @@ pub fn keep_immutable(rendered: &mut StatefulSet, live: &StatefulSet, field: &st
         return None;
     };
     let storage = |s: &k8s_openapi::api::apps::v1::StatefulSetSpec| {
-        s.volume_claim_templates.as_ref().and_then(|v| v.first()).and_then(|c| c.spec.clone()).map(|c| {
-            (
-                c.resources
-                    .and_then(|r| r.requests)
-                    .and_then(|r| r.get("storage").map(|q| q.0.clone())),
-                c.storage_class_name,
-            )
-        })
+        s.volume_claim_templates
+            .as_ref()
+            .and_then(|v| v.first())
+            .and_then(|c| c.spec.clone())
+            .map(|c| {
+                (
+                    c.resources
+                        .and_then(|r| r.requests)
+                        .and_then(|r| r.get("storage").map(|q| q.0.clone())),
+                    c.storage_class_name,
+                )
+            })
     };
     let (want, have) = (storage(r), storage(l));
     r.volume_claim_templates = l.volume_claim_templates.clone();
@@ -346,19 +350,35 @@ mod tests {
     fn a_tier_whose_turn_has_not_come_keeps_its_template() {
         let mut live = sts(3, 1, StatefulSetStatus::default());
         live.spec.as_mut().unwrap().template.metadata = Some(Default::default());
-        live.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().annotations =
-            Some([(CONFIG_HASH.to_string(), "old".to_string())].into());
+        live.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations = Some([(CONFIG_HASH.to_string(), "old".to_string())].into());
         stamp_sts(&mut live);
         let mut rendered = sts(4, 1, StatefulSetStatus::default());
         rendered.spec.as_mut().unwrap().template.metadata = Some(Default::default());
-        rendered.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().annotations =
-            Some([(CONFIG_HASH.to_string(), "new".to_string())].into());
+        rendered
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations = Some([(CONFIG_HASH.to_string(), "new".to_string())].into());
         stamp_sts(&mut rendered);
         assert!(hold_sts(&mut rendered, &live));
         let s = rendered.spec.as_ref().unwrap();
         assert!(runs_config(&s.template, "old"));
         assert_eq!(s.replicas, Some(4), "replica changes still go through");
-        assert!(at_template(&rendered.metadata, &template_digest(&live.spec.as_ref().unwrap().template)));
+        assert!(at_template(
+            &rendered.metadata,
+            &template_digest(&live.spec.as_ref().unwrap().template)
+        ));
         // Nothing to hold when the templates agree.
         let mut same = live.clone();
         assert!(!hold_sts(&mut same, &live));
@@ -380,8 +400,14 @@ mod tests {
         assert_eq!(keep_immutable(&mut rendered, &live, "spec.bookies.storage"), None);
         rendered.spec.as_mut().unwrap().volume_claim_templates = Some(vec![claim("20Gi")]);
         let why = keep_immutable(&mut rendered, &live, "spec.bookies.storage").unwrap();
-        assert!(why.contains("size 10Gi") && why.contains("size 20Gi") && why.contains("--cascade=orphan"), "{why}");
-        assert_eq!(rendered.spec.unwrap().volume_claim_templates, live.spec.unwrap().volume_claim_templates);
+        assert!(
+            why.contains("size 10Gi") && why.contains("size 20Gi") && why.contains("--cascade=orphan"),
+            "{why}"
+        );
+        assert_eq!(
+            rendered.spec.unwrap().volume_claim_templates,
+            live.spec.unwrap().volume_claim_templates
+        );
     }
 
     #[test]
