@@ -338,6 +338,110 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
         events(&env, "demo").await
     );
 
+    // A new image rolls everything in order: every bookie (one at a time, each ready before
+    // the next) before any broker.
+    let before = kubelet.history().len();
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"image":"strata:test2"}}"#,
+    ]);
+    let sc = cluster_where(&env, Some(&kubelet), "the image roll complete", |s| {
+        ready(s) && s.status.as_ref().and_then(|st| st.version.as_deref()) == Some("strata:test2")
+    })
+    .await;
+    let roll: Vec<String> = kubelet.history()[before..].to_vec();
+    let pos = |pred: &dyn Fn(&String) -> bool| roll.iter().position(|h| pred(h));
+    let last_bookie_start = roll
+        .iter()
+        .rposition(|h| h.starts_with("start demo-bookie-"))
+        .expect("bookies rolled");
+    let first_broker_start = pos(&|h| h.starts_with("start demo-broker-")).expect("brokers rolled");
+    assert!(
+        last_bookie_start < first_broker_start,
+        "brokers rolled before bookies finished: {roll:?}"
+    );
+    assert_eq!(
+        roll.iter().filter(|h| h.starts_with("stop demo-bookie-")).count(),
+        3,
+        "{roll:?}"
+    );
+    // One bookie at a time: each stop follows the previous bookie's start.
+    let bookie_events: Vec<&String> = roll
+        .iter()
+        .filter(|h| h.starts_with("stop demo-bookie-") || h.starts_with("start demo-bookie-"))
+        .collect();
+    for pair in bookie_events.chunks(2) {
+        let stopped = pair[0].strip_prefix("stop ").expect("a stop first");
+        assert!(pair[1].starts_with(&format!("start {stopped} ")), "{bookie_events:?}");
+    }
+    assert_eq!(
+        pos(&|h| h.starts_with("start demo-metadata-")),
+        None,
+        "etcd does not run the Strata image"
+    );
+    let _ = sc;
+
+    // What Kubernetes cannot change on a StatefulSet is refused with a condition, and the
+    // rest of the spec still applies.
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"bookies":{"storage":{"size":"2Gi"}}}}"#,
+    ]);
+    let sc = cluster_where(&env, Some(&kubelet), "SpecChangeBlocked", |s| {
+        is(s, "SpecChangeBlocked", "True")
+    })
+    .await;
+    let why = cond(&sc, "SpecChangeBlocked").unwrap().message;
+    assert!(why.contains("--cascade=orphan") && why.contains("2Gi"), "{why}");
+    let vct = sts
+        .get("demo-bookie")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_claim_templates
+        .unwrap();
+    assert_eq!(
+        vct[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "1Gi"
+    );
+    env.kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "demo",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"bookies":{"storage":{"size":"1Gi"}}}}"#,
+    ]);
+    cluster_where(&env, Some(&kubelet), "SpecChangeBlocked cleared", |s| {
+        is(s, "SpecChangeBlocked", "False")
+    })
+    .await;
+
     // `kubectl scale` sets the broker count through the scale subresource.
     env.kube
         .kubectl(&["scale", "stratacluster/demo", "-n", &env.ns, "--replicas=3"]);
@@ -464,18 +568,40 @@ async fn invalid_specs_are_refused_with_a_condition_and_nothing_is_applied() {
                 .iter()
                 .all(|c| !c.name_any().starts_with("demo"))
         );
+        eventually("an InvalidSpec event", String::new, || async {
+            events(&env, "demo")
+                .await
+                .into_iter()
+                .find(|(r, n)| r == "InvalidSpec" && fields.iter().all(|f| n.contains(f)))
+        })
+        .await;
+    }
+    // The example manifests are accepted by the schema and by the operator.
+    for example in ["cluster.yaml", "cluster-production.yaml"] {
+        env.kube.kubectl(&[
+            "apply",
+            "-f",
+            &format!("{}/examples/kubernetes/{example}", env!("CARGO_MANIFEST_DIR")),
+        ]);
+    }
+    let examples: Api<StrataCluster> = Api::namespaced(env.client.clone(), "strata");
+    for name in ["demo", "prod"] {
         eventually(
-            "an InvalidSpec event",
-            String::new,
+            &format!("example {name} accepted"),
+            || op.log_text(),
             || async {
-                events(&env, "demo")
-                    .await
-                    .into_iter()
-                    .find(|(r, n)| r == "InvalidSpec" && fields.iter().all(|f| n.contains(f)))
+                let sc = examples.get_opt(name).await.ok().flatten()?;
+                is(&sc, "Progressing", "True").then_some(())
             },
         )
         .await;
     }
+    let prod_etcd: Api<StatefulSet> = Api::namespaced(env.client.clone(), "strata");
+    assert_eq!(
+        prod_etcd.get("prod-metadata").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+
     // Fixed, it is applied: the metadata store comes first (nothing runs it here, so the
     // bookies wait for it).
     env.kube.apply(&cluster_yaml(&env.ns, "  image: strata:test\n"));
