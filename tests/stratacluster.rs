@@ -356,7 +356,7 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     })
     .await;
     let roll: Vec<String> = kubelet.history()[before..].to_vec();
-    let pos = |pred: &dyn Fn(&String) -> bool| roll.iter().position(|h| pred(h));
+    let pos = |pred: &dyn Fn(&String) -> bool| roll.iter().position(pred);
     let last_bookie_start = roll
         .iter()
         .rposition(|h| h.starts_with("start demo-bookie-"))
