@@ -196,7 +196,10 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
 ",
     ));
     let sc = cluster_where(&env, Some(&kubelet), "the cluster ready", ready).await;
-    eprintln!("figure: apply to Ready, 1 etcd + 3 bookies + 2 brokers: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "figure: apply to Ready, 1 etcd + 3 bookies + 2 brokers: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let st = sc.status.clone().unwrap();
     assert_eq!(st.service_url.as_deref(), Some("http://demo-broker.prod.svc:6650"));
     assert_eq!(st.admin_url, st.service_url);
@@ -317,7 +320,10 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
         ready(s) && s.metadata.generation > Some(generation)
     })
     .await;
-    eprintln!("figure: broker config change to Ready (2 brokers rolled): {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "figure: broker config change to Ready (2 brokers rolled): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     stop.store(true, Ordering::SeqCst);
     let (sent, errors) = load.await.unwrap();
     assert!(errors.is_empty(), "producer errors during the roll: {errors:?}");
@@ -361,7 +367,10 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
         ready(s) && s.status.as_ref().and_then(|st| st.version.as_deref()) == Some("strata:test2")
     })
     .await;
-    eprintln!("figure: image change to Ready (3 bookies, then 2 brokers rolled): {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "figure: image change to Ready (3 bookies, then 2 brokers rolled): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let roll: Vec<String> = kubelet.history()[before..].to_vec();
     let pos = |pred: &dyn Fn(&String) -> bool| roll.iter().position(pred);
     let last_bookie_start = roll
@@ -461,7 +470,10 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
                 .is_some_and(|b| b.ready_replicas == 3)
     })
     .await;
-    eprintln!("figure: kubectl scale 2 -> 3 brokers to Ready: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "figure: kubectl scale 2 -> 3 brokers to Ready: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let deployments: Api<Deployment> = env.api();
     assert_eq!(
         deployments.get("demo-broker").await.unwrap().spec.unwrap().replicas,
