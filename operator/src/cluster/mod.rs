@@ -613,6 +613,22 @@ pub fn validate(spec: &StrataClusterSpec, name: &str, namespace: &str) -> Result
             format!("{ensemble} needs at least {ensemble} bookies, and spec.bookies.replicas is {bookies}: add bookies or lower the ensemble size"),
         ));
     }
+    // TOML integers are signed 64-bit: a larger value would stop the process at start.
+    for (field, config) in [
+        ("spec.brokers.config", serde_json::to_value(&spec.brokers.config)),
+        ("spec.bookies.config", serde_json::to_value(&spec.bookies.config)),
+    ] {
+        if let Ok(serde_json::Value::Object(map)) = config {
+            for (k, v) in map {
+                if v.as_u64().is_some_and(|n| n > i64::MAX as u64) {
+                    errors.push(SpecError::new(
+                        &format!("{field}.{k}"),
+                        format!("{v} is above the largest value a config file holds ({})", i64::MAX),
+                    ));
+                }
+            }
+        }
+    }
     let c = &spec.bookies.config;
     if let (Some(hi), Some(lo)) = (c.disk_usage_threshold, c.disk_usage_lwm)
         && lo > hi
@@ -846,5 +862,9 @@ mod tests {
             ]
         );
         assert_eq!(fields(validate(&spec(), &"n".repeat(41), "ns")), ["metadata.name"]);
+        let mut s = spec();
+        s.brokers.config.max_ledger_bytes = Some(u64::MAX);
+        s.bookies.config.min_free_bytes = Some(i64::MAX as u64);
+        assert_eq!(fields(validate(&s, "x", "ns")), ["spec.brokers.config.maxLedgerBytes"]);
     }
 }
