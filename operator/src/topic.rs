@@ -527,10 +527,15 @@ pub fn conflicting<'a>(me: &Topic, others: impl IntoIterator<Item = &'a Topic>) 
                     .name
             }
         };
-        Some((
-            t.spec.service_url.as_deref().unwrap_or_default().trim().to_string(),
-            name,
-        ))
+        // The cluster: its URL, whether given as `serviceUrl` or as a `clusterRef`.
+        let cluster = match (&t.spec.service_url, &t.spec.cluster_ref) {
+            (Some(u), _) if !u.trim().is_empty() => u.trim().to_string(),
+            (_, Some(r)) => {
+                crate::cluster::service_url(r.name.trim(), t.metadata.namespace.as_deref().unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        Some((cluster, name))
     };
     let key = |t: &Topic| {
         (
@@ -887,6 +892,25 @@ mod tests {
         let mut elsewhere = second.clone();
         elsewhere.spec.service_url = Some("http://other:6650".into());
         assert!(conflicting(&elsewhere, &all).is_none());
+        // Two StrataClusters are two clusters; one named both ways is one.
+        let by_ref = |t: &Topic, cluster: &str| {
+            let mut t = t.clone();
+            t.metadata.namespace = Some("ns".into());
+            t.spec.service_url = None;
+            t.spec.cluster_ref = Some(ClusterRef { name: cluster.into() });
+            t
+        };
+        let (a, b) = (by_ref(&first, "a"), by_ref(&second, "b"));
+        assert!(conflicting(&b, &[a.clone()]).is_none());
+        let a2 = by_ref(&second, "a");
+        assert_eq!(
+            conflicting(&a2, &[a.clone()]).unwrap().metadata.uid.as_deref(),
+            Some("a")
+        );
+        let mut by_url = second.clone();
+        by_url.metadata.namespace = Some("ns".into());
+        by_url.spec.service_url = Some(crate::cluster::service_url("a", "ns"));
+        assert!(conflicting(&by_url, &[a]).is_some());
     }
 
     #[tokio::test]
