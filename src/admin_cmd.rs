@@ -46,6 +46,53 @@ enum AdminCommand {
         #[command(subcommand)]
         op: SubscriptionOp,
     },
+    /// Bookies: list (with state and ledger counts), decommission.
+    Bookies {
+        #[command(subcommand)]
+        op: BookieOp,
+    },
+    /// Ledgers: those awaiting re-replication.
+    Ledgers {
+        #[command(subcommand)]
+        op: LedgerOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum BookieOp {
+    /// Registered bookies, and lost ones ledgers still name: state, ledgers, free space.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a bookie: it stops taking writes, its ledgers are re-replicated to other
+    /// bookies, and once no ledger names it, it unregisters (then stop it and delete its
+    /// data). Waits and reports progress unless --no-wait; safe to run again, and the
+    /// decommission goes on if this command is interrupted.
+    Decommission {
+        /// The bookie's address, as `bookies list` shows it.
+        address: String,
+        /// Start (or show) it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// Stop a decommission that is still draining; the bookie takes writes again.
+        #[arg(long, conflicts_with = "no_wait")]
+        cancel: bool,
+        /// Give up waiting after this many seconds (exit 1; the decommission goes on).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerOp {
+    /// Ledgers naming a lost or decommissioning bookie, awaiting re-replication.
+    UnderReplicated {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,6 +351,125 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             SubscriptionOp::Delete { topic, subscription } => c.delete_subscription(&topic, &subscription).await?,
             SubscriptionOp::List { topic } => print_names(c.list_subscriptions(&topic).await?),
         },
+        AdminCommand::Bookies { op } => match op {
+            BookieOp::List { json } => print_bookies(c.bookies().await?, json)?,
+            BookieOp::Decommission {
+                address,
+                no_wait,
+                cancel,
+                timeout_secs,
+            } => {
+                if cancel {
+                    let s = c.cancel_decommission(&address).await?;
+                    println!("decommission of {} cancelled (state {})", s.address, s.state);
+                } else {
+                    decommission(&c, &address, no_wait, timeout_secs).await?;
+                }
+            }
+        },
+        AdminCommand::Ledgers { op } => match op {
+            LedgerOp::UnderReplicated { json } => {
+                let ledgers = c.under_replicated_ledgers().await?;
+                if json {
+                    let v: Vec<serde_json::Value> = ledgers
+                        .iter()
+                        .map(|l| {
+                            serde_json::json!({"ledger": l.ledger_id, "bookies": l.bookies,
+                                "since_ms": l.since_ms, "worker": l.worker})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if ledgers.is_empty() {
+                    println!("no under-replicated ledgers");
+                } else {
+                    let now = now_ms();
+                    for l in ledgers {
+                        println!(
+                            "ledger {}  bookies {}  for {}s  {}",
+                            l.ledger_id,
+                            l.bookies.join(","),
+                            now.saturating_sub(l.since_ms) / 1000,
+                            if l.worker.is_empty() {
+                                "waiting".to_string()
+                            } else {
+                                format!("copying ({})", l.worker)
+                            }
+                        );
+                    }
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts a decommission and, unless `no_wait`, reports progress until it is done.
+async fn decommission(
+    c: &strata_client::Admin,
+    address: &str,
+    no_wait: bool,
+    timeout_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut s = c.decommission_bookie(address).await?;
+    println!(
+        "decommissioning {address}: {} ({} ledger(s) name it)",
+        s.state, s.remaining_ledgers
+    );
+    if no_wait {
+        return Ok(());
+    }
+    let deadline = timeout_secs.map(|t| tokio::time::Instant::now() + std::time::Duration::from_secs(t));
+    let mut shown = s.remaining_ledgers;
+    while s.state != "done" {
+        if s.state == "none" {
+            anyhow::bail!("the decommission of {address} was cancelled");
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            anyhow::bail!(
+                "{address} still named by {} ledger(s) after {}s; the decommission goes on (run this again to follow it)",
+                s.remaining_ledgers,
+                timeout_secs.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        s = c.decommission_status(address).await?;
+        if s.remaining_ledgers != shown {
+            shown = s.remaining_ledgers;
+            println!("  {shown} ledger(s) still name {address}");
+        }
+    }
+    println!("{address} is decommissioned: no ledger names it and it has unregistered; stop it and delete its data directory");
+    Ok(())
+}
+
+fn print_bookies(bookies: Vec<strata_client::BookieStatus>, json: bool) -> anyhow::Result<()> {
+    if json {
+        let v: Vec<serde_json::Value> = bookies
+            .iter()
+            .map(|b| {
+                serde_json::json!({"address": b.address, "state": b.state, "registered": b.registered,
+                    "ledgers": b.ledgers, "read_only": b.read_only, "read_only_reason": b.read_only_reason,
+                    "free_bytes": b.free_bytes, "total_bytes": b.total_bytes, "version": b.version,
+                    "lost_since_ms": b.lost_since_ms})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let now = now_ms();
+    for b in bookies {
+        let extra = match b.state.as_str() {
+            "lost" if b.lost_since_ms > 0 => format!("  missing for {}s", now.saturating_sub(b.lost_since_ms) / 1000),
+            _ if b.registered => format!("  free {} of {} MiB", b.free_bytes >> 20, b.total_bytes >> 20),
+            _ => String::new(),
+        };
+        println!("{}  {}  ledgers {}{extra}", b.address, b.state, b.ledgers);
     }
     Ok(())
 }

@@ -107,6 +107,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (is another process using it?)", cfg.listen))?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
+    let recovery_metrics = std::sync::Arc::new(strata_bookie::autorecovery::Metrics::default());
     if let Some(addr) = &args.http_listen {
         let http = crate::http::bind(addr).await?;
         let store = match &cfg.metadata_url {
@@ -121,11 +122,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             listen: cfg.listen.clone(),
             advertised: cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone()),
             store,
+            recovery: recovery_metrics.clone(),
         };
         tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
     }
     tracing::info!(data_dir = %cfg.data_dir.display(), listen = %cfg.listen, journal_sync = cfg.journal_sync, "starting bookie");
-    strata_bookie::run(cfg, listener, shutdown)
+    strata_bookie::run_with_metrics(cfg, listener, shutdown, recovery_metrics)
         .await
         .context("bookie failed")
 }
@@ -151,6 +153,7 @@ struct BookieProbes {
     listen: String,
     advertised: String,
     store: Option<std::sync::Arc<dyn strata_meta::MetadataStore>>,
+    recovery: std::sync::Arc<strata_bookie::autorecovery::Metrics>,
 }
 
 impl BookieProbes {
@@ -201,6 +204,109 @@ impl crate::http::Probes for BookieProbes {
                     info.total_bytes as f64,
                 );
             }
+            self.recovery.write(&mut w);
+            w.process();
+            w.finish()
+        })
+    }
+}
+
+/// `strata autorecovery`: an auditor candidate and a replication worker outside any bookie
+/// (BookKeeper's separate auto-recovery daemon), for clusters that run bookies with
+/// `autorecovery = false`.
+#[derive(Args)]
+pub struct AutoRecoveryArgs {
+    /// The cluster's metadata store: etcd://host:port[,host:port…].
+    #[arg(long, env = "STRATA_METADATA_URL")]
+    metadata_url: String,
+    /// A bookie TOML file whose `autorecovery_*` and `max_entry_bytes` settings apply
+    /// (docs/bookie.md); the flags below override it.
+    #[arg(long, env = "STRATA_BOOKIE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Seconds a named bookie may stay unregistered before its ledgers are re-replicated.
+    #[arg(long)]
+    lost_grace_secs: Option<u64>,
+    /// Seconds between audits.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_interval_secs: Option<u64>,
+    /// Copy rate limit in bytes per second (0: unlimited).
+    #[arg(long)]
+    max_bytes_per_sec: Option<u64>,
+    /// Serve /healthz, /readyz and /metrics on this address (off unless given).
+    #[arg(long, env = "STRATA_HTTP_LISTEN")]
+    http_listen: Option<String>,
+}
+
+pub async fn autorecovery(args: AutoRecoveryArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => BookieConfig::from_toml_file(path).map_err(anyhow::Error::msg)?,
+        None => BookieConfig::default(),
+    };
+    if let Some(v) = args.lost_grace_secs {
+        cfg.autorecovery_lost_grace_secs = v;
+    }
+    if let Some(v) = args.audit_interval_secs {
+        cfg.autorecovery_audit_interval_secs = v;
+    }
+    if let Some(v) = args.max_bytes_per_sec {
+        cfg.autorecovery_max_bytes_per_sec = v;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let store = strata_meta::connect(&args.metadata_url)
+        .await
+        .with_context(|| format!("metadata store {}", args.metadata_url))?;
+    let id = format!(
+        "autorecovery@{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        std::process::id()
+    );
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let metrics = std::sync::Arc::new(strata_bookie::autorecovery::Metrics::default());
+    if let Some(addr) = &args.http_listen {
+        let http = crate::http::bind(addr).await?;
+        let probes = RecoveryProbes {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
+    }
+    let ledgers = strata_bookie::ledger::LedgerClient::new(
+        store.clone(),
+        strata_bookie::ledger::LedgerClientConfig {
+            max_entry_bytes: cfg.max_entry_bytes,
+            ..Default::default()
+        },
+    );
+    tracing::info!(%id, "auto-recovery running");
+    let tasks = strata_bookie::autorecovery::spawn(store, ledgers, cfg.autorecovery_config(&id), metrics, shutdown);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+struct RecoveryProbes {
+    store: std::sync::Arc<dyn strata_meta::MetadataStore>,
+    metrics: std::sync::Arc<strata_bookie::autorecovery::Metrics>,
+}
+
+impl crate::http::Probes for RecoveryProbes {
+    fn ready(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .get(&strata_meta::keys::auditor())
+                .await
+                .map(drop)
+                .map_err(|e| format!("metadata store: {e}"))
+        })
+    }
+
+    fn metrics(&self) -> futures_util::future::BoxFuture<'_, String> {
+        Box::pin(async move {
+            let mut w = strata_common::metrics::TextWriter::default();
+            self.metrics.write(&mut w);
             w.process();
             w.finish()
         })

@@ -38,6 +38,9 @@ enum Command {
     Broker(broker_cmd::BrokerArgs),
     /// Run a bookie (ledger storage node), or inspect a bookie's data directory.
     Bookie(bookie_cmd::BookieArgs),
+    /// Re-replicate the ledgers of lost and decommissioned bookies (an auditor candidate
+    /// and a worker; bookies run the same unless `autorecovery = false`).
+    Autorecovery(bookie_cmd::AutoRecoveryArgs),
     /// The Kubernetes operator (StrataCluster, Topic and Subscription resources); `crdgen`
     /// prints its CRDs.
     Operator(operator_cmd::OperatorArgs),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin_cmd::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Bookie(args) => bookie_cmd::run(args).await,
+            Command::Autorecovery(args) => bookie_cmd::autorecovery(args).await,
             Command::Operator(args) => operator_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
         }

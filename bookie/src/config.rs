@@ -65,6 +65,23 @@ pub struct BookieConfig {
     /// On start, truncate a damaged journal at the first bad record instead of refusing to
     /// start. Entries after the damage are lost; use only after inspecting the damage.
     pub repair: bool,
+    /// Run an auto-recovery auditor candidate and replication worker in this bookie (with
+    /// a metadata store): ledgers of lost and decommissioned bookies are copied to others.
+    pub autorecovery: bool,
+    /// A bookie ledgers name that stays unregistered this long is lost, and its ledgers
+    /// are re-replicated. 5 minutes, like BookKeeper's lost-bookie delay: long enough for
+    /// a restart or a rescheduled pod, short enough that a second failure rarely comes
+    /// first.
+    pub autorecovery_lost_grace_secs: u64,
+    /// How often the auditor compares ledger metadata with the registered bookies.
+    pub autorecovery_audit_interval_secs: u64,
+    /// How long an idle writer's open fragment may name a bad bookie before the ledger is
+    /// recovered (closed) so it can be re-replicated; active writers move off on their next
+    /// add. 30 s, like BookKeeper's open-ledger grace.
+    pub autorecovery_open_ledger_grace_secs: u64,
+    /// Copy rate of this bookie's replication worker, bytes per second (0: unlimited).
+    /// 64 MiB/s leaves most of a disk to clients.
+    pub autorecovery_max_bytes_per_sec: u64,
 }
 
 /// Default largest entry a bookie accepts: 6 MiB, the broker's default largest batch
@@ -96,11 +113,29 @@ impl Default for BookieConfig {
             metadata_url: None,
             advertised_address: None,
             session_ttl_ms: 10_000,
+            autorecovery: true,
+            autorecovery_lost_grace_secs: 300,
+            autorecovery_audit_interval_secs: 30,
+            autorecovery_open_ledger_grace_secs: 30,
+            autorecovery_max_bytes_per_sec: 64 << 20,
         }
     }
 }
 
 impl BookieConfig {
+    /// The auto-recovery settings, for a process identified as `id`.
+    pub fn autorecovery_config(&self, id: &str) -> crate::autorecovery::AutoRecoveryConfig {
+        use std::time::Duration;
+        crate::autorecovery::AutoRecoveryConfig {
+            lost_grace: Duration::from_secs(self.autorecovery_lost_grace_secs),
+            audit_interval: Duration::from_secs(self.autorecovery_audit_interval_secs),
+            open_ledger_grace: Duration::from_secs(self.autorecovery_open_ledger_grace_secs),
+            max_bytes_per_sec: self.autorecovery_max_bytes_per_sec,
+            session_ttl: Duration::from_millis(self.session_ttl_ms),
+            id: id.to_string(),
+        }
+    }
+
     /// Checks every field; the error names the field and what is wrong with it.
     pub fn validate(&self) -> Result<(), String> {
         fn positive(name: &str, v: u64) -> Result<(), String> {
@@ -118,6 +153,7 @@ impl BookieConfig {
         positive("gc_interval_ms", self.gc_interval_ms)?;
         positive("max_entry_bytes", self.max_entry_bytes)?;
         positive("disk_check_interval_ms", self.disk_check_interval_ms)?;
+        positive("autorecovery_audit_interval_secs", self.autorecovery_audit_interval_secs)?;
         if self.session_ttl_ms < 1000 {
             return Err("session_ttl_ms must be at least 1000".into());
         }

@@ -6,7 +6,12 @@
 //! Invariants: the key exists only while the bookie's session is alive; a lost session is
 //! re-established and the key re-created; on shutdown the session is closed so the key
 //! disappears at once instead of after the TTL.
+//!
+//! Decommissioning (`/strata/v1/decommission/<address>`, see `autorecovery`) is followed
+//! here too: while draining, the storage refuses new writes (published as read-only);
+//! once done, the registration is removed and not made again while the mark exists.
 
+use crate::autorecovery::{Decommission, DecommissionState};
 use crate::storage::Storage;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,7 +21,7 @@ use strata_meta::{Condition, MetadataStore, keys};
 use tokio_util::sync::CancellationToken;
 
 /// What a bookie publishes about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookieInfo {
     /// Address clients connect to (`host:port`); also the bookie's id.
     pub address: String,
@@ -85,6 +90,33 @@ pub async fn keep_registered(
         };
         let mut published: Option<BookieInfo> = None;
         loop {
+            let decommission = match store.get(&keys::decommission(&address)).await {
+                Ok(v) => v.and_then(|v| serde_json::from_slice::<Decommission>(&v.value).ok()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read this bookie's decommission state");
+                    None
+                }
+            };
+            storage.set_draining(decommission.as_ref().map(|_| {
+                "this bookie is decommissioned: new writes go to other bookies (strata admin bookies list)".to_string()
+            }));
+            if decommission.is_some_and(|d| d.state == DecommissionState::Done) {
+                if published.is_some() {
+                    tracing::info!(%key, "decommission complete: unregistered; no ledger needs this bookie, so it can be stopped and its data directory deleted");
+                }
+                session.close();
+                // Wait while decommissioned; register again only if the mark goes away.
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(REFRESH) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if let Ok(None) = store.get(&keys::decommission(&address)).await {
+                        break;
+                    }
+                }
+                break;
+            }
             let now = info(&storage, &address);
             if published.as_ref().is_none_or(|p| worth_publishing(p, &now)) {
                 let value = Bytes::from(serde_json::to_vec(&now).expect("bookie info serialises"));

@@ -272,6 +272,16 @@ fn read_response(ledger_id: u64, r: storage::ReadResult) -> pb::ReadResponse {
 /// Opens the storage in `cfg.data_dir` and serves the Bookie service on `listener` until
 /// `shutdown` fires; then drains in-flight adds, flushes and returns.
 pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    run_with_metrics(cfg, listener, shutdown, Default::default()).await
+}
+
+/// [`run`], reporting auto-recovery into `autorecovery` (for the process's /metrics).
+pub async fn run_with_metrics(
+    cfg: BookieConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    autorecovery: Arc<crate::autorecovery::Metrics>,
+) -> Result<()> {
     let metadata = match &cfg.metadata_url {
         Some(url) => Some(
             strata_meta::connect(url)
@@ -282,11 +292,24 @@ pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: Cancellatio
     };
     let advertised = cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone());
     let ttl = Duration::from_millis(cfg.session_ttl_ms);
+    let recovery = (cfg.autorecovery).then(|| {
+        let ledgers = crate::ledger::LedgerClientConfig {
+            max_entry_bytes: cfg.max_entry_bytes,
+            ..Default::default()
+        };
+        (cfg.autorecovery_config(&advertised), ledgers)
+    });
     let storage = Arc::new(
         tokio::task::spawn_blocking(move || Storage::open(cfg))
             .await
             .map_err(|e| BookieError::io("opening storage", e))??,
     );
+    // Auto-recovery (with a metadata store): an auditor candidate and a worker.
+    let mut tasks = Vec::new();
+    if let (Some(store), Some((rcfg, lcfg))) = (&metadata, recovery) {
+        let client = crate::ledger::LedgerClient::new(store.clone(), lcfg);
+        tasks = crate::autorecovery::spawn(store.clone(), client, rcfg, autorecovery, shutdown.clone());
+    }
     // Register only once the storage is open and about to serve.
     let registration = metadata.map(|store| {
         tokio::spawn(crate::registration::keep_registered(
@@ -301,6 +324,10 @@ pub async fn run(cfg: BookieConfig, listener: TcpListener, shutdown: Cancellatio
     if let Some(r) = registration {
         shutdown.cancel();
         let _ = r.await;
+    }
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
     }
     served
 }

@@ -9,6 +9,7 @@ use crate::error::{BrokerError, Result};
 use crate::service::{code_of, status};
 use bytes::Bytes;
 use std::sync::Arc;
+use strata_bookie::autorecovery;
 use strata_common::{LedgerId, SubscriptionName, TopicName, topic::NameError};
 use strata_meta::{Condition, MetaError, keys};
 use strata_proto::v1 as pb;
@@ -16,6 +17,31 @@ use tonic::{Request, Response, Status};
 
 fn to_status(e: BrokerError) -> Status {
     status(code_of(&e), e.to_string())
+}
+
+/// A bookie-layer error as a status: its own invalid-argument message stays
+/// INVALID_ARGUMENT; anything else is a storage error.
+fn bookie_status(e: strata_bookie::BookieError) -> Status {
+    match e {
+        strata_bookie::BookieError::InvalidArgument(m) => status(pb::ErrorCode::InvalidArgument, m),
+        e => to_status(BrokerError::Storage(e)),
+    }
+}
+
+/// A bookie address as `host:port`, checked before it becomes part of a metadata key.
+fn check_bookie_address(a: &str) -> Result<&str, Status> {
+    let ok = !a.is_empty()
+        && a.len() <= 255
+        && a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    if ok {
+        Ok(a)
+    } else {
+        Err(status(
+            pb::ErrorCode::InvalidArgument,
+            format!("invalid bookie address {a:?}: expected host:port as `strata admin bookies list` shows it"),
+        ))
+    }
 }
 
 fn bad_name(e: NameError) -> Status {
@@ -68,6 +94,26 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(broker: Arc<Broker>) -> Self {
         Self { broker }
+    }
+
+    async fn decommission_status(&self, address: &str) -> Result<pb::DecommissionStatus, Status> {
+        let status = autorecovery::admin::decommission_status(self.broker.store().as_ref(), address)
+            .await
+            .map_err(bookie_status)?;
+        Ok(match status {
+            Some((d, remaining)) => pb::DecommissionStatus {
+                address: address.to_string(),
+                state: d.state.as_str().to_string(),
+                started_ms: d.started_ms,
+                finished_ms: d.finished_ms.unwrap_or(0),
+                remaining_ledgers: remaining,
+            },
+            None => pb::DecommissionStatus {
+                address: address.to_string(),
+                state: "none".into(),
+                ..Default::default()
+            },
+        })
     }
 
     async fn exists(&self, key: &str) -> Result<bool, Status> {
@@ -969,6 +1015,7 @@ impl pb::admin_server::Admin for AdminService {
                 free_bytes: i.free_bytes,
                 total_bytes: i.total_bytes,
                 version: i.version,
+                ..Default::default()
             });
         }
         Ok(Response::new(pb::ClusterInfo {
@@ -976,6 +1023,78 @@ impl pb::admin_server::Admin for AdminService {
             bookies,
             leader,
         }))
+    }
+
+    async fn list_bookies(&self, _: Request<pb::Empty>) -> Result<Response<pb::BookieList>, Status> {
+        let list = autorecovery::admin::list_bookies(self.broker.store().as_ref())
+            .await
+            .map_err(bookie_status)?;
+        let bookies = list
+            .into_iter()
+            .map(|b| {
+                let state = b.state().to_string();
+                let info = b.info.clone().unwrap_or_default();
+                pb::BookieStatus {
+                    state,
+                    ledgers: b.ledgers,
+                    lost_since_ms: if b.info.is_none() { b.lost_since_ms.unwrap_or(0) } else { 0 },
+                    registered: b.info.is_some(),
+                    read_only: info.read_only,
+                    read_only_reason: info.read_only_reason,
+                    free_bytes: info.free_bytes,
+                    total_bytes: info.total_bytes,
+                    version: info.version,
+                    address: b.address,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::BookieList { bookies }))
+    }
+
+    async fn decommission_bookie(
+        &self,
+        r: Request<pb::DecommissionBookieRequest>,
+    ) -> Result<Response<pb::DecommissionStatus>, Status> {
+        let r = r.into_inner();
+        let address = check_bookie_address(&r.address)?;
+        let store = self.broker.store().as_ref();
+        if r.cancel {
+            autorecovery::admin::cancel_decommission(store, address)
+                .await
+                .map_err(bookie_status)?;
+        } else {
+            autorecovery::admin::start_decommission(store, address, self.broker.cfg.ledger.ensemble)
+                .await
+                .map_err(bookie_status)?;
+        }
+        self.decommission_status(address).await.map(Response::new)
+    }
+
+    async fn get_decommission_status(
+        &self,
+        r: Request<pb::BookieRequest>,
+    ) -> Result<Response<pb::DecommissionStatus>, Status> {
+        let r = r.into_inner();
+        let address = check_bookie_address(&r.address)?;
+        self.decommission_status(address).await.map(Response::new)
+    }
+
+    async fn list_under_replicated_ledgers(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::UnderReplicatedLedgerList>, Status> {
+        let ledgers = autorecovery::admin::under_replicated(self.broker.store().as_ref())
+            .await
+            .map_err(bookie_status)?
+            .into_iter()
+            .map(|u| pb::UnderReplicatedLedger {
+                ledger_id: u.ledger,
+                bookies: u.mark.bookies,
+                since_ms: u.mark.since_ms,
+                worker: u.worker.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::UnderReplicatedLedgerList { ledgers }))
     }
 
     async fn list_bundles(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::BundleList>, Status> {

@@ -33,6 +33,12 @@ pub type SubscriptionStats = pb::SubscriptionStats;
 /// # Ok(()) }
 /// ```
 pub type TopicPolicies = pb::TopicPolicies;
+/// A bookie as [`Admin::bookies`] lists it.
+pub type BookieStatus = pb::BookieStatus;
+/// Progress of a bookie's decommission.
+pub type DecommissionStatus = pb::DecommissionStatus;
+/// A ledger waiting for re-replication.
+pub type UnderReplicatedLedger = pb::UnderReplicatedLedger;
 
 /// Where a subscription created by [`Admin::create_subscription_with`] starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +171,54 @@ impl Admin {
     pub async fn cluster(&self) -> Result<ClusterInfo> {
         self.call(pb::Empty {}, |mut c, r| async move { c.get_cluster(r).await })
             .await
+    }
+
+    /// Bookies with their state (`writable`, `read-only`, `draining`, `decommissioned`,
+    /// `lost`) and how many ledgers name each, including lost ones ledgers still name.
+    pub async fn bookies(&self) -> Result<Vec<BookieStatus>> {
+        self.call(pb::Empty {}, |mut c, r| async move { c.list_bookies(r).await })
+            .await
+            .map(|l| l.bookies)
+    }
+
+    /// Starts decommissioning a bookie (or answers the one under way): it stops taking
+    /// writes, its ledgers are re-replicated, and once no ledger names it (state `done`)
+    /// it unregisters and can be removed. Follow it with [`Admin::decommission_status`].
+    pub async fn decommission_bookie(&self, address: &str) -> Result<DecommissionStatus> {
+        let r = pb::DecommissionBookieRequest {
+            address: address.to_string(),
+            cancel: false,
+        };
+        self.call(r, |mut c, r| async move { c.decommission_bookie(r).await })
+            .await
+    }
+
+    /// Stops a decommission still draining; the bookie takes writes again.
+    pub async fn cancel_decommission(&self, address: &str) -> Result<DecommissionStatus> {
+        let r = pb::DecommissionBookieRequest {
+            address: address.to_string(),
+            cancel: true,
+        };
+        self.call(r, |mut c, r| async move { c.decommission_bookie(r).await })
+            .await
+    }
+
+    /// A decommission's progress (state `none` if there is none).
+    pub async fn decommission_status(&self, address: &str) -> Result<DecommissionStatus> {
+        let r = pb::BookieRequest {
+            address: address.to_string(),
+        };
+        self.call(r, |mut c, r| async move { c.get_decommission_status(r).await })
+            .await
+    }
+
+    /// Ledgers naming a lost or decommissioning bookie, awaiting re-replication.
+    pub async fn under_replicated_ledgers(&self) -> Result<Vec<UnderReplicatedLedger>> {
+        self.call(pb::Empty {}, |mut c, r| async move {
+            c.list_under_replicated_ledgers(r).await
+        })
+        .await
+        .map(|l| l.ledgers)
     }
 
     /// A namespace's bundles and who owns each.

@@ -11,6 +11,13 @@
 //! - `/strata/v1/ownership/<tenant>/<ns>/<range>`  ephemeral, JSON `BundleOwner`
 //! - `/strata/v1/brokers/<address>`       ephemeral, JSON `BrokerInfo` with its load report
 //! - `/strata/v1/leader`                  ephemeral, the load-balancing leader's address
+//! - `/strata/v1/autorecovery/auditor`    ephemeral, the auditor's id (one auditor at a time)
+//! - `/strata/v1/autorecovery/lost/<address>`  JSON `LostBookie`: a bookie ledgers name that
+//!   is not registered, and since when
+//! - `/strata/v1/autorecovery/under-replicated/<ledger-id>`  JSON `UnderReplicated` (bookie crate)
+//! - `/strata/v1/autorecovery/locks/<ledger-id>`  ephemeral, the worker re-replicating it
+//! - `/strata/v1/decommission/<address>`  JSON `Decommission`: a bookie being (or done being)
+//!   drained
 
 /// Root of every Strata key.
 pub const ROOT: &str = "/strata/v1";
@@ -128,4 +135,44 @@ pub fn topic_policies(path: &str) -> String {
 /// Prefix of a topic's cursors.
 pub fn cursors_prefix(path: &str) -> String {
     format!("{ROOT}/cursors/{path}/")
+}
+
+/// The auto-recovery auditor's election key (ephemeral).
+pub fn auditor() -> String {
+    format!("{ROOT}/autorecovery/auditor")
+}
+
+/// Mark of a bookie that ledgers name but that is not registered.
+pub fn lost_bookie(address: &str) -> String {
+    format!("{ROOT}/autorecovery/lost/{address}")
+}
+
+/// Prefix of lost-bookie marks.
+pub fn lost_bookies_prefix() -> String {
+    format!("{ROOT}/autorecovery/lost/")
+}
+
+/// Under-replication mark of a ledger; zero-padded so keys sort by id.
+pub fn under_replicated(ledger: u64) -> String {
+    format!("{ROOT}/autorecovery/under-replicated/{ledger:020}")
+}
+
+/// Prefix of under-replication marks.
+pub fn under_replicated_prefix() -> String {
+    format!("{ROOT}/autorecovery/under-replicated/")
+}
+
+/// Lock a worker holds (ephemeral) while it re-replicates a ledger.
+pub fn replication_lock(ledger: u64) -> String {
+    format!("{ROOT}/autorecovery/locks/{ledger:020}")
+}
+
+/// Decommissioning state of a bookie.
+pub fn decommission(address: &str) -> String {
+    format!("{ROOT}/decommission/{address}")
+}
+
+/// Prefix of decommissioning states.
+pub fn decommission_prefix() -> String {
+    format!("{ROOT}/decommission/")
 }

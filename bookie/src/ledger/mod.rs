@@ -189,12 +189,22 @@ impl LedgerClient {
         }
     }
 
-    /// Registered bookies that accept writes.
+    /// Registered bookies that accept writes: not read-only, not being decommissioned
+    /// (the decommission key is checked too, so a bookie is never chosen in the moments
+    /// before it notices and turns read-only).
     pub async fn writable_bookies(&self) -> Result<Vec<String>> {
+        let decommissioned: Vec<String> = self
+            .store
+            .list(&keys::decommission_prefix())
+            .await?
+            .into_iter()
+            .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_string())
+            .collect();
         let mut out = Vec::new();
         for (_, v) in self.store.list(&keys::bookies_prefix()).await? {
             if let Some(info) = BookieInfo::decode(&v.value)
                 && !info.read_only
+                && !decommissioned.contains(&info.address)
             {
                 out.push(info.address);
             }

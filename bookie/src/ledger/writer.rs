@@ -628,7 +628,13 @@ impl Actor {
     }
 
     /// Compare-and-set of the metadata; a ledger that is no longer Open was taken over.
-    async fn store_metadata(&mut self, md: LedgerMetadata) -> Result<()> {
+    ///
+    /// Another party may change an Open ledger's metadata: auto-recovery replaces a lost
+    /// or decommissioned bookie in fragments *before* the writer's current one (never in
+    /// it). On a version conflict those fragments are taken from the stored metadata and
+    /// the writer's own change (its current fragment, a new fragment, the close) is
+    /// applied on top, so neither change undoes the other.
+    async fn store_metadata(&mut self, mut md: LedgerMetadata) -> Result<()> {
         let key = keys::ledger(self.id.get());
         loop {
             match self
@@ -648,6 +654,9 @@ impl Actor {
                     if current.state != LedgerState::Open {
                         return Err(BookieError::Fenced(self.id.get()));
                     }
+                    let writer_fragments = self.md.fragments.len();
+                    rebase_settled_fragments(&mut md, &current, writer_fragments);
+                    rebase_settled_fragments(&mut self.md, &current, writer_fragments);
                     self.version = version;
                 }
                 Err(e) => return Err(e.into()),
@@ -666,5 +675,18 @@ impl Actor {
         let result = self.store_metadata(md).await;
         self.streams.clear();
         result.map(|_| self.lac)
+    }
+}
+
+
+/// Copies into `md` the bookies of the fragments the writer no longer writes to (the
+/// first `writer_fragments - 1`), from `stored`, where both name a fragment starting at the
+/// same entry. The writer's current (last) fragment is its own and is never taken.
+fn rebase_settled_fragments(md: &mut LedgerMetadata, stored: &LedgerMetadata, writer_fragments: usize) {
+    let settled = writer_fragments.saturating_sub(1);
+    for (mine, theirs) in md.fragments.iter_mut().zip(&stored.fragments).take(settled) {
+        if mine.first_entry == theirs.first_entry && mine.bookies.len() == theirs.bookies.len() {
+            mine.bookies.clone_from(&theirs.bookies);
+        }
     }
 }

@@ -214,6 +214,9 @@ pub struct Storage {
     flusher: flusher::FlusherHandle,
     shutting_down: AtomicBool,
     data_dir: PathBuf,
+    /// Why new writes are refused while the bookie is decommissioned (see
+    /// [`Storage::set_draining`]); recovery adds are still accepted.
+    draining: Mutex<Option<String>>,
 }
 
 impl Storage {
@@ -242,6 +245,21 @@ impl Storage {
             return Err(BookieError::ReadOnly(why));
         }
         Ok(())
+    }
+
+    /// Refuses (or accepts again) new writes while the bookie is decommissioned. Unlike
+    /// disk-full read-only mode, recovery adds are still accepted: a ledger recovery whose
+    /// write set names this bookie may need its copy to reach an ack quorum, and the data
+    /// is re-replicated elsewhere afterwards. Writers get `READ_ONLY` and replace it.
+    pub fn set_draining(&self, why: Option<String>) {
+        let mut d = self.draining.lock().expect("draining lock");
+        if *d != why {
+            match &why {
+                Some(w) => tracing::info!(reason = %w, "refusing new writes"),
+                None => tracing::info!("accepting new writes again"),
+            }
+            *d = why;
+        }
     }
 
     fn validate_add(&self, a: &AddRequest) -> Result<()> {
@@ -322,9 +340,14 @@ impl Storage {
         let mut results: Vec<Result<()>> = Vec::with_capacity(reqs.len());
         let mut accepted: Vec<(usize, Arc<Ledger>)> = Vec::with_capacity(reqs.len());
         let writable = self.check_writable();
+        let draining = self.draining.lock().expect("draining lock").clone();
         for (i, r) in reqs.iter().enumerate() {
             let res = writable
                 .clone()
+                .and_then(|_| match &draining {
+                    Some(why) if !r.recovery => Err(BookieError::ReadOnly(why.clone())),
+                    _ => Ok(()),
+                })
                 .and_then(|_| self.validate_add(r))
                 .and_then(|_| self.ledger_for_write(r.ledger, &r.token, false));
             match res {
@@ -560,7 +583,8 @@ impl Storage {
         let read_only = if self.journal.is_poisoned() {
             Some("the journal failed to write or fsync; restart the bookie after checking its disk".into())
         } else {
-            self.shared.read_only.lock().expect("read-only lock").clone()
+            let disk = self.shared.read_only.lock().expect("read-only lock").clone();
+            disk.or_else(|| self.draining.lock().expect("draining lock").clone())
         };
         NodeState {
             free_bytes,

@@ -92,6 +92,7 @@ pub(super) fn open(cfg: BookieConfig) -> Result<Storage> {
         flusher,
         shutting_down: AtomicBool::new(false),
         data_dir,
+        draining: Mutex::new(None),
     })
 }
 
