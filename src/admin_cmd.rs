@@ -426,7 +426,7 @@ async fn decommission(
     }
     let deadline = timeout_secs.map(|t| tokio::time::Instant::now() + std::time::Duration::from_secs(t));
     let mut shown = s.remaining_ledgers;
-    while s.state != "done" {
+    while s.state != "done" || s.registered {
         if s.state == "none" {
             anyhow::bail!("the decommission of {address} was cancelled");
         }

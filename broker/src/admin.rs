@@ -100,6 +100,7 @@ impl AdminService {
         let status = autorecovery::admin::decommission_status(self.broker.store().as_ref(), address)
             .await
             .map_err(bookie_status)?;
+        let registered = self.exists(&keys::bookie(address)).await?;
         Ok(match status {
             Some((d, remaining)) => pb::DecommissionStatus {
                 address: address.to_string(),
@@ -107,10 +108,12 @@ impl AdminService {
                 started_ms: d.started_ms,
                 finished_ms: d.finished_ms.unwrap_or(0),
                 remaining_ledgers: remaining,
+                registered,
             },
             None => pb::DecommissionStatus {
                 address: address.to_string(),
                 state: "none".into(),
+                registered,
                 ..Default::default()
             },
         })
