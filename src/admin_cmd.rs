@@ -76,7 +76,8 @@ enum BookieOp {
         /// Start (or show) it and return at once.
         #[arg(long)]
         no_wait: bool,
-        /// Stop a decommission that is still draining; the bookie takes writes again.
+        /// Stop a decommission that is still draining (the bookie takes writes again), or
+        /// forget a finished one so its address can serve a new, empty bookie.
         #[arg(long, conflicts_with = "no_wait")]
         cancel: bool,
         /// Give up waiting after this many seconds (exit 1; the decommission goes on).
@@ -444,7 +445,9 @@ async fn decommission(
             println!("  {shown} ledger(s) still name {address}");
         }
     }
-    println!("{address} is decommissioned: no ledger names it and it has unregistered; stop it and delete its data directory");
+    println!(
+        "{address} is decommissioned: no ledger names it and it has unregistered; stop it and delete its data directory"
+    );
     Ok(())
 }
 

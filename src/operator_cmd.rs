@@ -65,7 +65,8 @@ struct RunArgs {
     autoscale_interval_secs: u64,
     /// Connect to ADDR:PORT whenever a Strata service URL names HOST:PORT; repeatable. For
     /// an operator running outside the Kubernetes cluster, which cannot resolve service
-    /// names (with `kubectl port-forward svc/NAME-broker 6650`, say).
+    /// names (with `kubectl port-forward svc/NAME-broker 6650`, say). Bookie identities
+    /// (`NAME-bookie-N.NAME-bookie.NS.svc:3181`) the operator decommissions are mapped too.
     #[arg(long = "resolve", value_name = "HOST:PORT=ADDR:PORT", value_parser = parse_resolve)]
     resolve: Vec<(String, String)>,
 }

@@ -73,7 +73,9 @@ impl Cluster {
         let mut broker = BrokerProcess::start(
             c.dir.path(),
             &c.etcd.url,
-            &format!("ensemble_size = 3\nwrite_quorum = 3\nack_quorum = 2\nretention_time_secs = -1\nretention_bytes = -1\n{broker_config}"),
+            &format!(
+                "ensemble_size = 3\nwrite_quorum = 3\nack_quorum = 2\nretention_time_secs = -1\nretention_bytes = -1\n{broker_config}"
+            ),
         );
         broker.ready().await;
         c.broker = Some(broker);
@@ -295,7 +297,8 @@ async fn a_lost_bookie_is_re_replicated_and_a_second_loss_loses_nothing() {
     }
     let repaired_in = killed_at.elapsed();
     assert!(
-        c.admin_ok(&["ledgers", "under-replicated"]).contains("no under-replicated ledgers"),
+        c.admin_ok(&["ledgers", "under-replicated"])
+            .contains("no under-replicated ledgers"),
         "the CLI agrees"
     );
     assert!(
@@ -321,11 +324,19 @@ async fn a_lost_bookie_is_re_replicated_and_a_second_loss_loses_nothing() {
         assert_eq!(md.last_entry, Some(PER_LEDGER - 1), "ledger {id} kept every entry");
         for f in &md.fragments {
             assert_eq!(f.bookies.len(), 3);
-            assert!(f.bookies.iter().all(|b| live.contains(b)), "ledger {id}: {:?}", f.bookies);
+            assert!(
+                f.bookies.iter().all(|b| live.contains(b)),
+                "ledger {id}: {:?}",
+                f.bookies
+            );
         }
         checked += verify_every_replica(id, &md).await;
     }
-    assert_eq!(checked as u64, LEDGERS * PER_LEDGER * 3, "every entry on three replicas");
+    assert_eq!(
+        checked as u64,
+        LEDGERS * PER_LEDGER * 3,
+        "every entry on three replicas"
+    );
     let copied = c.metric_sum("strata_autorecovery_rereplicated_bytes_total").await;
     assert!(
         copied >= (named_before.len() as u64 * PER_LEDGER * ENTRY_BYTES as u64) as f64,
@@ -453,7 +464,9 @@ async fn decommission_under_load_moves_every_ledger_and_refuses_too_few_bookies(
     }
     let info = c.store.get(&keys::topic(idle_topic)).await.unwrap().unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.value).unwrap();
-    let idle_ledger = info["ledgers"].as_array().unwrap().last().unwrap()["id"].as_u64().unwrap();
+    let idle_ledger = info["ledgers"].as_array().unwrap().last().unwrap()["id"]
+        .as_u64()
+        .unwrap();
     let (md, _) = LedgerClient::new(c.store.clone(), LedgerClientConfig::default())
         .metadata(LedgerId::new(idle_ledger).unwrap())
         .await
@@ -471,19 +484,11 @@ async fn decommission_under_load_moves_every_ledger_and_refuses_too_few_bookies(
     // Starting and cancelling a decommission: the bookie takes writes again.
     let other = c.bookies[(victim_index + 1) % 4].addr.clone();
     c.admin_ok(&["bookies", "decommission", &other, "--no-wait"]);
-    assert!(
-        c.bookie_states()
-            .iter()
-            .any(|(a, s, _)| *a == other && s == "draining")
-    );
+    assert!(c.bookie_states().iter().any(|(a, s, _)| *a == other && s == "draining"));
     let out = c.admin_ok(&["bookies", "decommission", &other, "--cancel"]);
     assert!(out.contains("cancelled"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !c
-        .bookie_states()
-        .iter()
-        .any(|(a, s, _)| *a == other && s == "writable")
-    {
+    while !c.bookie_states().iter().any(|(a, s, _)| *a == other && s == "writable") {
         assert!(Instant::now() < deadline, "{other} did not become writable again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -153,7 +153,10 @@ impl BookieConfig {
         positive("gc_interval_ms", self.gc_interval_ms)?;
         positive("max_entry_bytes", self.max_entry_bytes)?;
         positive("disk_check_interval_ms", self.disk_check_interval_ms)?;
-        positive("autorecovery_audit_interval_secs", self.autorecovery_audit_interval_secs)?;
+        positive(
+            "autorecovery_audit_interval_secs",
+            self.autorecovery_audit_interval_secs,
+        )?;
         if self.session_ttl_ms < 1000 {
             return Err("session_ttl_ms must be at least 1000".into());
         }

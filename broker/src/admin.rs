@@ -32,7 +32,8 @@ fn bookie_status(e: strata_bookie::BookieError) -> Status {
 fn check_bookie_address(a: &str) -> Result<&str, Status> {
     let ok = !a.is_empty()
         && a.len() <= 255
-        && a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        && a.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
         && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
     if ok {
         Ok(a)
@@ -101,8 +102,9 @@ impl AdminService {
             .await
             .map_err(bookie_status)?;
         let registered = self.exists(&keys::bookie(address)).await?;
+        let (status, remaining) = status;
         Ok(match status {
-            Some((d, remaining)) => pb::DecommissionStatus {
+            Some(d) => pb::DecommissionStatus {
                 address: address.to_string(),
                 state: d.state.as_str().to_string(),
                 started_ms: d.started_ms,
@@ -114,6 +116,7 @@ impl AdminService {
                 address: address.to_string(),
                 state: "none".into(),
                 registered,
+                remaining_ledgers: remaining,
                 ..Default::default()
             },
         })
@@ -1040,7 +1043,11 @@ impl pb::admin_server::Admin for AdminService {
                 pb::BookieStatus {
                     state,
                     ledgers: b.ledgers,
-                    lost_since_ms: if b.info.is_none() { b.lost_since_ms.unwrap_or(0) } else { 0 },
+                    lost_since_ms: if b.info.is_none() {
+                        b.lost_since_ms.unwrap_or(0)
+                    } else {
+                        0
+                    },
                     registered: b.info.is_some(),
                     read_only: info.read_only,
                     read_only_reason: info.read_only_reason,

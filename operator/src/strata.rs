@@ -85,6 +85,31 @@ pub trait StrataAdmin: Send + Sync {
     fn delete_subscription(&self, topic: &str, name: &str) -> BoxFuture<'_, AdminResult<bool>>;
     /// Each registered broker's load: messages per second, published plus delivered.
     fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>>;
+    /// Starts (or reports, if under way) the decommission of the bookie with identity
+    /// `address` (`host:port`).
+    fn decommission_bookie(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>>;
+    /// Cancels a decommission still draining, or forgets a finished one (so the identity
+    /// can serve a new, empty bookie).
+    fn cancel_decommission(&self, address: &str) -> BoxFuture<'_, AdminResult<()>>;
+    /// A decommission's progress (state `none` if there is none), with how many ledgers
+    /// name the bookie and whether it is registered either way.
+    fn decommission_status(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>>;
+}
+
+/// A bookie decommission's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookieDrain {
+    /// `draining`, `done` or `none`.
+    pub state: String,
+    pub remaining_ledgers: u64,
+    pub registered: bool,
+}
+
+impl BookieDrain {
+    /// No ledger names the bookie and it has unregistered: its pod and volume can go.
+    pub fn complete(&self) -> bool {
+        self.state == "done" && !self.registered
+    }
 }
 
 /// Finds the cluster behind a service URL.
@@ -151,12 +176,23 @@ impl Connector for SdkConnector {
                     c
                 }
             };
-            Ok(Arc::new(SdkAdmin(client.admin())) as Arc<dyn StrataAdmin>)
+            Ok(Arc::new(SdkAdmin(client.admin(), self.resolve.clone())) as Arc<dyn StrataAdmin>)
         })
     }
 }
 
-struct SdkAdmin(strata_client::Admin);
+/// The admin client, and the `--resolve` entries (bookie identities are resolved by
+/// them too: an operator outside the cluster sees bookies by the addresses they map to).
+struct SdkAdmin(strata_client::Admin, Vec<(String, String)>);
+
+impl SdkAdmin {
+    fn bookie(&self, address: &str) -> String {
+        self.1
+            .iter()
+            .find(|(from, _)| from == address)
+            .map_or_else(|| address.to_string(), |(_, to)| to.clone())
+    }
+}
 
 impl StrataAdmin for SdkAdmin {
     fn topic(&self, name: &str) -> BoxFuture<'_, AdminResult<Option<LiveTopic>>> {
@@ -261,6 +297,49 @@ impl StrataAdmin for SdkAdmin {
             Ok(info.brokers.iter().map(|b| b.msg_rate_in + b.msg_rate_out).collect())
         })
     }
+
+    fn decommission_bookie(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
+        let address = self.bookie(address);
+        Box::pin(async move {
+            let s = self
+                .0
+                .decommission_bookie(&address)
+                .await
+                .map_err(AdminError::from_sdk)?;
+            Ok(BookieDrain {
+                state: s.state,
+                remaining_ledgers: s.remaining_ledgers,
+                registered: s.registered,
+            })
+        })
+    }
+
+    fn cancel_decommission(&self, address: &str) -> BoxFuture<'_, AdminResult<()>> {
+        let address = self.bookie(address);
+        Box::pin(async move {
+            self.0
+                .cancel_decommission(&address)
+                .await
+                .map(drop)
+                .map_err(AdminError::from_sdk)
+        })
+    }
+
+    fn decommission_status(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
+        let address = self.bookie(address);
+        Box::pin(async move {
+            let s = self
+                .0
+                .decommission_status(&address)
+                .await
+                .map_err(AdminError::from_sdk)?;
+            Ok(BookieDrain {
+                state: s.state,
+                remaining_ledgers: s.remaining_ledgers,
+                registered: s.registered,
+            })
+        })
+    }
 }
 
 /// An in-memory Strata cluster for unit tests of the reconcile decisions.
@@ -278,6 +357,8 @@ pub mod fake {
         pub down: std::sync::atomic::AtomicBool,
         /// What `broker_loads` answers.
         pub loads: Mutex<Vec<f64>>,
+        /// Decommissions by bookie address.
+        pub drains: Mutex<HashMap<String, BookieDrain>>,
     }
 
     impl FakeCluster {
@@ -415,6 +496,46 @@ pub mod fake {
 
         fn broker_loads(&self) -> BoxFuture<'_, AdminResult<Vec<f64>>> {
             let r = self.check().map(|_| self.loads.lock().unwrap().clone());
+            Box::pin(async move { r })
+        }
+
+        fn decommission_bookie(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
+            let r = self.check().map(|_| {
+                self.record(format!("decommission {address}"));
+                self.drains
+                    .lock()
+                    .unwrap()
+                    .entry(address.to_string())
+                    .or_insert_with(|| BookieDrain {
+                        state: "draining".into(),
+                        remaining_ledgers: 1,
+                        registered: true,
+                    })
+                    .clone()
+            });
+            Box::pin(async move { r })
+        }
+
+        fn cancel_decommission(&self, address: &str) -> BoxFuture<'_, AdminResult<()>> {
+            let r = self.check().map(|_| {
+                self.record(format!("cancel {address}"));
+                self.drains.lock().unwrap().remove(address);
+            });
+            Box::pin(async move { r })
+        }
+
+        fn decommission_status(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
+            let r = self.check().map(|_| {
+                self.drains
+                    .lock()
+                    .unwrap()
+                    .get(address)
+                    .cloned()
+                    .unwrap_or(BookieDrain {
+                        state: "none".into(),
+                        ..Default::default()
+                    })
+            });
             Box::pin(async move { r })
         }
     }

@@ -11,7 +11,10 @@
 //!   to a ready pod the Service selects (kube-proxy).
 //! - The container's command, args and env are used as rendered: `$(VAR)` expansion,
 //!   `fieldRef` (pod name, namespace, pod IP), ConfigMap volumes written to a directory
-//!   and volume claim templates as a directory kept per pod (mount paths mapped to them).
+//!   and volume claim templates as a directory per PersistentVolumeClaim (mount paths
+//!   mapped to them). Claims are created as the StatefulSet controller does
+//!   (`<template>-<pod>`) and never deleted by it; a claim deleted and created again is a
+//!   new, empty directory.
 //!   `strata` is the binary under test and `etcd` Debian's. A wrong flag, env var or
 //!   config key makes the process exit, and the pod never becomes ready.
 //! - Readiness is the rendered readiness probe (HTTP GET on the pod's address).
@@ -22,7 +25,7 @@
 //!   `observedGeneration`) is written back through the status subresource.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PersistentVolumeClaim, PodTemplateSpec, Service};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +71,8 @@ struct State {
     deploy_counter: u64,
     /// What happened, in order: "start <pod> <digest>", "stop <pod>", "exit <pod> <status>".
     history: Vec<String>,
+    /// PersistentVolumeClaims: name → uid (its directory).
+    claims: HashMap<String, String>,
 }
 
 pub struct Kubelet {
@@ -113,6 +118,12 @@ impl Kubelet {
             stop,
             task: Some(task),
         }
+    }
+
+    /// The address pod `ordinal` of StatefulSet `sts` has (or will have).
+    pub fn pod_ip(&self, sts: &str, ordinal: i32) -> Ipv4Addr {
+        let mut st = self.inner.state.lock().unwrap();
+        sts_ip(&mut st, self.inner.net, sts, ordinal)
     }
 
     /// The address a ClusterIP Service `name` is (or will be) reachable at.
@@ -294,8 +305,12 @@ fn spawn(
             }
             Some(v) if v.empty_dir.is_some() => pod_dir.join(format!("empty-{}", m.name)),
             Some(v) => panic!("pod {name}: volume {} of an unsupported kind: {v:?}", m.name),
-            // A volume claim template: kept per pod across restarts (its PVC).
-            None => inner.dir.join("pvc").join(format!("{}-{name}", m.name)),
+            // A volume claim template: its PVC's directory, kept across restarts.
+            None => {
+                let claim = format!("{}-{name}", m.name);
+                let uid = st.claims.get(&claim).cloned().unwrap_or_default();
+                inner.dir.join("pvc").join(format!("{claim}-{uid}"))
+            }
         };
         std::fs::create_dir_all(&host).unwrap();
         mounts.push((m.mount_path.clone(), host));
@@ -452,6 +467,45 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
     let svc_api: Api<Service> = Api::namespaced(inner.client.clone(), ns);
     let sets = sts_api.list(&ListParams::default()).await?.items;
     let deps = dep_api.list(&ListParams::default()).await?.items;
+    // The StatefulSet controller's claims: one per template and pod, created before the pod.
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(inner.client.clone(), ns);
+    let mut claims: HashMap<String, String> = pvc_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.name_any(), c.uid().unwrap_or_default()))
+        .collect();
+    for s in &sets {
+        let spec = s.spec.clone().unwrap_or_default();
+        for t in spec.volume_claim_templates.clone().unwrap_or_default() {
+            for i in 0..spec.replicas.unwrap_or(1) {
+                let name = format!("{}-{}-{i}", t.name_any(), s.name_any());
+                if claims.contains_key(&name) {
+                    continue;
+                }
+                let mut c = PersistentVolumeClaim {
+                    metadata: t.metadata.clone(),
+                    spec: t.spec.clone(),
+                    status: None,
+                };
+                c.metadata.name = Some(name.clone());
+                c.metadata.namespace = Some(ns.clone());
+                let mut labels = c.metadata.labels.clone().unwrap_or_default();
+                labels.extend(spec.selector.match_labels.clone().unwrap_or_default());
+                c.metadata.labels = Some(labels);
+                match pvc_api.create(&Default::default(), &c).await {
+                    Ok(created) => {
+                        claims.insert(name, created.uid().unwrap_or_default());
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    inner.state.lock().unwrap().claims = claims;
     let cms = cm_api.list(&ListParams::default()).await?.items;
     let svcs = svc_api.list(&ListParams::default()).await?.items;
 

@@ -70,7 +70,11 @@ pub async fn list_bookies(store: &dyn MetadataStore) -> Result<Vec<BookieEntry>>
 /// Refused when the bookie is unknown, or when fewer writable bookies than the largest
 /// ensemble in use — the ledgers' own, and `default_ensemble` for new ones — would remain:
 /// a fragment's replacement must be a writable bookie outside it.
-pub async fn start_decommission(store: &dyn MetadataStore, address: &str, default_ensemble: u32) -> Result<Decommission> {
+pub async fn start_decommission(
+    store: &dyn MetadataStore,
+    address: &str,
+    default_ensemble: u32,
+) -> Result<Decommission> {
     let key = keys::decommission(address);
     if let Some(v) = store.get(&key).await?
         && let Some(d) = decode::<Decommission>(&key, &v.value)
@@ -98,7 +102,11 @@ pub async fn start_decommission(store: &dyn MetadataStore, address: &str, defaul
         return Err(BookieError::InvalidArgument(format!(
             "cannot decommission bookie {address}: {} writable bookie(s) would remain ({}), but ensembles of {largest} bookies are in use; add a bookie first",
             remaining.len(),
-            if remaining.is_empty() { "none".to_string() } else { remaining.join(", ") }
+            if remaining.is_empty() {
+                "none".to_string()
+            } else {
+                remaining.join(", ")
+            }
         )));
     }
     let d = Decommission {
@@ -115,14 +123,16 @@ pub async fn start_decommission(store: &dyn MetadataStore, address: &str, defaul
         // Someone else started it meanwhile: report theirs.
         Err(MetaError::BadVersion(_)) => decommission_status(store, address)
             .await?
-            .map(|(d, _)| d)
+            .0
             .ok_or_else(|| BookieError::Metadata(format!("decommission of {address} changed meanwhile; retry"))),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Cancels a decommission that is still draining: the bookie takes writes again. A
-/// finished one cannot be cancelled (its data was moved; wipe it and add it as new).
+/// finished one is forgotten instead, once the bookie has unregistered: its address may
+/// then serve a new bookie (Kubernetes reuses a StatefulSet ordinal's identity; the new
+/// pod should get a new, empty volume — the old data is no longer named by any ledger).
 pub async fn cancel_decommission(store: &dyn MetadataStore, address: &str) -> Result<bool> {
     let key = keys::decommission(address);
     let Some(v) = store.get(&key).await? else {
@@ -130,9 +140,10 @@ pub async fn cancel_decommission(store: &dyn MetadataStore, address: &str) -> Re
     };
     if let Some(d) = decode::<Decommission>(&key, &v.value)
         && d.state == DecommissionState::Done
+        && store.get(&keys::bookie(address)).await?.is_some()
     {
         return Err(BookieError::InvalidArgument(format!(
-            "bookie {address} is already decommissioned; to use it again, delete its data directory and start it as a new bookie"
+            "bookie {address} finished decommissioning but is still registered; it unregisters within seconds, retry then"
         )));
     }
     match store.delete(&key, Condition::Version(v.version)).await {
@@ -147,21 +158,22 @@ pub async fn cancel_decommission(store: &dyn MetadataStore, address: &str) -> Re
     }
 }
 
-/// The decommission of `address`, with the number of ledgers naming it now.
-pub async fn decommission_status(store: &dyn MetadataStore, address: &str) -> Result<Option<(Decommission, u64)>> {
+/// The decommission of `address` (if any), and the number of ledgers naming it now.
+pub async fn decommission_status(store: &dyn MetadataStore, address: &str) -> Result<(Option<Decommission>, u64)> {
     let key = keys::decommission(address);
-    let Some(v) = store.get(&key).await? else {
-        return Ok(None);
-    };
-    let Some(d) = decode::<Decommission>(&key, &v.value) else {
-        return Err(BookieError::Corruption(format!("{key} is not a decommission state")));
+    let d = match store.get(&key).await? {
+        None => None,
+        Some(v) => Some(
+            decode::<Decommission>(&key, &v.value)
+                .ok_or_else(|| BookieError::Corruption(format!("{key} is not a decommission state")))?,
+        ),
     };
     let naming = all_ledgers(store)
         .await?
         .iter()
         .filter(|(_, md)| named_bookies(md).contains(address))
         .count() as u64;
-    Ok(Some((d, naming)))
+    Ok((d, naming))
 }
 
 /// One under-replicated ledger.

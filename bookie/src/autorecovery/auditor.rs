@@ -27,7 +27,12 @@ pub struct AuditReport {
 }
 
 /// Campaigns for the auditor key and audits every `audit_interval` while holding it.
-pub async fn run(store: Arc<dyn MetadataStore>, cfg: AutoRecoveryConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn MetadataStore>,
+    cfg: AutoRecoveryConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let session = match store.session(cfg.session_ttl).await {
@@ -46,7 +51,12 @@ pub async fn run(store: Arc<dyn MetadataStore>, cfg: AutoRecoveryConfig, metrics
         // Campaign until elected or the session is lost.
         loop {
             match store
-                .put_ephemeral(&session, &keys::auditor(), bytes::Bytes::from(cfg.id.clone()), Condition::Absent)
+                .put_ephemeral(
+                    &session,
+                    &keys::auditor(),
+                    bytes::Bytes::from(cfg.id.clone()),
+                    Condition::Absent,
+                )
                 .await
             {
                 Ok(_) => break,
@@ -71,10 +81,9 @@ pub async fn run(store: Arc<dyn MetadataStore>, cfg: AutoRecoveryConfig, metrics
                     metrics
                         .under_replicated_ledgers
                         .store(r.under_replicated.len() as u64, Ordering::Relaxed);
-                    metrics.oldest_under_replicated_ms.store(
-                        r.oldest_mark_ms.map_or(0, |s| now.saturating_sub(s)),
-                        Ordering::Relaxed,
-                    );
+                    metrics
+                        .oldest_under_replicated_ms
+                        .store(r.oldest_mark_ms.map_or(0, |s| now.saturating_sub(s)), Ordering::Relaxed);
                     metrics
                         .lost_bookies
                         .store(r.unregistered.len() as u64, Ordering::Relaxed);

@@ -34,8 +34,8 @@ use crate::error::Result;
 use crate::registration::BookieInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_meta::{MetadataStore, keys};
 

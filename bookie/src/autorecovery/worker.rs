@@ -45,7 +45,9 @@ impl Throttle {
 /// Takes and repairs marked ledgers until `shutdown`.
 pub async fn run(client: LedgerClient, cfg: AutoRecoveryConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let store = client.store.clone();
-    let poll = cfg.audit_interval.clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let poll = cfg
+        .audit_interval
+        .clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut throttle = Throttle {
         rate: cfg.max_bytes_per_sec,
         next: Instant::now(),
@@ -213,7 +215,10 @@ async fn replace_in_fragment(
         .filter(|b| !frag.bookies.contains(b))
         .collect();
     if candidates.is_empty() {
-        return Err(BookieError::NotEnoughBookies { needed: 1, available: 0 });
+        return Err(BookieError::NotEnoughBookies {
+            needed: 1,
+            available: 0,
+        });
     }
     let target = candidates[(crate::ledger::random_u64() % candidates.len() as u64) as usize].clone();
     let started = Instant::now();

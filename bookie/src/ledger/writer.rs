@@ -678,7 +678,6 @@ impl Actor {
     }
 }
 
-
 /// Copies into `md` the bookies of the fragments the writer no longer writes to (the
 /// first `writer_fragments - 1`), from `stored`, where both name a fragment starting at the
 /// same entry. The writer's current (last) fragment is its own and is never taken.

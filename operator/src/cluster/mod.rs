@@ -13,8 +13,9 @@
 //! - A bookie's identity is its StatefulSet pod's DNS name and port
 //!   (`<cluster>-bookie-<n>.<cluster>-bookie.<namespace>.svc:3181`): it never changes for an
 //!   ordinal, so a restarted bookie is the same bookie to ledger metadata.
-//! - The bookie count never goes down while a bookie may hold the only copies left
-//!   (`ScaleDownBlocked`); PVCs are never deleted by the operator.
+//! - The bookie count goes down only after the bookies to remove were decommissioned
+//!   through the cluster (no ledger names them, they unregistered); only then are their
+//!   pods stopped and their PVCs deleted. Nothing else is deleted by the operator.
 //! - A pod template changes only with its component's config, image, resources or
 //!   overrides; the config's hash is an annotation of the template, so a config change
 //!   rolls exactly the pods that read it.
@@ -182,8 +183,8 @@ fn two() -> i32 {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Bookies {
-    /// How many; default 3. Lowering it is refused (`ScaleDownBlocked`) until bookie
-    /// decommissioning exists: a removed bookie may hold the last copy of an entry.
+    /// How many; default 3. Lowering it decommissions the highest ordinals first (their
+    /// ledgers are re-replicated), then stops them and deletes their volumes.
     #[serde(default = "three")]
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: i32,
@@ -427,6 +428,10 @@ pub struct StrataClusterStatus {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
+    /// Bookie pods being removed by a scale-down: decommissioned (their ledgers moved to
+    /// the other bookies), then stopped, then their volumes deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decommissioning: Vec<String>,
 }
 
 /// Replicas of one component.
@@ -704,6 +709,12 @@ pub fn managed_metadata_url(name: &str, namespace: &str, replicas: i32) -> Strin
         .map(|i| format!("{svc}-{i}.{svc}.{namespace}.svc:{}", render::ETCD_CLIENT_PORT))
         .collect();
     format!("etcd://{}", list.join(","))
+}
+
+/// The identity (registered address) of bookie `ordinal`: its stable StatefulSet DNS name.
+pub fn bookie_identity(name: &str, namespace: &str, ordinal: i32) -> String {
+    let sts = render::names::bookie(name);
+    format!("{sts}-{ordinal}.{sts}.{namespace}.svc:{}", render::BOOKIE_PORT)
 }
 
 /// The URL clients (and the admin CLI) reach a cluster's brokers at.

@@ -6,8 +6,11 @@
 //! - Nothing is applied from a spec that fails [`super::validate`].
 //! - A tier's ConfigMap changes only together with its pod template (never under running
 //!   pods whose template still names the old config).
-//! - The reconciler never deletes anything: removed components and PVCs are left for the
-//!   user (Kubernetes' garbage collector removes owned objects with the StrataCluster).
+//! - The reconciler deletes one thing only: the volume (PVC) of a bookie removed by a
+//!   scale-down, after the cluster confirmed that no ledger names the bookie and it has
+//!   unregistered (see [`scale_bookies`]). Removed components and every other PVC are
+//!   left for the user (Kubernetes' garbage collector removes owned objects with the
+//!   StrataCluster).
 
 use super::render::{self, Rendered, Tier};
 use super::rollout::{self, Counts, autoscale};
@@ -16,7 +19,7 @@ use crate::common::Note;
 use crate::conditions;
 use crate::{Context, Error, MANAGER, condition_pairs, key_of, write_status};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -234,10 +237,9 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         plan.metadata_url = super::managed_metadata_url(&name, &ns, n);
         change_blocked.extend(why);
     }
-    let (bookie_n, scale_down) = rollout::bookie_replicas(
-        sc.spec.bookies.replicas,
-        live_bookies.as_ref().and_then(|s| s.spec.as_ref()?.replicas),
-    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let (bookie_n, scale_down, draining) =
+        scale_bookies(ctx, sc, &pvcs, live_bookies.as_ref(), &url, &mut status, &mut notes).await?;
     let broker_n = match &sc.spec.brokers.autoscaling {
         Some(a) => {
             let (n, st) = autoscale_brokers(ctx, sc, a, live_brokers.as_ref(), &url, &mut notes).await;
@@ -388,6 +390,7 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
 
     // Status.
     let all_done = waiting.is_none() && brokers_done;
+    let progressing = waiting.is_some() || draining.is_some();
     match &waiting {
         Some(w) => {
             conditions::set(
@@ -404,6 +407,25 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
                 Some(false),
                 "RollingOut",
                 format!("waiting for {w}"),
+                generation,
+            );
+        }
+        None if draining.is_some() => {
+            // Serving as before while bookies drain: Ready stays, Progressing says why.
+            conditions::set(
+                &mut status.conditions,
+                PROGRESSING,
+                Some(true),
+                "DecommissioningBookies",
+                draining.clone().unwrap_or_default(),
+                generation,
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                Some(true),
+                "Ready",
+                "every pod is ready and runs the current spec",
                 generation,
             );
         }
@@ -461,7 +483,7 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         &mut status.conditions,
         SCALE_DOWN_BLOCKED,
         scale_down.as_deref(),
-        "DecommissionUnavailable",
+        "DecommissionRefused",
         "NotBlocked",
         "no scale-down is waiting",
         generation,
@@ -517,12 +539,160 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         .observe("StrataCluster", key_of(sc), condition_pairs(&status.conditions));
     let next = if sc.spec.brokers.autoscaling.is_some() {
         ctx.cfg.autoscale_interval
-    } else if waiting.is_some() {
+    } else if progressing {
         WHILE_PROGRESSING
     } else {
         ctx.cfg.resync
     };
     Ok(Action::requeue(next.min(ctx.cfg.resync)))
+}
+
+/// The bookie count to apply, why a scale-down is blocked (if it is), and what a
+/// scale-down in progress is waiting for (if one is).
+///
+/// A count below what runs is reached safely, highest ordinals first:
+/// 1. each bookie to remove is decommissioned through the cluster's admin API (its
+///    ledgers re-replicated to the others; the cluster refuses when too few would remain);
+/// 2. once every one is done — no ledger names it and it has unregistered — the
+///    StatefulSet is lowered and its pods stop;
+/// 3. once a pod is gone, its PVC is deleted (only if the cluster still says no ledger
+///    names the bookie and it is not registered) and the decommission forgotten, so the
+///    ordinal's identity can serve a new, empty bookie on a later scale-up.
+///
+/// `status.decommissioning` records the pods in flight, so every step resumes after an
+/// operator restart. Raising the count again cancels the decommissions not yet finished.
+#[allow(clippy::too_many_arguments)]
+async fn scale_bookies(
+    ctx: &Context,
+    sc: &StrataCluster,
+    pvcs: &Api<PersistentVolumeClaim>,
+    live: Option<&StatefulSet>,
+    url: &str,
+    status: &mut StrataClusterStatus,
+    notes: &mut Vec<Note>,
+) -> Result<(i32, Option<String>, Option<String>), Error> {
+    let spec = sc.spec.bookies.replicas;
+    let name = sc.name_any();
+    let ns = sc.namespace().unwrap_or_default();
+    let sts = render::names::bookie(&name);
+    let live_n = live.and_then(|s| s.spec.as_ref()?.replicas);
+    let pods_left = live.and_then(|s| s.status.as_ref()).map_or(0, |st| st.replicas);
+    let mut pending: Vec<String> = std::mem::take(&mut status.decommissioning);
+    if let Some(cur) = live_n {
+        for o in spec..cur {
+            let pod = format!("{sts}-{o}");
+            if !pending.contains(&pod) {
+                pending.push(pod);
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok((spec, None, None));
+    }
+    let ordinal = |pod: &str| -> i32 { pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(i32::MAX) };
+    pending.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
+    let keep_live = live_n.unwrap_or(spec).max(spec);
+    let admin = match ctx.connector.connect(url).await {
+        Ok(a) => a,
+        Err(e) => {
+            status.decommissioning = pending;
+            return Ok((
+                keep_live,
+                Some(format!(
+                    "cannot reach the cluster at {url} to decommission bookies: {e}"
+                )),
+                None,
+            ));
+        }
+    };
+    let mut still: Vec<String> = Vec::new();
+    let mut blocked: Option<String> = None;
+    let mut progress: Vec<String> = Vec::new();
+    let mut all_complete = true;
+    for pod in pending {
+        let o = ordinal(&pod);
+        let identity = super::bookie_identity(&name, &ns, o);
+        if o < spec {
+            // The count went back up before this bookie was removed: it stays.
+            match admin.cancel_decommission(&identity).await {
+                Ok(()) => notes.push(Note::normal(
+                    "DecommissionCancelled",
+                    format!("bookie {pod} stays (spec.bookies.replicas is {spec}); its decommission is cancelled"),
+                )),
+                Err(e) => {
+                    tracing::warn!(%pod, error = %e, "cannot cancel a bookie decommission; retrying");
+                    still.push(pod);
+                }
+            }
+            continue;
+        }
+        let pod_exists = pods_left > o || live_n.is_some_and(|n| n > o);
+        if pod_exists {
+            match admin.decommission_bookie(&identity).await {
+                Ok(d) if d.complete() => {}
+                Ok(d) => {
+                    all_complete = false;
+                    progress.push(format!("{pod} ({} ledgers to move)", d.remaining_ledgers));
+                }
+                Err(e) => {
+                    all_complete = false;
+                    blocked.get_or_insert(format!("decommissioning bookie {pod} ({identity}): {e}"));
+                }
+            }
+            still.push(pod);
+            continue;
+        }
+        // The pod is gone: its volume may go once the cluster confirms nothing needs it.
+        match admin.decommission_status(&identity).await {
+            Ok(d) if d.remaining_ledgers == 0 && !d.registered && d.state != "draining" => {
+                let claim = format!("data-{pod}");
+                match pvcs.delete(&claim, &Default::default()).await {
+                    Ok(_) => notes.push(Note::normal(
+                        "BookieRemoved",
+                        format!("bookie {pod} was decommissioned and stopped; deleted its volume {claim}"),
+                    )),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        still.push(pod);
+                        return Err(e.into());
+                    }
+                }
+                if d.state == "done"
+                    && let Err(e) = admin.cancel_decommission(&identity).await
+                {
+                    tracing::warn!(%pod, error = %e, "cannot forget a finished decommission; retrying");
+                    still.push(pod);
+                }
+            }
+            Ok(d) => {
+                // Should not happen (the pod stopped only after the decommission was
+                // complete); keep the volume and say so.
+                blocked.get_or_insert(format!(
+                    "bookie {pod} is stopped but the cluster says {} ledgers name it (registered: {}); its volume data-{pod} is kept",
+                    d.remaining_ledgers, d.registered
+                ));
+                still.push(pod);
+            }
+            Err(e) => {
+                tracing::warn!(%pod, error = %e, "cannot read a decommission's state; retrying");
+                still.push(pod);
+            }
+        }
+    }
+    still.sort_by_key(|p| ordinal(p));
+    status.decommissioning = still;
+    let to_remove = status
+        .decommissioning
+        .iter()
+        .any(|p| ordinal(p) >= spec && live_n.is_some_and(|n| n > ordinal(p)));
+    let n = if to_remove && !all_complete { keep_live } else { spec };
+    let draining = (!progress.is_empty())
+        .then(|| format!("decommissioning bookies before removing them: {}", progress.join(", ")))
+        .or_else(|| {
+            (!status.decommissioning.is_empty() && blocked.is_none())
+                .then(|| format!("removing decommissioned bookies: {}", status.decommissioning.join(", ")))
+        });
+    Ok((n, blocked, draining))
 }
 
 /// The broker count the autoscaler asks for, and what it saw.

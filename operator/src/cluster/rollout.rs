@@ -192,20 +192,6 @@ pub fn keep_immutable(rendered: &mut StatefulSet, live: &StatefulSet, field: &st
     ))
 }
 
-/// Bookies to ask for: the spec's count, except that a lower count than what runs is
-/// refused (the message says why) until bookies can be decommissioned.
-pub fn bookie_replicas(spec: i32, live: Option<i32>) -> (i32, Option<String>) {
-    match live {
-        Some(current) if spec < current => (
-            current,
-            Some(format!(
-                "spec.bookies.replicas is {spec} but {current} bookies run: removing a bookie could remove the last copy of acknowledged entries, and this version cannot decommission bookies (move their data away first). The count stays {current}; set it back to {current} to clear this"
-            )),
-        ),
-        _ => (spec, None),
-    }
-}
-
 /// Members of a managed etcd cannot be added or removed by changing the StatefulSet (each
 /// member is listed in the others' initial cluster): the live count is kept.
 pub fn metadata_replicas(spec: i32, live: Option<i32>) -> (i32, Option<String>) {
@@ -334,12 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn bookies_never_scale_down_and_etcd_members_stay() {
-        assert_eq!(bookie_replicas(5, Some(3)), (5, None));
-        assert_eq!(bookie_replicas(3, None), (3, None));
-        let (n, why) = bookie_replicas(2, Some(3));
-        assert_eq!(n, 3);
-        assert!(why.unwrap().contains("spec.bookies.replicas is 2 but 3 bookies run"));
+    fn etcd_members_stay() {
         assert_eq!(metadata_replicas(3, Some(3)), (3, None));
         let (n, why) = metadata_replicas(5, Some(3));
         assert_eq!(n, 3);
