@@ -199,6 +199,8 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
       journalSync: true
       gcIntervalMs: 5000
       maxEntryBytes: 6291456
+      autorecoveryAuditIntervalSecs: 2
+      autorecoveryOpenLedgerGraceSecs: 2
   brokers:
     replicas: 2
     config:
@@ -570,10 +572,13 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
         t_down.elapsed().as_secs_f64()
     );
     assert_eq!(sts.get("demo-bookie").await.unwrap().spec.unwrap().replicas, Some(3));
-    assert!(
-        pvcs.get_opt("data-demo-bookie-3").await.unwrap().is_none(),
-        "its volume was deleted"
-    );
+    // Deleted (gone once no pod uses it: the PVC-protection finalizer).
+    eventually(
+        "the volume of bookie 3 deleted",
+        || op.log_text(),
+        || async { pvcs.get_opt("data-demo-bookie-3").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
     assert!(
         pvcs.get_opt("data-demo-bookie-2").await.unwrap().is_some(),
         "the others stay"

@@ -469,10 +469,27 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
     let deps = dep_api.list(&ListParams::default()).await?.items;
     // The StatefulSet controller's claims: one per template and pod, created before the pod.
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(inner.client.clone(), ns);
-    let mut claims: HashMap<String, String> = pvc_api
-        .list(&ListParams::default())
-        .await?
-        .items
+    let all_claims = pvc_api.list(&ListParams::default()).await?.items;
+    // The PVC-protection controller: a deleted claim goes once no pod uses it.
+    for c in all_claims.iter().filter(|c| c.metadata.deletion_timestamp.is_some()) {
+        let name = c.name_any();
+        let used = {
+            let st = inner.state.lock().unwrap();
+            st.pods.keys().any(|p| name.ends_with(&format!("-{p}")))
+        };
+        if !used && c.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            match pvc_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut claims: HashMap<String, String> = all_claims
         .into_iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
         .map(|c| (c.name_any(), c.uid().unwrap_or_default()))

@@ -24,7 +24,14 @@ pub struct AuditReport {
     /// Bookies named by ledgers and not registered.
     pub unregistered: BTreeSet<String>,
     pub oldest_mark_ms: Option<u64>,
+    /// A draining bookie was first seen named by no ledger: the confirming audit should
+    /// come soon, not a whole interval later.
+    pub confirm_soon: bool,
 }
+
+/// Wait before the audit that confirms a decommission (a ledger created from a bookie
+/// list read just before the decommission began is in the metadata store by then).
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 
 /// Campaigns for the auditor key and audits every `audit_interval` while holding it.
 pub async fn run(
@@ -74,9 +81,15 @@ pub async fn run(
         }
         tracing::info!(id = %cfg.id, "elected auto-recovery auditor");
         metrics.auditor.store(1, Ordering::Relaxed);
+        // A decommission started or cancelled is audited at once, not at the next interval.
+        let mut decommissions = store.watch(&keys::decommission_prefix()).await.ok();
         loop {
+            let mut wait = cfg.audit_interval;
             match audit(store.as_ref(), &cfg).await {
                 Ok(r) => {
+                    if r.confirm_soon {
+                        wait = wait.min(CONFIRM_AFTER);
+                    }
                     let now = now_ms();
                     metrics
                         .under_replicated_ledgers
@@ -93,8 +106,19 @@ pub async fn run(
                     tracing::warn!(error = %e, "audit failed; retrying at the next interval");
                 }
             }
+            let changed = async {
+                match decommissions.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(cfg.audit_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
+                ev = changed => {
+                    if ev.is_none() {
+                        decommissions = None; // the watch ended: intervals only
+                    }
+                }
                 _ = session.lost() => break,
                 _ = shutdown.cancelled() => {
                     metrics.auditor.store(0, Ordering::Relaxed);
@@ -253,6 +277,7 @@ pub async fn audit(store: &dyn MetadataStore, cfg: &AutoRecoveryConfig) -> Resul
                 ..d.clone()
             }
         } else if d.remaining_ledgers != Some(remaining) {
+            report.confirm_soon |= remaining == 0;
             Decommission {
                 remaining_ledgers: Some(remaining),
                 ..d.clone()

@@ -399,6 +399,17 @@ pub struct BookieConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub session_ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorecovery: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorecovery_lost_grace_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub autorecovery_audit_interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorecovery_open_ledger_grace_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorecovery_max_bytes_per_sec: Option<u64>,
 }
 
 /// What the operator last saw of the cluster.
