@@ -609,7 +609,7 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     )
     .await;
     assert!(is(
-        &cluster_where(&env, Some(&kubelet), "not blocked", |s| ready(s)).await,
+        &cluster_where(&env, Some(&kubelet), "not blocked", ready).await,
         "ScaleDownBlocked",
         "False"
     ));

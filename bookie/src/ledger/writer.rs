@@ -689,3 +689,51 @@ fn rebase_settled_fragments(md: &mut LedgerMetadata, stored: &LedgerMetadata, wr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(fragments: &[(u64, [&str; 3])]) -> LedgerMetadata {
+        LedgerMetadata {
+            format: 1,
+            ensemble_size: 3,
+            write_quorum: 3,
+            ack_quorum: 2,
+            state: LedgerState::Open,
+            last_entry: None,
+            length: 0,
+            fragments: fragments
+                .iter()
+                .map(|(first, b)| Fragment {
+                    first_entry: *first,
+                    bookies: b.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+            token: "00".into(),
+            created_ms: 0,
+            custom: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_writers_metadata_write_keeps_re_replicated_fragments_and_its_own() {
+        // Stored: auto-recovery replaced `a` by `x` in the first fragment.
+        let stored = md(&[(0, ["x", "b", "c"]), (10, ["d", "b", "c"])]);
+        // The writer (two fragments known) adds a third fragment after replacing `b`.
+        let mut mine = md(&[(0, ["a", "b", "c"]), (10, ["d", "b", "c"]), (20, ["d", "e", "c"])]);
+        rebase_settled_fragments(&mut mine, &stored, 2);
+        assert_eq!(mine.fragments[0].bookies, ["x", "b", "c"], "the re-replication stays");
+        assert_eq!(mine.fragments[1].bookies, ["d", "b", "c"], "the writer's fragment is its own");
+        assert_eq!(mine.fragments[2].bookies, ["d", "e", "c"]);
+        // An edit in place of the writer's current fragment is never overwritten.
+        let mut mine = md(&[(0, ["a", "b", "c"]), (10, ["d", "e", "c"])]);
+        rebase_settled_fragments(&mut mine, &stored, 2);
+        assert_eq!(mine.fragments[1].bookies, ["d", "e", "c"]);
+        // A fragment starting elsewhere is not taken.
+        let other = md(&[(5, ["y", "b", "c"]), (10, ["d", "b", "c"])]);
+        let mut mine = md(&[(0, ["a", "b", "c"]), (10, ["d", "b", "c"])]);
+        rebase_settled_fragments(&mut mine, &other, 2);
+        assert_eq!(mine.fragments[0].bookies, ["a", "b", "c"]);
+    }
+}
