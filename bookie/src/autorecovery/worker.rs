@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 /// Entries copied per round trip (and bytes, whichever comes first).
 const CHUNK_ENTRIES: usize = 1024;
 const CHUNK_BYTES: u64 = 8 << 20;
+/// Chunks written but not yet acknowledged while the next is read.
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Rate limit in bytes per second (0: none).
 struct Throttle {
@@ -237,6 +239,7 @@ async fn replace_in_fragment(
         };
         let dest = client.pool.get(&target).await?;
         let (tx, mut rx) = dest.add_stream_with(md.token_bytes(), 4, true).await?;
+        let mut in_flight: std::collections::VecDeque<(usize, usize, u64)> = Default::default();
         let mut next = frag.first_entry;
         while next <= end {
             // Gather one chunk.
@@ -270,26 +273,16 @@ async fn replace_in_fragment(
             throttle.take(bytes).await;
             let n = chunk.len();
             tx.send(chunk).await?;
-            let mut answered = 0;
-            while answered < n {
-                let Some(outcomes) = rx.next().await? else {
-                    return Err(BookieError::Transport(format!(
-                        "bookie {target} ended the add stream while copying ledger {id}"
-                    )));
-                };
-                answered += outcomes.len();
-                if let Some(o) = outcomes.iter().find(|o| o.error.is_some()) {
-                    let (code, msg) = o.error.clone().expect("checked");
-                    return Err(BookieError::Transport(format!(
-                        "bookie {target} refused entry {} of ledger {id} ({code:?}): {msg}",
-                        o.entry
-                    )));
-                }
-            }
             copied_entries += n as u64;
             copied_bytes += bytes;
-            metrics.rereplicated_entries.fetch_add(n as u64, Ordering::Relaxed);
-            metrics.rereplicated_bytes.fetch_add(bytes, Ordering::Relaxed);
+            in_flight.push_back((n, n, bytes));
+            // Read the next chunk while these are written; at most a few chunks unanswered.
+            while in_flight.len() > CHUNKS_IN_FLIGHT {
+                await_chunk(&mut rx, &mut in_flight, &target, id, metrics).await?;
+            }
+        }
+        while !in_flight.is_empty() {
+            await_chunk(&mut rx, &mut in_flight, &target, id, metrics).await?;
         }
         drop(tx);
     }
@@ -317,6 +310,50 @@ async fn replace_in_fragment(
     metrics.rereplicated_fragments.fetch_add(1, Ordering::Relaxed);
     tracing::info!(ledger = %id, fragment_first_entry = frag.first_entry, from = %old, to = %target,
         entries = copied_entries, bytes = copied_bytes, elapsed = ?started.elapsed(), "fragment re-replicated");
+    Ok(())
+}
+
+/// Waits until the oldest chunk in flight (entries, entries unanswered, bytes) is
+/// acknowledged in full by the target; any refused entry fails the copy.
+async fn await_chunk(
+    rx: &mut crate::client::AddReceiver,
+    in_flight: &mut std::collections::VecDeque<(usize, usize, u64)>,
+    target: &str,
+    id: LedgerId,
+    metrics: &Metrics,
+) -> Result<()> {
+    let want = in_flight.len().saturating_sub(1);
+    while in_flight.len() > want {
+        let Some(outcomes) = rx.next().await? else {
+            return Err(BookieError::Transport(format!(
+                "bookie {target} ended the add stream while copying ledger {id}"
+            )));
+        };
+        if let Some(o) = outcomes.iter().find(|o| o.error.is_some()) {
+            let (code, msg) = o.error.clone().expect("checked");
+            return Err(BookieError::Transport(format!(
+                "bookie {target} refused entry {} of ledger {id} ({code:?}): {msg}",
+                o.entry
+            )));
+        }
+        // Answers come in order of the adds.
+        let mut got = outcomes.len();
+        while got > 0 {
+            let Some(front) = in_flight.front_mut() else {
+                return Err(BookieError::Transport(format!(
+                    "bookie {target} answered more adds than were sent for ledger {id}"
+                )));
+            };
+            let t = got.min(front.1);
+            front.1 -= t;
+            got -= t;
+            if front.1 == 0 {
+                let (n, _, bytes) = in_flight.pop_front().expect("front exists");
+                metrics.rereplicated_entries.fetch_add(n as u64, Ordering::Relaxed);
+                metrics.rereplicated_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
     Ok(())
 }
 
