@@ -46,11 +46,18 @@ one_run() { # $1: autorecovery_max_bytes_per_sec
   # The victim: bookie 1. Poll the others' copy counters until they stop moving with no
   # ledger left under-replicated.
   kill -9 "${bpids[0]}"
-  python3 - "${http[1]}" "${http[2]}" "${http[3]}" <<'EOF'
-import json, sys, time, urllib.request
+  python3 - "${bpids[1]},${bpids[2]},${bpids[3]}" "${http[1]}" "${http[2]}" "${http[3]}" <<'EOF'
+import json, os, sys, time, urllib.request
+pids = sys.argv[1].split(",")
+def cpu():
+    t = 0
+    for p in pids:
+        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        t += int(f[11]) + int(f[12])
+    return t / os.sysconf("SC_CLK_TCK")
 def scrape():
     total, ur = 0.0, 0.0
-    for h in sys.argv[1:]:
+    for h in sys.argv[2:]:
         body = urllib.request.urlopen(f"http://{h}/metrics", timeout=5).read().decode()
         for line in body.splitlines():
             if line.startswith("strata_autorecovery_rereplicated_bytes_total "):
@@ -59,21 +66,23 @@ def scrape():
                 ur += float(line.split()[1])
     return total, ur
 start = first = last = None
+cpu_first = cpu_last = 0.0
 prev = 0.0
 deadline = time.time() + 600
 while time.time() < deadline:
     total, ur = scrape()
     now = time.time()
     if total > 0 and first is None:
-        first = now - 0.1
+        first, cpu_first = now - 0.1, cpu()
     if total != prev:
-        last, prev = now, total
+        last, prev, cpu_last = now, total, cpu()
     if first is not None and ur == 0 and now - last > 3:
         break
     time.sleep(0.1)
 secs = last - first
 print(json.dumps({"workload": "re-replication of one lost bookie", "bytes": int(prev),
-                  "seconds": round(secs, 2), "mb_per_sec": round(prev / secs / 1e6, 1)}))
+                  "seconds": round(secs, 2), "mb_per_sec": round(prev / secs / 1e6, 1),
+                  "surviving_bookies_cpu_seconds": round(cpu_last - cpu_first, 2)}))
 EOF
   kill "${bpids[@]}" "$etcd_pid" 2>/dev/null || true
   wait "${bpids[@]}" "$etcd_pid" 2>/dev/null || true
