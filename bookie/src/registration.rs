@@ -90,16 +90,22 @@ pub async fn keep_registered(
         };
         let mut published: Option<BookieInfo> = None;
         loop {
+            // An unreadable state keeps the last one: a metadata-store blip must not make a
+            // draining bookie take writes again.
             let decommission = match store.get(&keys::decommission(&address)).await {
-                Ok(v) => v.and_then(|v| serde_json::from_slice::<Decommission>(&v.value).ok()),
+                Ok(v) => {
+                    let d = v.and_then(|v| serde_json::from_slice::<Decommission>(&v.value).ok());
+                    storage.set_draining(d.as_ref().map(|_| {
+                        "this bookie is decommissioned: new writes go to other bookies (strata admin bookies list)"
+                            .to_string()
+                    }));
+                    d
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot read this bookie's decommission state");
                     None
                 }
             };
-            storage.set_draining(decommission.as_ref().map(|_| {
-                "this bookie is decommissioned: new writes go to other bookies (strata admin bookies list)".to_string()
-            }));
             if decommission.is_some_and(|d| d.state == DecommissionState::Done) {
                 if published.is_some() {
                     tracing::info!(%key, "decommission complete: unregistered; no ledger needs this bookie, so it can be stopped and its data directory deleted");

@@ -116,7 +116,12 @@ async fn pass(
             Err(MetaError::BadVersion(_)) => continue, // another worker has it
             Err(e) => return Err(e.into()),
         }
-        let res = repair_ledger(client, ledger, &mark, &view, cfg, metrics, throttle).await;
+        // Dropping a copy half-way is safe (nothing names the target yet), so shutdown
+        // does not wait for a large fragment.
+        let res = tokio::select! {
+            r = repair_ledger(client, ledger, &mark, &view, cfg, metrics, throttle) => r,
+            _ = shutdown.cancelled() => Err(BookieError::ShuttingDown),
+        };
         let _ = store.delete(&lock, Condition::Any).await;
         match res {
             Ok(true) => match store.delete(&key, Condition::Version(v.version)).await {

@@ -724,7 +724,11 @@ mod tests {
         let mut mine = md(&[(0, ["a", "b", "c"]), (10, ["d", "b", "c"]), (20, ["d", "e", "c"])]);
         rebase_settled_fragments(&mut mine, &stored, 2);
         assert_eq!(mine.fragments[0].bookies, ["x", "b", "c"], "the re-replication stays");
-        assert_eq!(mine.fragments[1].bookies, ["d", "b", "c"], "the writer's fragment is its own");
+        assert_eq!(
+            mine.fragments[1].bookies,
+            ["d", "b", "c"],
+            "the writer's fragment is its own"
+        );
         assert_eq!(mine.fragments[2].bookies, ["d", "e", "c"]);
         // An edit in place of the writer's current fragment is never overwritten.
         let mut mine = md(&[(0, ["a", "b", "c"]), (10, ["d", "e", "c"])]);
