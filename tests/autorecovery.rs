@@ -6,6 +6,9 @@
 //!   and an open one whose idle writer still names the dead bookie — is back to three
 //!   copies on live bookies, verified by reading every entry from every replica the
 //!   metadata names; after a second bookie dies, everything acknowledged still reads.
+//! - `strata autorecovery` as its own process (bookies with `autorecovery = false`)
+//!   re-replicates a dead bookie's ledgers once it is decommissioned, without waiting for
+//!   the lost-bookie grace.
 //! - A bookie decommissioned under produce/consume load: no client-visible error, no
 //!   ledger names it afterwards, its data directory can be deleted, and every message
 //!   still reads from the start; a decommission that would leave too few bookies is
@@ -45,6 +48,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start(bookies: usize, broker_config: &str) -> Self {
+        Self::start_with(bookies, broker_config, BOOKIE_CONFIG).await
+    }
+
+    async fn start_with(bookies: usize, broker_config: &str, bookie_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let etcd = Etcd::start().await;
         let store = strata_meta::connect(&etcd.url).await.unwrap();
@@ -62,7 +69,7 @@ impl Cluster {
             let http = format!("127.0.0.1:{}", free_port());
             let mut b = BookieProcess::start_with_args(
                 &d,
-                BOOKIE_CONFIG,
+                bookie_config,
                 &["--metadata-url", &c.etcd.url, "--http-listen", &http],
             );
             b.ready().await;
@@ -591,5 +598,88 @@ async fn decommission_under_load_moves_every_ledger_and_refuses_too_few_bookies(
             .unwrap();
         assert_eq!(m.payload, format!("idle{i:03}").as_bytes());
         idle_reader.ack(&m).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_autorecovery_process_repairs_and_a_dead_bookie_can_be_decommissioned() {
+    // Bookies without auto-recovery, a lost-bookie grace far beyond the test, and one
+    // `strata autorecovery` process doing the work.
+    let config = "session_ttl_ms = 5000\nautorecovery = false\n";
+    let mut c = Cluster::start_with(4, "", config).await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let log = c.dir.path().join("autorecovery.log");
+    let _recovery = KillOnDrop(
+        Command::new(STRATA)
+            .args([
+                "autorecovery",
+                "--metadata-url",
+                &c.etcd.url,
+                "--audit-interval-secs",
+                "1",
+                "--lost-grace-secs",
+                "3600",
+                "--http-listen",
+                &http,
+            ])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let client = LedgerClient::new(c.store.clone(), LedgerClientConfig::default());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let w = client.create(3, 3, 2).await.unwrap();
+        let id = w.id().get();
+        for e in 0..2000 {
+            w.append(payload(id, e, ENTRY_BYTES)).await.unwrap();
+        }
+        w.close().await.unwrap();
+        ids.push(id);
+    }
+    let (md, _) = client.metadata(LedgerId::new(ids[0]).unwrap()).await.unwrap();
+    let victim = md.fragments[0].bookies[0].clone();
+    let v = c.bookies.iter().position(|b| b.addr == victim).unwrap();
+    c.bookies[v].sigkill();
+    c.wait_registered(3).await;
+
+    // Lost, but far inside the grace: nothing moves until it is decommissioned.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c.bookie_states().iter().any(|(a, s, _)| *a == victim && s == "lost") {
+        assert!(Instant::now() < deadline, "the victim is never listed as lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!c.naming(&victim).await.is_empty());
+    let out = c.admin_ok(&["bookies", "decommission", &victim, "--timeout-secs", "120"]);
+    assert!(
+        out.contains("is decommissioned"),
+        "{out}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(c.naming(&victim).await.is_empty());
+    for id in &ids {
+        let (md, _) = client.metadata(LedgerId::new(*id).unwrap()).await.unwrap();
+        assert_eq!(verify_every_replica(*id, &md).await, 2000 * 3);
+    }
+    // The separate process did it: it is the auditor and copied the bytes.
+    let (_, metrics) = http_get(&http, "/metrics").await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(value("strata_autorecovery_auditor"), 1.0, "{metrics}");
+    assert!(value("strata_autorecovery_rereplicated_bytes_total") >= (2000 * ENTRY_BYTES) as f64);
+}
+
+/// A child process stopped (SIGKILL) when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
