@@ -15,16 +15,9 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 one_run() { # $1: autorecovery_max_bytes_per_sec
-  local run_dir=$work/run-$RANDOM cp pp meta i http=() addrs=() bpids=()
+  local run_dir=$work/run-$RANDOM i http=() addrs=() bpids=()
   mkdir -p "$run_dir"
-  cp=$(free_port); pp=$(free_port)
-  etcd --name bench --data-dir "$run_dir/etcd" --listen-client-urls "http://127.0.0.1:$cp" \
-    --advertise-client-urls "http://127.0.0.1:$cp" --listen-peer-urls "http://127.0.0.1:$pp" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$pp" --initial-cluster "bench=http://127.0.0.1:$pp" \
-    >"$run_dir/etcd.log" 2>&1 &
-  pids+=($!)
-  local etcd_pid=$!
-  meta="etcd://127.0.0.1:$cp"
+  start_etcd "$run_dir"
   printf 'session_ttl_ms = 2000\nautorecovery_lost_grace_secs = 1\nautorecovery_audit_interval_secs = 1\nautorecovery_max_bytes_per_sec = %s\n' "$1" \
     >"$run_dir/bookie.toml"
   for i in 1 2 3 4; do

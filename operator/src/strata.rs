@@ -105,6 +105,16 @@ pub struct BookieDrain {
     pub registered: bool,
 }
 
+impl From<strata_client::DecommissionStatus> for BookieDrain {
+    fn from(s: strata_client::DecommissionStatus) -> Self {
+        Self {
+            state: s.state,
+            remaining_ledgers: s.remaining_ledgers,
+            registered: s.registered,
+        }
+    }
+}
+
 impl BookieDrain {
     /// No ledger names the bookie and it has unregistered: its pod and volume can go.
     pub fn complete(&self) -> bool {
@@ -301,16 +311,11 @@ impl StrataAdmin for SdkAdmin {
     fn decommission_bookie(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
         let address = self.bookie(address);
         Box::pin(async move {
-            let s = self
-                .0
+            self.0
                 .decommission_bookie(&address)
                 .await
-                .map_err(AdminError::from_sdk)?;
-            Ok(BookieDrain {
-                state: s.state,
-                remaining_ledgers: s.remaining_ledgers,
-                registered: s.registered,
-            })
+                .map(BookieDrain::from)
+                .map_err(AdminError::from_sdk)
         })
     }
 
@@ -328,16 +333,11 @@ impl StrataAdmin for SdkAdmin {
     fn decommission_status(&self, address: &str) -> BoxFuture<'_, AdminResult<BookieDrain>> {
         let address = self.bookie(address);
         Box::pin(async move {
-            let s = self
-                .0
+            self.0
                 .decommission_status(&address)
                 .await
-                .map_err(AdminError::from_sdk)?;
-            Ok(BookieDrain {
-                state: s.state,
-                remaining_ledgers: s.remaining_ledgers,
-                registered: s.registered,
-            })
+                .map(BookieDrain::from)
+                .map_err(AdminError::from_sdk)
         })
     }
 }
