@@ -90,15 +90,7 @@ impl Cluster {
     }
 
     async fn wait_registered(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got = self.store.list(&keys::bookies_prefix()).await.unwrap().len();
-            if got == n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{got} bookies registered, expected {n}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_registered(self.store.as_ref(), n).await;
     }
 
     fn url(&self) -> String {

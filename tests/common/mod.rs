@@ -8,6 +8,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use strata_bookie::client::BookieClient;
 
+/// Polls the metadata store until exactly `n` bookies are registered (30 s at most).
+pub async fn wait_registered(store: &dyn strata_meta::MetadataStore, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = store.list(&strata_meta::keys::bookies_prefix()).await.unwrap().len();
+        if got == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{got} bookies registered, expected {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A free loopback port (bound then released; the bookie binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -410,34 +410,26 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
                 generation,
             );
         }
-        None if draining.is_some() => {
-            // Serving as before while bookies drain: Ready stays, Progressing says why.
-            conditions::set(
-                &mut status.conditions,
-                PROGRESSING,
-                Some(true),
-                "DecommissioningBookies",
-                draining.clone().unwrap_or_default(),
-                generation,
-            );
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                Some(true),
-                "Ready",
-                "every pod is ready and runs the current spec",
-                generation,
-            );
-        }
         None => {
-            conditions::set(
-                &mut status.conditions,
-                PROGRESSING,
-                Some(false),
-                "RolledOut",
-                "every component runs the current spec",
-                generation,
-            );
+            // Serving as before while bookies drain: Ready stays, Progressing says why.
+            match &draining {
+                Some(d) => conditions::set(
+                    &mut status.conditions,
+                    PROGRESSING,
+                    Some(true),
+                    "DecommissioningBookies",
+                    d.as_str(),
+                    generation,
+                ),
+                None => conditions::set(
+                    &mut status.conditions,
+                    PROGRESSING,
+                    Some(false),
+                    "RolledOut",
+                    "every component runs the current spec",
+                    generation,
+                ),
+            }
             conditions::set(
                 &mut status.conditions,
                 conditions::READY,
