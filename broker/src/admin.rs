@@ -158,6 +158,7 @@ impl AdminService {
         let info = crate::managed_ledger::ManagedLedgerInfo {
             format: crate::managed_ledger::INFO_FORMAT,
             ledgers: Vec::new(),
+            offload_requested_upto: None,
         };
         match self
             .broker

@@ -138,6 +138,8 @@ impl BrokerSettings {
                 max_ledger_age: Duration::from_secs(self.max_ledger_age_secs),
                 cache_bytes: self.read_cache_bytes_per_topic,
                 cache_budget: crate::managed_ledger::CacheBudget::new(self.read_cache_bytes),
+                // Set from the `[offload]` section by the command that starts the broker.
+                offload: None,
             },
             max_message_bytes: self.max_message_bytes,
             auto_create_topics: self.auto_create_topics,

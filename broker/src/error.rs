@@ -53,6 +53,10 @@ pub enum BrokerError {
     /// Stored metadata could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corruption(String),
+    /// Object storage failed, or offloaded data failed its checks; the message names the
+    /// object (and the ledger and entry for damaged data).
+    #[error("offload: {0}")]
+    Offload(String),
     /// The ledger layer failed.
     #[error("storage: {0}")]
     Storage(#[from] BookieError),
@@ -71,7 +75,7 @@ impl BrokerError {
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,
-            BrokerError::Corruption(_) => ErrorCode::IoError,
+            BrokerError::Corruption(_) | BrokerError::Offload(_) => ErrorCode::IoError,
             BrokerError::Storage(e) => e.code(),
         }
     }

@@ -31,6 +31,7 @@
 use crate::entry_cache::EntryCache;
 pub use crate::entry_cache::{CACHE_TTL, CacheBudget, DEFAULT_CACHE_BUDGET};
 use crate::error::{BrokerError, Result};
+use crate::offload::{OffloadPolicy, OffloadedLedger, Offloader};
 use crate::owned_store::OwnedStore;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,8 @@ pub struct ManagedLedgerConfig {
     pub cache_bytes: usize,
     /// The broker-wide bound shared by every topic's cache.
     pub cache_budget: Arc<CacheBudget>,
+    /// Where closed ledgers are offloaded to and read back from (`None`: offload is off).
+    pub offload: Option<Arc<Offloader>>,
 }
 
 impl Default for ManagedLedgerConfig {
@@ -76,12 +79,13 @@ impl Default for ManagedLedgerConfig {
             max_ledger_age: Duration::from_secs(4 * 3600),
             cache_bytes: 16 << 20,
             cache_budget: CacheBudget::new(DEFAULT_CACHE_BUDGET),
+            offload: None,
         }
     }
 }
 
 /// One ledger of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerInfo {
     pub id: u64,
     /// Entries in the ledger; final once the ledger is closed (0 while it is current).
@@ -89,6 +93,39 @@ pub struct LedgerInfo {
     /// Payload bytes, when known (ledgers closed by their writer).
     pub bytes: u64,
     pub created_ms: u64,
+    /// Its copy in object storage, once an offload of it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadInfo>,
+}
+
+/// The offload of one ledger: the attempt whose objects hold it, and how far it got.
+///
+/// Invariants: `complete` is set only after both objects of `attempt` were written and
+/// read back; `bookie_deleted` only after `complete`; an incomplete attempt is superseded
+/// (its objects deleted) by the next one, never completed by another broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadInfo {
+    /// Names the objects: `<ledger>-<attempt as 16 hex digits>.data` / `.index`.
+    pub attempt: u64,
+    pub started_ms: u64,
+    /// The objects are complete and verified; reads may use them.
+    #[serde(default)]
+    pub complete: bool,
+    #[serde(default)]
+    pub completed_ms: u64,
+    /// Size of the data object.
+    #[serde(default)]
+    pub data_bytes: u64,
+    /// The bookie copy is deleted: reads go to object storage only.
+    #[serde(default)]
+    pub bookie_deleted: bool,
+}
+
+impl OffloadInfo {
+    /// Whether reads may be served from object storage.
+    pub fn readable(&self) -> bool {
+        self.complete
+    }
 }
 
 /// The stored list of a topic's ledgers.
@@ -96,6 +133,10 @@ pub struct LedgerInfo {
 pub struct ManagedLedgerInfo {
     pub format: u32,
     pub ledgers: Vec<LedgerInfo>,
+    /// `strata admin topics offload` asked for every ledger up to this id to be offloaded;
+    /// stored so that the next owner finishes the request after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload_requested_upto: Option<u64>,
 }
 
 impl ManagedLedgerInfo {
@@ -170,7 +211,36 @@ pub struct ManagedLedger {
     opened: Instant,
     /// Ownership was lost: every append fails at once.
     abandoned: std::sync::atomic::AtomicBool,
+    /// Offloaded ledgers open for reads (at most [`MAX_OPEN_OFFLOADED`]).
+    offloaded: std::sync::Mutex<Vec<(u64, Arc<OffloadedLedger>)>>,
+    /// Held by the one offload run of the topic.
+    offload_run: Mutex<()>,
+    offload_status: std::sync::Mutex<OffloadRunStatus>,
+    /// Cancelled when the topic closes or is abandoned: stops its offload run.
+    stopped: tokio_util::sync::CancellationToken,
 }
+
+/// Offloaded ledgers a topic keeps open for reads (each holds up to two read chunks).
+const MAX_OPEN_OFFLOADED: usize = 4;
+
+/// The last outcome of a topic's offload runs, and when the next may start.
+#[derive(Debug, Clone, Default)]
+pub struct OffloadRunStatus {
+    pub running: bool,
+    /// The last failure of an upload or a read from object storage, until a run succeeds.
+    pub last_error: Option<String>,
+    pub last_error_ms: u64,
+    /// Failed runs in a row: the backoff doubles with each, up to [`MAX_OFFLOAD_BACKOFF`].
+    pub failures: u32,
+    /// No run starts before this (ms since the epoch; 0: now).
+    pub next_try_ms: u64,
+    /// The last read of offloaded data that failed (a damaged or missing object).
+    pub last_read_error: Option<String>,
+    pub last_read_error_ms: u64,
+}
+
+/// The longest wait between failed offload runs.
+pub const MAX_OFFLOAD_BACKOFF: Duration = Duration::from_secs(300);
 
 impl ManagedLedger {
     /// Opens (creating if needed) a topic's managed ledger without an ownership guard
@@ -204,6 +274,7 @@ impl ManagedLedger {
                     let info = ManagedLedgerInfo {
                         format: INFO_FORMAT,
                         ledgers: Vec::new(),
+                        offload_requested_upto: None,
                     };
                     match owned.put(&key, info.encode(), Condition::Absent).await {
                         Ok(v) => break (info, v),
@@ -257,6 +328,10 @@ impl ManagedLedger {
             last_read_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             opened: Instant::now(),
             abandoned: std::sync::atomic::AtomicBool::new(false),
+            offloaded: std::sync::Mutex::new(Vec::new()),
+            offload_run: Mutex::new(()),
+            offload_status: Default::default(),
+            stopped: tokio_util::sync::CancellationToken::new(),
         });
         ml.start_ledger().await?;
         Ok(ml)
@@ -336,9 +411,8 @@ impl ManagedLedger {
                     let mut info = st.info.clone();
                     info.ledgers.push(LedgerInfo {
                         id: id.get(),
-                        entries: 0,
-                        bytes: 0,
                         created_ms: now_ms(),
+                        ..Default::default()
                     });
                     Ok(info)
                 }
@@ -606,6 +680,7 @@ impl ManagedLedger {
     /// Stops appending for good without closing the ledger or writing metadata: the
     /// topic's ownership was lost and the next owner recovers (fences) the ledger.
     pub fn abandon(&self) {
+        self.stopped.cancel();
         self.abandoned.store(true, std::sync::atomic::Ordering::Release);
         self.state()
             .failed
@@ -643,23 +718,28 @@ impl ManagedLedger {
             let want = (max - out.len()) as u64;
             let entries = match current.as_ref().filter(|w| w.id() == id) {
                 Some(w) => match w.lac() {
-                    Some(lac) if first <= lac => w.read(first, lac.min(first + want - 1)).await?,
+                    Some(lac) if first <= lac => w
+                        .read(first, lac.min(first + want - 1))
+                        .await?
+                        .into_iter()
+                        .map(|e| (e.entry, e.payload))
+                        .collect(),
                     _ => Vec::new(),
                 },
                 None if first < info.entries => {
-                    let reader = self.reader(id).await?;
-                    reader.read(first, (info.entries - 1).min(first + want - 1)).await?
+                    self.read_closed(info, first, (info.entries - 1).min(first + want - 1))
+                        .await?
                 }
                 None => Vec::new(),
             };
             let n = entries.len() as u64;
-            out.extend(entries.into_iter().map(|e| {
+            out.extend(entries.into_iter().map(|(e, payload)| {
                 (
                     Position {
                         ledger: id,
-                        entry: EntryId::new(e.entry),
+                        entry: EntryId::new(e),
                     },
-                    e.payload,
+                    payload,
                 )
             }));
             if n == 0 || current.as_ref().is_some_and(|w| w.id() == id) {
@@ -677,6 +757,84 @@ impl ManagedLedger {
             }
         }
         Ok(out)
+    }
+
+    /// Reads entries `first..=last` of closed ledger `info`: from its bookies, or from
+    /// object storage once it is offloaded and its bookie copy is gone (or unreadable).
+    async fn read_closed(&self, info: &LedgerInfo, first: u64, last: u64) -> Result<Vec<(u64, Bytes)>> {
+        let id = LedgerId::new(info.id).expect("stored ids are valid");
+        let offloaded = info.offload.filter(OffloadInfo::readable);
+        if let Some(o) = offloaded.filter(|o| o.bookie_deleted) {
+            return self.read_offloaded(info, o, first, last).await;
+        }
+        let from_bookies = async {
+            let reader = self.reader(id).await?;
+            Ok::<_, BrokerError>(
+                reader
+                    .read(first, last)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.entry, e.payload))
+                    .collect(),
+            )
+        }
+        .await;
+        match (from_bookies, offloaded) {
+            (Ok(v), _) => Ok(v),
+            (Err(e), Some(o)) => {
+                tracing::debug!(topic = %self.topic, ledger = info.id, error = %e, "bookie copy unreadable; reading the offloaded copy");
+                self.read_offloaded(info, o, first, last).await
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    async fn read_offloaded(
+        &self,
+        info: &LedgerInfo,
+        o: OffloadInfo,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        let read = async {
+            let ledger = self.open_offloaded(info, o).await?;
+            ledger.read(first, last).await
+        }
+        .await;
+        read.map_err(|e| {
+            if matches!(e, BrokerError::Offload(_)) {
+                let mut st = self.offload_status.lock().expect("offload status");
+                st.last_read_error = Some(e.to_string());
+                st.last_read_error_ms = now_ms();
+            }
+            e
+        })
+    }
+
+    async fn open_offloaded(&self, info: &LedgerInfo, o: OffloadInfo) -> Result<Arc<OffloadedLedger>> {
+        if let Some((_, l)) = self.offloaded_ledgers().iter().find(|(id, _)| *id == info.id) {
+            return Ok(l.clone());
+        }
+        let Some(off) = &self.cfg.offload else {
+            return Err(BrokerError::Offload(format!(
+                "ledger {} of {} is in object storage, but this broker has no [offload] url configured",
+                info.id, self.topic
+            )));
+        };
+        let id = LedgerId::new(info.id).expect("stored ids are valid");
+        let l = off.open(&self.topic, id, o.attempt, info.entries).await?;
+        let mut open = self.offloaded_ledgers();
+        if !open.iter().any(|(id, _)| *id == info.id) {
+            open.push((info.id, l.clone()));
+            if open.len() > MAX_OPEN_OFFLOADED {
+                open.remove(0);
+            }
+        }
+        Ok(l)
+    }
+
+    fn offloaded_ledgers(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<OffloadedLedger>)>> {
+        self.offloaded.lock().expect("offloaded ledgers")
     }
 
     async fn reader(&self, id: LedgerId) -> Result<Arc<LedgerReader>> {
@@ -704,20 +862,20 @@ impl ManagedLedger {
     /// Deletes every closed ledger that lies wholly before `pos` (all cursors have passed
     /// it): removed from the list first (compare-and-set), then from the bookies.
     pub async fn trim_before(&self, pos: Position) -> Result<usize> {
-        let doomed: Vec<u64> = {
+        let doomed: Vec<LedgerInfo> = {
             let _list = self.list.lock().await;
             let (doomed, info) = {
                 let st = self.state();
                 let current = st.writer.as_ref().map(|w| w.id().get());
-                let doomed: Vec<u64> = st
+                let doomed: Vec<LedgerInfo> = st
                     .info
                     .ledgers
                     .iter()
                     .filter(|l| l.id < pos.ledger.get() && Some(l.id) != current)
-                    .map(|l| l.id)
+                    .cloned()
                     .collect();
                 let mut info = st.info.clone();
-                info.ledgers.retain(|l| !doomed.contains(&l.id));
+                info.ledgers.retain(|l| !doomed.iter().any(|d| d.id == l.id));
                 (doomed, info)
             };
             if doomed.is_empty() {
@@ -726,15 +884,248 @@ impl ManagedLedger {
             self.store_info(info).await?;
             doomed
         };
-        self.cache.lock().expect("entry cache").forget_ledgers(&doomed);
-        for id in &doomed {
-            self.readers.lock().expect("reader cache").remove(id);
-            let lid = LedgerId::new(*id).expect("stored ids are valid");
-            if let Err(e) = self.client.delete(lid).await {
-                tracing::warn!(topic = %self.topic, ledger = id, error = %e, "ledger removed from the topic but not yet deleted from bookies");
-            }
+        let ids: Vec<u64> = doomed.iter().map(|l| l.id).collect();
+        self.cache.lock().expect("entry cache").forget_ledgers(&ids);
+        self.offloaded_ledgers().retain(|(id, _)| !ids.contains(id));
+        for l in &doomed {
+            self.readers.lock().expect("reader cache").remove(&l.id);
+            delete_ledger_copies(&self.topic, &self.client, self.cfg.offload.as_deref(), l).await;
         }
         Ok(doomed.len())
+    }
+
+    /// Changes ledger `id`'s entry in the list with `f` (which says whether it changed
+    /// anything) and stores the list. `false` if the ledger is not listed or `f` declined.
+    async fn update_ledger(&self, id: u64, f: impl FnOnce(&mut LedgerInfo) -> bool) -> Result<bool> {
+        let _list = self.list.lock().await;
+        let info = {
+            let st = self.state();
+            let mut info = st.info.clone();
+            let Some(l) = info.ledgers.iter_mut().find(|l| l.id == id) else {
+                return Ok(false);
+            };
+            if !f(l) {
+                return Ok(false);
+            }
+            info
+        };
+        self.store_info(info).await?;
+        Ok(true)
+    }
+
+    /// The open ledger's id and its size so far.
+    fn current_ledger(&self) -> (Option<u64>, u64) {
+        let st = self.state();
+        let current = st.writer.as_ref().map(|w| w.id().get());
+        (current, if current.is_some() { st.bytes } else { 0 })
+    }
+
+    /// The closed ledgers an offload run would offload now under `policy`.
+    pub fn offload_pending(&self, policy: &OffloadPolicy) -> Vec<u64> {
+        let (current, current_bytes) = self.current_ledger();
+        let st = self.state();
+        offload_candidates(
+            &st.info.ledgers,
+            current,
+            current_bytes,
+            st.info.offload_requested_upto,
+            policy,
+            now_ms(),
+        )
+    }
+
+    /// Asks for every closed ledger to be offloaded, whatever the thresholds. Recorded in
+    /// the ledger list, so the request survives a crash or a move of the topic; the
+    /// backoff of earlier failures is reset. Run [`Self::run_offload`] to act on it.
+    pub async fn request_offload(&self) -> Result<()> {
+        {
+            let _list = self.list.lock().await;
+            let (current, _) = self.current_ledger();
+            let info = {
+                let st = self.state();
+                let upto = st
+                    .info
+                    .ledgers
+                    .iter()
+                    .map(|l| l.id)
+                    .filter(|id| Some(*id) != current)
+                    .max();
+                match upto {
+                    Some(u) if st.info.offload_requested_upto.is_none_or(|p| p < u) => {
+                        let mut info = st.info.clone();
+                        info.offload_requested_upto = Some(u);
+                        Some(info)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(info) = info {
+                self.store_info(info).await?;
+            }
+        }
+        self.offload_status.lock().expect("offload status").next_try_ms = 0;
+        Ok(())
+    }
+
+    /// The topic's offload runs so far.
+    pub fn offload_status(&self) -> OffloadRunStatus {
+        self.offload_status.lock().expect("offload status").clone()
+    }
+
+    /// Whether a run may start now (none running, and past the backoff of failures).
+    pub fn offload_due(&self) -> bool {
+        let st = self.offload_status.lock().expect("offload status");
+        !st.running && now_ms() >= st.next_try_ms
+    }
+
+    /// The ledger list's offload request, if any.
+    pub fn offload_requested_upto(&self) -> Option<u64> {
+        self.state().info.offload_requested_upto
+    }
+
+    /// One offload run: offloads the ledgers [`offload_candidates`] picks, oldest first,
+    /// then deletes the bookie copies past `policy.deletion_lag`. At most one run per
+    /// topic at a time (a second returns `Ok(0)` at once); stops when the topic closes.
+    /// A failure is recorded in [`Self::offload_status`] with the time of the next try
+    /// (backoff doubling from 1 s to [`MAX_OFFLOAD_BACKOFF`]). Returns the ledgers
+    /// offloaded.
+    pub async fn run_offload(&self, policy: OffloadPolicy) -> Result<usize> {
+        let Some(off) = self.cfg.offload.clone() else {
+            return Ok(0);
+        };
+        let Ok(_run) = self.offload_run.try_lock() else {
+            return Ok(0);
+        };
+        self.offload_status.lock().expect("offload status").running = true;
+        let result = tokio::select! {
+            r = self.offload_pass(&off, policy) => r,
+            _ = self.stopped.cancelled() => Err(BrokerError::Closed(self.topic.to_string())),
+        };
+        let mut st = self.offload_status.lock().expect("offload status");
+        st.running = false;
+        match &result {
+            Ok(_) => {
+                st.failures = 0;
+                st.next_try_ms = 0;
+                st.last_error = None;
+            }
+            Err(BrokerError::Closed(_)) => {}
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1u64 << (st.failures - 1).min(16)).min(MAX_OFFLOAD_BACKOFF);
+                let now = now_ms();
+                st.next_try_ms = now + backoff.as_millis() as u64;
+                st.last_error = Some(e.to_string());
+                st.last_error_ms = now;
+                off.metrics.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(topic = %self.topic, error = %e, retry_in = ?backoff, "offload failed; will retry");
+            }
+        }
+        result
+    }
+
+    async fn offload_pass(&self, off: &Arc<Offloader>, policy: OffloadPolicy) -> Result<usize> {
+        let mut done = 0;
+        for id in self.offload_pending(&policy) {
+            self.offload_one(off, id).await?;
+            done += 1;
+        }
+        let now = now_ms();
+        let lag = policy.deletion_lag.as_millis() as u64;
+        let due: Vec<u64> = self
+            .state()
+            .info
+            .ledgers
+            .iter()
+            .filter(|l| {
+                l.offload
+                    .is_some_and(|o| o.complete && !o.bookie_deleted && now >= o.completed_ms.saturating_add(lag))
+            })
+            .map(|l| l.id)
+            .collect();
+        for id in due {
+            // Deleted first, then recorded: in between, reads of the ledger fail over
+            // from its bookies to object storage.
+            self.readers.lock().expect("reader cache").remove(&id);
+            match self
+                .client
+                .delete(LedgerId::new(id).expect("stored ids are valid"))
+                .await
+            {
+                Ok(()) | Err(BookieError::NoSuchLedger(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.update_ledger(id, |l| match &mut l.offload {
+                Some(o) if o.complete && !o.bookie_deleted => {
+                    o.bookie_deleted = true;
+                    true
+                }
+                _ => false,
+            })
+            .await?;
+            off.metrics
+                .deleted_from_bookies
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(topic = %self.topic, ledger = id, "offloaded ledger deleted from bookies");
+        }
+        Ok(done)
+    }
+
+    /// Offloads closed ledger `id` as a new attempt: the attempt is recorded first (after
+    /// deleting the objects of an unfinished earlier one), uploaded and verified, and only
+    /// then recorded complete.
+    async fn offload_one(&self, off: &Arc<Offloader>, id: u64) -> Result<()> {
+        let previous = match self.state().info.ledgers.iter().find(|l| l.id == id) {
+            Some(l) if l.offload.is_some_and(|o| o.complete) => return Ok(()),
+            Some(l) => l.offload.map(|o| o.attempt),
+            None => return Ok(()),
+        };
+        // The unfinished attempt's objects go before the list stops naming them, so a
+        // failure here leaves nothing unreferenced behind.
+        if let Some(p) = previous {
+            off.delete_attempt(&self.topic, id, p).await?;
+        }
+        let attempt = crate::offload::new_attempt();
+        let started = self
+            .update_ledger(id, |l| {
+                if l.offload.map(|o| o.attempt) != previous {
+                    return false;
+                }
+                l.offload = Some(OffloadInfo {
+                    attempt,
+                    started_ms: now_ms(),
+                    ..Default::default()
+                });
+                true
+            })
+            .await?;
+        if !started {
+            return Ok(());
+        }
+        let lid = LedgerId::new(id).expect("stored ids are valid");
+        tracing::info!(topic = %self.topic, ledger = id, attempt = format!("{attempt:016x}"), "offloading ledger");
+        let reader = self.reader(lid).await?;
+        let data_bytes = off.upload(&self.topic, &reader, attempt).await?;
+        let completed = self
+            .update_ledger(id, |l| match &mut l.offload {
+                Some(o) if o.attempt == attempt => {
+                    o.complete = true;
+                    o.completed_ms = now_ms();
+                    o.data_bytes = data_bytes;
+                    true
+                }
+                _ => false,
+            })
+            .await;
+        match completed {
+            Ok(true) => {
+                tracing::info!(topic = %self.topic, ledger = id, bytes = data_bytes, "ledger offloaded");
+                Ok(())
+            }
+            // Superseded or deleted meanwhile: nothing names these objects.
+            Ok(false) => off.delete_attempt(&self.topic, id, attempt).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// Closes the current ledger cleanly (unload, shutdown): later appends fail at once,
@@ -742,6 +1133,7 @@ impl ManagedLedger {
     /// by [`CLOSE_TIMEOUT`]: past it (bookies unreachable, say) the topic is abandoned
     /// instead and the next owner's recovery closes the ledger.
     pub async fn close(&self) -> Result<()> {
+        self.stopped.cancel();
         self.state()
             .failed
             .get_or_insert(BrokerError::Closed(self.topic.to_string()));
@@ -768,6 +1160,73 @@ impl ManagedLedger {
             }
         }
     }
+}
+
+/// Deletes a ledger the topic's list no longer names: its bookie copy (unless already
+/// deleted) and its offloaded objects. Failures are logged: the ledger is unreferenced.
+pub async fn delete_ledger_copies(
+    topic: &TopicName,
+    client: &LedgerClient,
+    offload: Option<&Offloader>,
+    l: &LedgerInfo,
+) {
+    let Ok(id) = LedgerId::new(l.id) else { return };
+    if !l.offload.is_some_and(|o| o.bookie_deleted) {
+        match client.delete(id).await {
+            Ok(()) | Err(BookieError::NoSuchLedger(_)) => {}
+            Err(e) => {
+                tracing::warn!(%topic, ledger = l.id, error = %e, "ledger removed from the topic but not deleted from bookies");
+            }
+        }
+    }
+    let Some(o) = l.offload else { return };
+    match offload {
+        Some(off) => {
+            if let Err(e) = off.delete_attempt(topic, l.id, o.attempt).await {
+                tracing::warn!(%topic, ledger = l.id, error = %e, "ledger removed from the topic but its offloaded objects were not deleted");
+            }
+        }
+        None => {
+            tracing::warn!(%topic, ledger = l.id, attempt = format!("{:016x}", o.attempt),
+                "ledger removed from the topic; its offloaded objects stay in object storage (no [offload] configured)");
+        }
+    }
+}
+
+/// The closed ledgers of a topic to offload now, oldest first: those with an unfinished
+/// attempt (resumed whatever the policy), those up to a requested id, those closed longer
+/// than the age threshold, and the oldest while more than the size threshold stays on
+/// bookies. `current` is the open ledger and `current_bytes` its size so far.
+pub fn offload_candidates(
+    ledgers: &[LedgerInfo],
+    current: Option<u64>,
+    current_bytes: u64,
+    requested_upto: Option<u64>,
+    policy: &OffloadPolicy,
+    now_ms: u64,
+) -> Vec<u64> {
+    let offloaded = |l: &LedgerInfo| l.offload.is_some_and(|o| o.complete);
+    let mut on_bookies: u64 = ledgers.iter().filter(|l| !offloaded(l)).map(|l| l.bytes).sum::<u64>() + current_bytes;
+    let mut out = Vec::new();
+    for (i, l) in ledgers.iter().enumerate() {
+        if Some(l.id) == current || l.entries == 0 || offloaded(l) {
+            continue;
+        }
+        // Closed when the next ledger was created.
+        let closed_ms = ledgers.get(i + 1).map(|n| n.created_ms);
+        let resume = l.offload.is_some();
+        let requested = requested_upto.is_some_and(|u| l.id <= u);
+        let old = match (policy.threshold_age, closed_ms) {
+            (Some(age), Some(c)) => now_ms.saturating_sub(c) >= age.as_millis() as u64,
+            _ => false,
+        };
+        let big = policy.threshold_bytes.is_some_and(|t| on_bookies > t);
+        if resume || requested || old || big {
+            on_bookies = on_bookies.saturating_sub(l.bytes);
+            out.push(l.id);
+        }
+    }
+    out
 }
 
 /// The outcome of [`ManagedLedger::settle_ambiguous`].

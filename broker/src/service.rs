@@ -45,7 +45,9 @@ pub(crate) fn code_of(e: &BrokerError) -> pb::ErrorCode {
         BrokerError::Dispatch(DispatchError::ConsumerBusy) => pb::ErrorCode::ConsumerBusy,
         BrokerError::Dispatch(DispatchError::UnknownMessage(_)) => pb::ErrorCode::UnknownMessageId,
         BrokerError::Dispatch(_) => pb::ErrorCode::InvalidArgument,
-        BrokerError::Metadata(_) | BrokerError::Corruption(_) | BrokerError::Storage(_) => pb::ErrorCode::StorageError,
+        BrokerError::Metadata(_) | BrokerError::Corruption(_) | BrokerError::Storage(_) | BrokerError::Offload(_) => {
+            pb::ErrorCode::StorageError
+        }
     }
 }
 

@@ -176,6 +176,21 @@ impl Index {
         self.offsets.len() as u64
     }
 
+    /// The last entry of a read of at most `max_bytes` of records from `first` (at least
+    /// `first` itself, however large). `first` must be an entry of the ledger.
+    pub fn chunk_end(&self, first: u64, max_bytes: u64) -> u64 {
+        let i = first as usize;
+        let start = self.offsets[i];
+        let rest = &self.offsets[i + 1..];
+        // Entries first..first + k end within the budget (entry j ends where j + 1 starts).
+        let k = rest.partition_point(|o| o - start <= max_bytes);
+        if k == rest.len() && self.data_bytes - start <= max_bytes {
+            self.entries() - 1
+        } else {
+            first + (k as u64).saturating_sub(1)
+        }
+    }
+
     /// The byte range of the data object holding entries `first..=last`.
     pub fn range(&self, first: u64, last: u64) -> Option<std::ops::Range<u64>> {
         if first > last || last >= self.entries() {
@@ -259,6 +274,26 @@ mod tests {
         }
         assert_eq!(ix.range(5, 10), None, "past the last entry");
         assert_eq!(ix.range(6, 5), None);
+    }
+
+    #[test]
+    fn chunks_stay_within_the_budget_and_hold_at_least_one_entry() {
+        let l = LedgerId::new(5).unwrap();
+        // Records of 16 + 10 = 26 bytes each, and one of 16 + 100.
+        let mut payloads: Vec<Vec<u8>> = vec![vec![1; 10]; 6];
+        payloads[3] = vec![2; 100];
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let (_, index) = build(l, &refs);
+        let ix = Index::decode(l, &index).unwrap();
+        assert_eq!(ix.chunk_end(0, 26), 0);
+        assert_eq!(ix.chunk_end(0, 51), 0);
+        assert_eq!(ix.chunk_end(0, 52), 1);
+        assert_eq!(ix.chunk_end(0, 78), 2);
+        assert_eq!(ix.chunk_end(3, 1), 3, "one entry even over the budget");
+        assert_eq!(ix.chunk_end(4, 52), 5, "exactly the rest");
+        assert_eq!(ix.chunk_end(4, 51), 4);
+        assert_eq!(ix.chunk_end(0, u64::MAX), 5);
+        assert_eq!(ix.chunk_end(5, 0), 5);
     }
 
     #[test]
