@@ -174,7 +174,31 @@ enum TopicOp {
         /// Keep at most this many bytes of acknowledged messages (-1 no limit, 0 none).
         #[arg(long, allow_hyphen_values = true)]
         retention_bytes: Option<i64>,
+        /// Offload closed ledgers while more than this many bytes stay on bookies (-1
+        /// never by size, 0 every closed ledger).
+        #[arg(long, allow_hyphen_values = true)]
+        offload_threshold_bytes: Option<i64>,
+        /// Offload ledgers closed this many seconds ago (-1 never by age).
+        #[arg(long, allow_hyphen_values = true)]
+        offload_threshold_secs: Option<i64>,
+        /// Delete bookie copies this many seconds after their offload was verified.
+        #[arg(long, allow_hyphen_values = true)]
+        offload_deletion_lag_secs: Option<i64>,
     },
+    /// Offload every closed ledger to object storage now (whatever the thresholds), and
+    /// wait until done (prints the status as JSON).
+    Offload {
+        topic: String,
+        /// Return once the request is recorded instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (the offload goes on).
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// The topic's offload, as JSON: each ledger's state and objects, bytes on bookies
+    /// and in object storage, the last error.
+    OffloadStatus { topic: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -292,6 +316,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                     .collect();
                 let v = serde_json::json!({"topic": s.topic, "partitions": s.partitions, "entries": s.entries,
                     "storage_bytes": s.storage_bytes, "ledgers": s.ledgers, "producers": s.producers,
+                    "bookie_bytes": s.bookie_bytes, "offloaded_bytes": s.offloaded_bytes,
                     "subscriptions": subs});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
@@ -306,18 +331,71 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 if let Some(x) = p.retention_bytes {
                     v.insert("retention_bytes".into(), x.into());
                 }
+                for (k, x) in [
+                    ("offload_threshold_bytes", p.offload_threshold_bytes),
+                    ("offload_threshold_secs", p.offload_threshold_secs),
+                    ("offload_deletion_lag_secs", p.offload_deletion_lag_secs),
+                ] {
+                    if let Some(x) = x {
+                        v.insert(k.into(), x.into());
+                    }
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             TopicOp::SetPolicies {
                 topic,
                 retention_time_secs,
                 retention_bytes,
+                offload_threshold_bytes,
+                offload_threshold_secs,
+                offload_deletion_lag_secs,
             } => {
                 let p = strata_client::TopicPolicies {
                     retention_time_secs,
                     retention_bytes,
+                    offload_threshold_bytes,
+                    offload_threshold_secs,
+                    offload_deletion_lag_secs,
                 };
                 c.set_topic_policies(&topic, p).await?
+            }
+            TopicOp::Offload {
+                topic,
+                no_wait,
+                timeout_secs,
+            } => {
+                let mut s = c.offload_topic(&topic).await?;
+                if !no_wait {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+                    loop {
+                        // Done once nothing is pending and no run is under way; a failure
+                        // is reported (the broker keeps retrying with backoff).
+                        if !s.running && s.pending_ledgers == 0 {
+                            break;
+                        }
+                        if !s.last_error.is_empty() && !s.running {
+                            println!("{}", offload_json(&s)?);
+                            anyhow::bail!(
+                                "offload of {topic} failed (the broker retries with backoff): {}",
+                                s.last_error
+                            );
+                        }
+                        if std::time::Instant::now() >= deadline {
+                            println!("{}", offload_json(&s)?);
+                            anyhow::bail!(
+                                "offload of {topic} not done after {timeout_secs} s ({} ledgers pending); it goes on",
+                                s.pending_ledgers
+                            );
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        s = c.offload_status(&topic).await?;
+                    }
+                }
+                println!("{}", offload_json(&s)?);
+            }
+            TopicOp::OffloadStatus { topic } => {
+                let s = c.offload_status(&topic).await?;
+                println!("{}", offload_json(&s)?);
             }
         },
         AdminCommand::Subscriptions { op } => match op {
@@ -532,4 +610,30 @@ fn print_cluster(info: strata_client::ClusterInfo, json: bool) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// An offload status as pretty JSON (the CLI's output of `topics offload[-status]`).
+fn offload_json(s: &strata_client::OffloadStatus) -> anyhow::Result<String> {
+    let ledgers: Vec<serde_json::Value> = s
+        .ledgers
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::json!({"topic": l.topic, "ledger": l.ledger, "entries": l.entries,
+                "bytes": l.bytes, "state": l.state});
+            if !l.data_object.is_empty() {
+                v["data_object"] = l.data_object.clone().into();
+                v["index_object"] = l.index_object.clone().into();
+                v["data_object_bytes"] = l.data_object_bytes.into();
+            }
+            v
+        })
+        .collect();
+    let v = serde_json::json!({"topic": s.topic, "enabled": s.enabled, "url": s.url, "running": s.running,
+        "pending_ledgers": s.pending_ledgers, "offloaded_ledgers": s.offloaded_ledgers,
+        "offloaded_bytes": s.offloaded_bytes, "bookie_bytes": s.bookie_bytes,
+        "last_error": s.last_error, "last_error_ms": s.last_error_ms,
+        "consecutive_failures": s.consecutive_failures, "next_retry_ms": s.next_retry_ms,
+        "last_read_error": s.last_read_error, "last_read_error_ms": s.last_read_error_ms,
+        "ledgers": ledgers});
+    Ok(serde_json::to_string_pretty(&v)?)
 }

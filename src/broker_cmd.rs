@@ -36,19 +36,21 @@ pub struct BrokerArgs {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct BrokerFile {
     pub(crate) broker: BrokerSettings,
+    /// Tiered offload to object storage (off unless `url` is set).
+    pub(crate) offload: strata_broker::offload::OffloadSettings,
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    let settings = match &args.config {
+    let file = match &args.config {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<BrokerFile>(&text)
-                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-                .broker
+            toml::from_str::<BrokerFile>(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
         }
-        None => BrokerSettings::default(),
+        None => BrokerFile::default(),
     };
+    let settings: BrokerSettings = file.broker;
+    let offload = file.offload.build().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another process using it?)", args.listen))?;
@@ -64,9 +66,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         );
     }
     // Pulsar's cluster defaults: two copies, both acknowledged.
-    let cfg = settings
+    let mut cfg = settings
         .to_config(format!("http://{advertised}"), (2, 2, 2))
         .map_err(anyhow::Error::msg)?;
+    cfg.ledger.offload = offload;
     let http = crate::http::bind(&args.http_listen).await?;
     let store = strata_meta::connect(&args.metadata_url)
         .await
@@ -147,6 +150,9 @@ impl crate::http::Probes for BrokerProbes {
                 cache.limit() as f64,
             );
             b.metrics.write(&mut w);
+            if let Some(off) = b.offloader() {
+                off.metrics.write(&mut w);
+            }
             w.process();
             w.finish()
         }

@@ -36,6 +36,8 @@ struct StandaloneConfig {
     broker: BrokerSettings,
     /// The embedded bookie; its data directory and address are chosen by standalone.
     bookie: BookieConfig,
+    /// Tiered offload to object storage (off unless `url` is set).
+    offload: strata_broker::offload::OffloadSettings,
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
@@ -53,6 +55,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .broker
         .to_config(String::new(), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
+    let offload = config.offload.build().map_err(anyhow::Error::msg)?;
     if config.broker.ensemble_size.is_some_and(|n| n != 1) {
         anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
     }
@@ -116,10 +119,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let broker_cfg = config
+    let mut broker_cfg = config
         .broker
         .to_config(format!("http://{}", listener.local_addr()?), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
+    broker_cfg.ledger.offload = offload;
     // The broker never appends an entry its bookie would refuse (MESSAGE_TOO_LARGE instead).
     let client = LedgerClient::new(
         store.clone(),

@@ -4,13 +4,15 @@
 //! Deletions refuse what still has children (NOT_EMPTY) instead of cascading, except a
 //! topic, whose deletion removes its ledgers and subscriptions.
 
+mod offload;
+
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::service::{code_of, status};
 use bytes::Bytes;
 use std::sync::Arc;
 use strata_bookie::autorecovery;
-use strata_common::{LedgerId, SubscriptionName, TopicName, topic::NameError};
+use strata_common::{SubscriptionName, TopicName, topic::NameError};
 use strata_meta::{Condition, MetaError, keys};
 use strata_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -245,12 +247,14 @@ impl AdminService {
             .delete(&key, Condition::Version(v.version))
             .await
             .map_err(|e| to_status(e.into()))?;
-        for l in info.ledgers {
-            if let Ok(id) = LedgerId::new(l.id)
-                && let Err(e) = self.broker.ledger_client().delete(id).await
-            {
-                tracing::warn!(topic = %t, ledger = l.id, error = %e, "ledger of a deleted topic not deleted");
-            }
+        for l in &info.ledgers {
+            crate::managed_ledger::delete_ledger_copies(
+                t,
+                self.broker.ledger_client(),
+                self.broker.offloader().map(|o| &**o),
+                l,
+            )
+            .await;
         }
         for (k, _) in store
             .list(&keys::cursors_prefix(&t.path()))
@@ -441,6 +445,8 @@ impl AdminService {
             out.storage_bytes += s.storage_bytes;
             out.ledgers += s.ledgers;
             out.producers += s.producers;
+            out.offloaded_bytes += s.offloaded_bytes;
+            out.bookie_bytes += s.bookie_bytes;
             out.subscriptions.extend(s.subscriptions);
             return Ok(());
         }
@@ -469,6 +475,12 @@ impl AdminService {
         out.entries += info.ledgers.iter().map(entries_of).sum::<u64>();
         out.storage_bytes += info.ledgers.iter().map(|l| l.bytes).sum::<u64>();
         out.ledgers += info.ledgers.len() as u32;
+        let current_bytes = loaded
+            .as_ref()
+            .map_or(0, |l| l.topic.managed_ledger().current_ledger().1);
+        let (offloaded, on_bookies) = offload::offload_bytes(&info.ledgers, current_bytes);
+        out.offloaded_bytes += offloaded;
+        out.bookie_bytes += on_bookies;
         let consumers = match &loaded {
             Some(l) => l.consumer_counts().await,
             None => Default::default(),
@@ -753,6 +765,9 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::TopicPolicies {
             retention_time_secs: p.retention_time_secs,
             retention_bytes: p.retention_bytes,
+            offload_threshold_bytes: p.offload_threshold_bytes,
+            offload_threshold_secs: p.offload_threshold_secs,
+            offload_deletion_lag_secs: p.offload_deletion_lag_secs,
         }))
     }
 
@@ -763,6 +778,9 @@ impl pb::admin_server::Admin for AdminService {
         let policies = crate::policies::TopicPolicies {
             retention_time_secs: p.retention_time_secs,
             retention_bytes: p.retention_bytes,
+            offload_threshold_bytes: p.offload_threshold_bytes,
+            offload_threshold_secs: p.offload_threshold_secs,
+            offload_deletion_lag_secs: p.offload_deletion_lag_secs,
         };
         policies.validate().map_err(to_status)?;
         self.require_topic(&t).await?;
@@ -1088,6 +1106,14 @@ impl pb::admin_server::Admin for AdminService {
         let r = r.into_inner();
         let address = check_bookie_address(&r.address)?;
         self.decommission_status(address).await.map(Response::new)
+    }
+
+    async fn offload_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::OffloadStatus>, Status> {
+        self.offload_rpc(r, true).await
+    }
+
+    async fn get_offload_status(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::OffloadStatus>, Status> {
+        self.offload_rpc(r, false).await
     }
 
     async fn list_under_replicated_ledgers(

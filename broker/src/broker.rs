@@ -440,6 +440,30 @@ impl Broker {
                 tracing::warn!(topic = %t.topic.name(), error = %e, "retention not applied");
             }
         });
+        if let Some(off) = broker.offloader().cloned() {
+            let default = off.settings().policy();
+            broker.spawn_periodic(
+                Duration::from_secs(off.settings().check_interval_secs),
+                move |t| async move {
+                    let ml = t.topic.managed_ledger().clone();
+                    if !ml.offload_due() {
+                        return;
+                    }
+                    match crate::policies::effective(&*ml.store(), t.topic.name()).await {
+                        Ok(p) => {
+                            let policy = p.offload(default);
+                            // Uploads take long: each topic's run is a task of its own.
+                            tokio::spawn(async move {
+                                let _ = ml.run_offload(policy).await;
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %t.topic.name(), error = %e, "offload policies not read; offload skipped");
+                        }
+                    }
+                },
+            );
+        }
         crate::cluster::spawn_tasks(&broker);
         Ok(broker)
     }
@@ -701,6 +725,18 @@ impl Broker {
             t.close().await;
         }
         !taken.is_empty()
+    }
+
+    /// Where closed ledgers are offloaded (`None`: no `[offload]` url configured).
+    pub fn offloader(&self) -> Option<&Arc<crate::offload::Offloader>> {
+        self.cfg.ledger.offload.as_ref()
+    }
+
+    /// The offload policy of topic `t`: its policies over the broker's defaults.
+    pub async fn offload_policy(&self, t: &TopicName) -> Result<Option<crate::offload::OffloadPolicy>> {
+        let Some(off) = self.offloader() else { return Ok(None) };
+        let p = crate::policies::effective(&**self.store(), t).await?;
+        Ok(Some(p.offload(off.settings().policy())))
     }
 
     pub fn ledger_client(&self) -> &LedgerClient {

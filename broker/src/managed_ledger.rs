@@ -914,7 +914,7 @@ impl ManagedLedger {
     }
 
     /// The open ledger's id and its size so far.
-    fn current_ledger(&self) -> (Option<u64>, u64) {
+    pub fn current_ledger(&self) -> (Option<u64>, u64) {
         let st = self.state();
         let current = st.writer.as_ref().map(|w| w.id().get());
         (current, if current.is_some() { st.bytes } else { 0 })

@@ -6,6 +6,7 @@
 //! never freezes a default that the operator of the cluster later changes.
 
 use crate::error::{BrokerError, Result};
+use crate::offload::OffloadPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use strata_common::TopicName;
@@ -14,6 +15,16 @@ use strata_meta::{MetadataStore, keys};
 /// A topic's own policies, as stored and as the admin API carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicPolicies {
+    /// Offload closed ledgers while more than this many bytes stay on bookies; -1 never
+    /// by size, 0 every closed ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload_threshold_bytes: Option<i64>,
+    /// Offload ledgers closed this many seconds ago; -1 never by age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload_threshold_secs: Option<i64>,
+    /// Delete the bookie copy of an offloaded ledger this many seconds after its upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload_deletion_lag_secs: Option<i64>,
     /// Seconds acknowledged messages are kept; -1 forever, 0 not at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_time_secs: Option<i64>,
@@ -48,6 +59,19 @@ impl TopicPolicies {
         if let Some(v) = self.retention_bytes {
             limit("retention_bytes", v)?;
         }
+        if let Some(v) = self.offload_threshold_bytes {
+            limit("offload_threshold_bytes", v)?;
+        }
+        if let Some(v) = self.offload_threshold_secs {
+            limit("offload_threshold_secs", v)?;
+        }
+        if let Some(v) = self.offload_deletion_lag_secs
+            && v < 0
+        {
+            return Err(BrokerError::InvalidArgument(format!(
+                "offload_deletion_lag_secs is {v}: use 0 or a positive number of seconds"
+            )));
+        }
         Ok(())
     }
 
@@ -61,6 +85,24 @@ impl TopicPolicies {
             bytes: match self.retention_bytes.map(|v| limit("", v)) {
                 Some(Ok(v)) => v,
                 _ => default.bytes,
+            },
+        }
+    }
+
+    /// Offload for a topic with these policies on a broker whose default is `default`.
+    pub fn offload(&self, default: OffloadPolicy) -> OffloadPolicy {
+        OffloadPolicy {
+            threshold_bytes: match self.offload_threshold_bytes.map(|v| limit("", v)) {
+                Some(Ok(v)) => v,
+                _ => default.threshold_bytes,
+            },
+            threshold_age: match self.offload_threshold_secs.map(|v| limit("", v)) {
+                Some(Ok(v)) => v.map(Duration::from_secs),
+                _ => default.threshold_age,
+            },
+            deletion_lag: match self.offload_deletion_lag_secs {
+                Some(v) if v >= 0 => Duration::from_secs(v as u64),
+                _ => default.deletion_lag,
             },
         }
     }
@@ -110,6 +152,7 @@ mod tests {
         let p = TopicPolicies {
             retention_time_secs: Some(-1),
             retention_bytes: Some(1024),
+            ..Default::default()
         };
         assert_eq!(
             p.retention(default),
@@ -120,6 +163,38 @@ mod tests {
         );
         let stored = serde_json::to_string(&TopicPolicies::default()).unwrap();
         assert_eq!(stored, "{}");
+        let off = OffloadPolicy {
+            threshold_bytes: None,
+            threshold_age: Some(Duration::from_secs(60)),
+            deletion_lag: Duration::from_secs(3600),
+        };
+        assert_eq!(TopicPolicies::default().offload(off), off);
+        let p = TopicPolicies {
+            offload_threshold_bytes: Some(0),
+            offload_threshold_secs: Some(-1),
+            offload_deletion_lag_secs: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.offload(off),
+            OffloadPolicy {
+                threshold_bytes: Some(0),
+                threshold_age: None,
+                deletion_lag: Duration::ZERO
+            }
+        );
+        for bad in [
+            TopicPolicies {
+                offload_threshold_bytes: Some(-5),
+                ..Default::default()
+            },
+            TopicPolicies {
+                offload_deletion_lag_secs: Some(-1),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().unwrap_err().to_string().contains("offload_"));
+        }
     }
 
     #[test]

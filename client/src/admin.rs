@@ -33,6 +33,8 @@ pub type SubscriptionStats = pb::SubscriptionStats;
 /// # Ok(()) }
 /// ```
 pub type TopicPolicies = pb::TopicPolicies;
+/// A topic's tiered offload: see [`Admin::offload_status`].
+pub type OffloadStatus = pb::OffloadStatus;
 /// A bookie as [`Admin::bookies`] lists it.
 pub type BookieStatus = pb::BookieStatus;
 /// Progress of a bookie's decommission.
@@ -402,6 +404,28 @@ impl Admin {
         })
         .await
         .map(drop)
+    }
+
+    /// Offloads every closed ledger of the topic (each partition's) to object storage now,
+    /// whatever its thresholds; returns at once with the status (follow it with
+    /// [`Self::offload_status`]). The request is recorded, so a broker restart finishes it.
+    pub async fn offload_topic(&self, topic: &str) -> Result<OffloadStatus> {
+        let r = pb::TopicRequest {
+            topic: topic.to_string(),
+            ..Default::default()
+        };
+        self.call(r, |mut c, r| async move { c.offload_topic(r).await }).await
+    }
+
+    /// The topic's offload: ledgers and where each is, bytes on bookies and in object
+    /// storage, and the last error.
+    pub async fn offload_status(&self, topic: &str) -> Result<OffloadStatus> {
+        let r = pb::TopicRequest {
+            topic: topic.to_string(),
+            ..Default::default()
+        };
+        self.call(r, |mut c, r| async move { c.get_offload_status(r).await })
+            .await
     }
 
     /// The topic's own policies (unset fields: the broker's defaults apply).

@@ -235,6 +235,7 @@ pub fn desired(spec: &TopicSpec, metadata_name: &str) -> Result<Desired, SpecErr
                 .as_deref()
                 .map(|s| parse_size("spec.retention.size", s))
                 .transpose()?,
+            ..Default::default()
         },
     })
 }

@@ -165,6 +165,8 @@ impl OffloadSettings {
                 if bucket.is_empty() {
                     return Err(format!("offload.url {url:?} names no bucket: use s3://bucket[/prefix]"));
                 }
+                // HTTPS through rustls with ring (a second install is a no-op).
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_virtual_hosted_style_request(self.virtual_hosted_style)
