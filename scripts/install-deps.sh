@@ -6,6 +6,7 @@
 #   etcd-server     etcd, which the metadata and operator tests start on loopback (tests only)
 #   openssl         certificates for the operator tests' kube-apiserver (tests only)
 #   kubernetes-client  kubectl, if the machine has none (operator tests drive it)
+#   python3, python3-venv  for the S3-compatible server (moto) the offload tests run
 set -euo pipefail
 missing=()
 [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || missing+=(librocksdb-dev)
@@ -14,6 +15,8 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}" >&2
 if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Strata's whole test suite on a fresh machine: installs what the build and tests need
-# (Debian packages; a kube-apiserver for the operator's tests, built once and cached), then
+# (Debian packages; a kube-apiserver for the operator's tests, built once and cached; moto,
+# an S3-compatible server, for the offload tests, from PyPI and cached), then
 # builds and runs every test of the workspace in release mode (the crash and recovery tests
 # drive the real `strata` binary, so it is built as shipped).
 #
@@ -87,6 +88,17 @@ if ! STRATA_KUBE_APISERVER="$(./scripts/kube/install-kube-apiserver.sh)"; then
     exit
 fi
 export STRATA_KUBE_APISERVER
+
+# The offload tests run an S3-compatible server: moto from PyPI, installed once per machine
+# into a virtualenv cached outside the repository.
+step="installing moto (S3-compatible server)"
+if ! STRATA_MOTO_SERVER="$(./scripts/install-moto.sh)"; then
+    status=1
+    stopped="installing moto failed, so no test ran"
+    step=""
+    exit
+fi
+export STRATA_MOTO_SERVER
 
 step="building"
 cargo build --release --all-targets "${@:---workspace}"

@@ -157,7 +157,8 @@ impl ManagedLedgerInfo {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -1206,7 +1207,10 @@ pub fn offload_candidates(
     now_ms: u64,
 ) -> Vec<u64> {
     let offloaded = |l: &LedgerInfo| l.offload.is_some_and(|o| o.complete);
-    let mut on_bookies: u64 = ledgers.iter().filter(|l| !offloaded(l)).map(|l| l.bytes).sum::<u64>() + current_bytes;
+    let mut on_bookies: u64 = ledgers
+        .iter()
+        .filter(|l| !offloaded(l))
+        .fold(current_bytes, |sum, l| sum.saturating_add(l.bytes));
     let mut out = Vec::new();
     for (i, l) in ledgers.iter().enumerate() {
         if Some(l.id) == current || l.entries == 0 || offloaded(l) {
@@ -1250,5 +1254,94 @@ fn lost_or(topic: &TopicName, e: MetaError) -> BrokerError {
             "this broker no longer owns the topic's bundle".into(),
         ),
         e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(id: u64, entries: u64, bytes: u64, created_ms: u64) -> LedgerInfo {
+        LedgerInfo {
+            id,
+            entries,
+            bytes,
+            created_ms,
+            offload: None,
+        }
+    }
+
+    const OFF: OffloadPolicy = OffloadPolicy {
+        threshold_bytes: None,
+        threshold_age: None,
+        deletion_lag: Duration::ZERO,
+    };
+
+    #[test]
+    fn offload_candidates_follow_the_thresholds_oldest_first() {
+        // Ledgers 1–4 closed (100 bytes each), 5 open with 50 bytes; 3 is empty.
+        let mut ls = vec![
+            ledger(1, 10, 100, 1_000),
+            ledger(2, 10, 100, 2_000),
+            ledger(3, 0, 0, 3_000),
+            ledger(4, 10, 100, 4_000),
+            ledger(5, 0, 0, 5_000),
+        ];
+        let pick = |ls: &[LedgerInfo], p: OffloadPolicy, req: Option<u64>, now: u64| {
+            offload_candidates(ls, Some(5), 50, req, &p, now)
+        };
+        assert!(pick(&ls, OFF, None, 10_000).is_empty(), "no threshold, no request");
+        // Size: 350 bytes on bookies; keep at most 200 → the two oldest with data go.
+        let size = OffloadPolicy {
+            threshold_bytes: Some(200),
+            ..OFF
+        };
+        assert_eq!(pick(&ls, size, None, 10_000), vec![1, 2]);
+        let all = OffloadPolicy {
+            threshold_bytes: Some(0),
+            ..OFF
+        };
+        assert_eq!(
+            pick(&ls, all, None, 10_000),
+            vec![1, 2, 4],
+            "never the empty or open one"
+        );
+        // Age: closed when the next ledger was created; 2 closed at 3,000.
+        let age = OffloadPolicy {
+            threshold_age: Some(Duration::from_secs(7)),
+            ..OFF
+        };
+        assert_eq!(pick(&ls, age, None, 10_000), vec![1, 2]);
+        assert_eq!(pick(&ls, OFF, Some(2), 0), vec![1, 2], "a request up to ledger 2");
+        // Offloaded ones count off the bookie bytes and are not picked again; an
+        // interrupted attempt is resumed whatever the policy.
+        ls[0].offload = Some(OffloadInfo {
+            attempt: 1,
+            complete: true,
+            ..Default::default()
+        });
+        ls[3].offload = Some(OffloadInfo {
+            attempt: 2,
+            ..Default::default()
+        });
+        assert_eq!(pick(&ls, OFF, None, 0), vec![4]);
+        let keep_250 = OffloadPolicy {
+            threshold_bytes: Some(250),
+            ..OFF
+        };
+        assert_eq!(
+            pick(&ls, keep_250, None, 0),
+            vec![4],
+            "250 on bookies: 4 resumes, 2 may stay"
+        );
+        assert_eq!(pick(&ls, size, None, 0), vec![2, 4]);
+        assert_eq!(pick(&ls, all, None, 0), vec![2, 4]);
+        // u64::MAX ids and an empty list are fine.
+        assert!(offload_candidates(&[], None, 0, Some(u64::MAX), &all, u64::MAX).is_empty());
+        let big = [ledger(u64::MAX - 1, 1, u64::MAX, 0), ledger(u64::MAX, 0, 0, 0)];
+        assert_eq!(
+            offload_candidates(&big, Some(u64::MAX), u64::MAX, None, &all, 0),
+            vec![u64::MAX - 1]
+        );
     }
 }

@@ -564,3 +564,4 @@ impl Drop for BrokerProcess {
 }
 pub mod kube;
 pub mod kubelet;
+pub mod s3;

@@ -18,14 +18,11 @@ pub(super) fn offload_bytes(ledgers: &[LedgerInfo], current_bytes: u64) -> (u64,
     let offloaded = ledgers
         .iter()
         .filter(|l| l.offload.is_some_and(|o| o.complete))
-        .map(|l| l.bytes)
-        .sum();
+        .fold(0u64, |sum, l| sum.saturating_add(l.bytes));
     let on_bookies = ledgers
         .iter()
         .filter(|l| !l.offload.is_some_and(|o| o.bookie_deleted))
-        .map(|l| l.bytes)
-        .sum::<u64>()
-        + current_bytes;
+        .fold(current_bytes, |sum, l| sum.saturating_add(l.bytes));
     (offloaded, on_bookies)
 }
 
@@ -109,7 +106,23 @@ impl AdminService {
         } else {
             match self.broker.loaded(t).await {
                 Some(l) => self.loaded_view(l.topic.managed_ledger()).await,
-                None => self.stored_view(t).await?,
+                None => {
+                    // Offload runs on the topic's owner while the topic is loaded. A topic
+                    // with work left (an interrupted attempt, a request) and no client
+                    // since a restart is loaded here, so the work resumes.
+                    let stored = self.stored_view(t).await?;
+                    let now = crate::managed_ledger::now_ms();
+                    let unfinished = policy.is_some_and(|p| {
+                        !offload_candidates(&stored.ledgers, stored.current, 0, stored.requested_upto, &p, now)
+                            .is_empty()
+                    });
+                    if unfinished {
+                        let loaded = self.broker.topic(t, false).await.map_err(to_status)?;
+                        self.loaded_view(loaded.topic.managed_ledger()).await
+                    } else {
+                        stored
+                    }
+                }
             }
         };
         out.enabled = true;

@@ -88,6 +88,45 @@ pub struct StrataClusterSpec {
     /// brokers' defaults, checked against the bookie count.
     #[serde(default)]
     pub replication: Replication,
+    /// Tiered offload of closed ledgers to object storage (the brokers' `[offload]`,
+    /// docs/storage.md); unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<Offload>,
+}
+
+/// The brokers' `[offload]` section (docs/storage.md) in camelCase; credentials come from
+/// a Secret, never from the resource.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Offload {
+    /// `s3://bucket[/prefix]`.
+    #[schemars(length(min = 6), pattern(r"^s3://[^/]+"))]
+    pub url: String,
+    /// An S3-compatible endpoint (MinIO, Ceph RGW), like `http://minio.storage:9000`;
+    /// unset: AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://"))]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_hosted_style: Option<bool>,
+    /// A Secret in the cluster's namespace whose keys `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`) become the brokers'
+    /// environment. Unset: the brokers' own (e.g. IRSA) credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub credentials_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1))]
+    pub threshold_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1))]
+    pub threshold_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_lag_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_sec: Option<u64>,
 }
 
 /// Exactly one of `managed` and `external`; neither means `managed` with its defaults.

@@ -152,6 +152,15 @@ pub fn broker_toml(sc: &StrataCluster, plan: &Plan) -> String {
         out.push_str(&l);
         out.push('\n');
     }
+    if let Some(o) = &sc.spec.offload {
+        let mut o = o.clone();
+        o.credentials_secret = None;
+        out.push_str("\n[offload]\n");
+        for l in toml_lines(&o) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -530,6 +539,9 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
             { "name": "STRATA_LOG_FORMAT", "value": "json" },
         ]),
     );
+    if let Some(secret) = sc.spec.offload.as_ref().and_then(|o| o.credentials_secret.as_ref()) {
+        c.insert("envFrom".into(), json!([{ "secretRef": { "name": secret } }]));
+    }
     c.insert(
         "ports".into(),
         json!([
@@ -730,6 +742,34 @@ mod tests {
         ] {
             assert!(broker.lines().any(|l| l == line), "{line} missing from\n{broker}");
         }
+        // Offload: its own section, credentials from the Secret as environment only.
+        let mut with_offload = sc.spec.clone();
+        with_offload.offload = Some(crate::cluster::Offload {
+            url: "s3://bucket/strata".into(),
+            endpoint: Some("http://minio:9000".into()),
+            credentials_secret: Some("s3-creds".into()),
+            threshold_bytes: Some(0),
+            ..Default::default()
+        });
+        let sc_off = cluster(with_offload);
+        let toml = broker_toml(&sc_off, &plan);
+        let offload_part = toml.split("[offload]").nth(1).expect("an [offload] section");
+        for line in [
+            "url = \"s3://bucket/strata\"",
+            "endpoint = \"http://minio:9000\"",
+            "threshold_bytes = 0",
+        ] {
+            assert!(offload_part.lines().any(|l| l == line), "{line} missing from\n{toml}");
+        }
+        assert!(!toml.contains("s3-creds") && !toml.contains("credentials"), "{toml}");
+        let parsed: toml::Value = toml::from_str(&toml).unwrap();
+        assert_eq!(parsed["offload"]["url"].as_str(), Some("s3://bucket/strata"));
+        let r = render(&sc_off, &plan, 3, 2);
+        let pod = serde_json::to_value(&r.brokers.workload.spec.as_ref().unwrap().template).unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"],
+            "s3-creds"
+        );
         let bookie = bookie_toml(&sc);
         assert!(bookie.lines().any(|l| l == "max_entry_bytes = 8388608"), "{bookie}");
         assert!(bookie.lines().any(|l| l == "compaction_threshold = 0.25"), "{bookie}");
