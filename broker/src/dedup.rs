@@ -466,6 +466,7 @@ mod tests {
             entries,
             bytes: 0,
             created_ms: 0,
+            offload: None,
         };
         assert_eq!(replay_start(&[l(1, 5), l(2, 7)]), Some(pos(1, 0)));
         assert_eq!(

@@ -208,7 +208,8 @@ mod tests {
         assert!(
             TopicPolicies {
                 retention_time_secs: Some(i64::MAX),
-                retention_bytes: Some(-1)
+                retention_bytes: Some(-1),
+                ..Default::default()
             }
             .validate()
             .is_ok()
