@@ -450,13 +450,7 @@ impl Broker {
                         return;
                     }
                     match crate::policies::effective(&*ml.store(), t.topic.name()).await {
-                        Ok(p) => {
-                            let policy = p.offload(default);
-                            // Uploads take long: each topic's run is a task of its own.
-                            tokio::spawn(async move {
-                                let _ = ml.run_offload(policy).await;
-                            });
-                        }
+                        Ok(p) => ml.start_offload(p.offload(default)),
                         Err(e) => {
                             tracing::warn!(topic = %t.topic.name(), error = %e, "offload policies not read; offload skipped");
                         }

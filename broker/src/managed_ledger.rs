@@ -984,6 +984,19 @@ impl ManagedLedger {
         self.state().info.offload_requested_upto
     }
 
+    /// Starts an offload run in a task of its own (uploads take long), marked running at
+    /// once so that a status read right after shows it.
+    pub fn start_offload(self: &Arc<Self>, policy: OffloadPolicy) {
+        if self.cfg.offload.is_none() {
+            return;
+        }
+        self.offload_status.lock().expect("offload status").running = true;
+        let ml = self.clone();
+        tokio::spawn(async move {
+            let _ = ml.run_offload(policy).await;
+        });
+    }
+
     /// One offload run: offloads the ledgers [`offload_candidates`] picks, oldest first,
     /// then deletes the bookie copies past `policy.deletion_lag`. At most one run per
     /// topic at a time (a second returns `Ok(0)` at once); stops when the topic closes.

@@ -97,10 +97,7 @@ impl AdminService {
             let ml = loaded.topic.managed_ledger().clone();
             ml.request_offload().await.map_err(to_status)?;
             if let Some(policy) = policy {
-                let run = ml.clone();
-                tokio::spawn(async move {
-                    let _ = run.run_offload(policy).await;
-                });
+                ml.start_offload(policy);
             }
             self.loaded_view(&ml).await
         } else {
