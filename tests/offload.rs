@@ -7,8 +7,9 @@
 //! exactly one pair of objects per ledger and nothing else in the bucket; every message is
 //! consumed from earliest byte-identical with the bookie copies deleted; a seek by time
 //! lands in the offloaded range; a damaged object gives an error naming the ledger and the
-//! object and never a wrong byte. Bad endpoints and a missing bucket are reported in
-//! offload-status, the CLI and /metrics while clients keep producing and consuming.
+//! object and never a wrong byte. An unreachable endpoint, wrong credentials and a missing
+//! bucket are reported in offload-status, the CLI and /metrics while clients keep
+//! producing and consuming.
 
 mod common;
 
@@ -397,7 +398,7 @@ async fn failing_offload(dir: &Path, offload: &str, expect: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_endpoints_and_missing_buckets_are_reported_while_clients_go_on() {
+async fn bad_endpoints_credentials_and_buckets_are_reported_while_clients_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start(dir.path()).await;
     let a = dir.path().join("missing-bucket");
@@ -409,6 +410,18 @@ async fn bad_endpoints_and_missing_buckets_are_reported_while_clients_go_on() {
             moto.endpoint
         ),
         &["s3://no-such-bucket/", "NoSuchBucket"],
+    )
+    .await;
+    let wrong = Moto::start_with(dir.path(), true).await;
+    let c = dir.path().join("wrong-credentials");
+    std::fs::create_dir_all(&c).unwrap();
+    failing_offload(
+        &c,
+        &format!(
+            "url = \"s3://bucket\"\nendpoint = \"{}\"\naccess_key_id = \"wrong\"\nsecret_access_key = \"wrong\"\n",
+            wrong.endpoint
+        ),
+        &["s3://bucket/", "InvalidAccessKeyId"],
     )
     .await;
     let b = dir.path().join("unreachable");

@@ -24,6 +24,12 @@
 //! - changes of the stored list (rollover, trim, close) are serialised by `list`, held
 //!   across metadata writes only.
 //!
+//! Offload (`crate::offload`, docs/storage.md): [`ManagedLedger::run_offload`] copies
+//! closed ledgers to object storage. Each ledger's [`OffloadInfo`] in the list names its
+//! attempt before the upload starts, is marked complete only after the objects were read
+//! back, and records the deletion of the bookie copy; reads of a ledger use object storage
+//! once it is complete and its bookie copy is gone or unreadable.
+//!
 //! Writes of the list are fenced by ownership ([`OwnedStore`]): once another broker owns
 //! the topic, they fail and the topic fails with `Fenced`. A write that fails ambiguously
 //! (timeout: it may have committed) is read back before anything is undone.
@@ -228,7 +234,7 @@ const MAX_OPEN_OFFLOADED: usize = 4;
 #[derive(Debug, Clone, Default)]
 pub struct OffloadRunStatus {
     pub running: bool,
-    /// The last failure of an upload or a read from object storage, until a run succeeds.
+    /// The last failed run (upload, verification, deletion), until a run succeeds.
     pub last_error: Option<String>,
     pub last_error_ms: u64,
     /// Failed runs in a row: the backoff doubles with each, up to [`MAX_OFFLOAD_BACKOFF`].

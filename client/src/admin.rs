@@ -28,6 +28,8 @@ pub type SubscriptionStats = pb::SubscriptionStats;
 /// let policies = strata_client::TopicPolicies {
 ///     retention_time_secs: Some(7 * 24 * 3600), // keep acknowledged messages a week
 ///     retention_bytes: Some(-1),                // of any size
+///     offload_threshold_bytes: Some(1 << 30),   // offload beyond 1 GiB on bookies
+///     ..Default::default()                      // the rest: the broker's defaults
 /// };
 /// admin.set_topic_policies("public/default/orders", policies).await?;
 /// # Ok(()) }

@@ -48,13 +48,25 @@ async fn request(addr: &str, method: &str, path: &str) -> Option<u16> {
 }
 
 impl Moto {
-    /// Starts moto's server on a free loopback port and waits until it answers.
+    /// Starts moto's server on a free loopback port and waits until it answers. Moto
+    /// accepts any credentials.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, false).await
+    }
+
+    /// With `check_credentials`, every request must be signed by an access key moto's IAM
+    /// knows (none exist): every request fails with `InvalidAccessKeyId`, as wrong
+    /// credentials do on S3.
+    pub async fn start_with(dir: &Path, check_credentials: bool) -> Self {
         let bin = moto_binary();
         for attempt in 0.. {
             let port = free_port();
             let log = std::fs::File::create(dir.join(format!("moto-{attempt}.log"))).unwrap();
-            let mut child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if check_credentials {
+                cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+            }
+            let mut child = cmd
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -63,7 +75,8 @@ impl Moto {
             let addr = format!("127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                if request(&addr, "GET", "/").await == Some(200) {
+                // Any answer (403 with credentials checked) means it serves.
+                if request(&addr, "GET", "/").await.is_some() {
                     return Self {
                         child,
                         endpoint: format!("http://{addr}"),
