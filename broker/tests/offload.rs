@@ -8,78 +8,14 @@ use object_store::ObjectStoreExt;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_bookie::ledger::{LedgerClient, LedgerClientConfig};
-use strata_bookie::{BookieConfig, Storage};
 use strata_broker::managed_ledger::{ManagedLedger, ManagedLedgerConfig, ManagedLedgerInfo, OffloadInfo};
 use strata_broker::offload::{ObjectKind, OffloadPolicy, OffloadSettings, Offloader};
 use strata_common::{EntryId, ErrorCode, LedgerId, Position, TopicName};
-use strata_meta::{Condition, MetadataStore, keys};
-use tokio_util::sync::CancellationToken;
+use strata_meta::{Condition, keys};
 
-struct Bookies {
-    store: Arc<dyn MetadataStore>,
-    stop: CancellationToken,
-    servers: Vec<tokio::task::JoinHandle<strata_bookie::Result<()>>>,
-    _dirs: Vec<tempfile::TempDir>,
-}
+mod common;
 
-impl Bookies {
-    /// Stops every bookie and waits until each flushed and closed its storage (RocksDB
-    /// must not be torn down by process exit while its threads run).
-    async fn shutdown(self) {
-        self.stop.cancel();
-        for s in self.servers {
-            s.await.unwrap().unwrap();
-        }
-    }
-}
-
-/// Serves `n` bookies in this process, registered in a shared in-memory store.
-async fn bookies(n: usize) -> Bookies {
-    let store = strata_meta::connect("memory://").await.unwrap();
-    let stop = CancellationToken::new();
-    let mut dirs = Vec::new();
-    let mut servers = Vec::new();
-    for _ in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let cfg = BookieConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BookieConfig::default()
-        };
-        let storage = Arc::new(
-            tokio::task::spawn_blocking(move || Storage::open(cfg))
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-        tokio::spawn(strata_bookie::registration::keep_registered(
-            store.clone(),
-            storage.clone(),
-            addr,
-            Duration::from_secs(10),
-            stop.clone(),
-        ));
-        servers.push(tokio::spawn(strata_bookie::service::serve(
-            storage,
-            listener,
-            stop.clone(),
-        )));
-        dirs.push(dir);
-    }
-    // Wait (bounded) until all are registered.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.list(&keys::bookies_prefix()).await.unwrap().len() < n {
-        assert!(std::time::Instant::now() < deadline, "bookies did not register");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Bookies {
-        store,
-        stop,
-        servers,
-        _dirs: dirs,
-    }
-}
+use common::bookies;
 
 fn cfg(offload: &Arc<Offloader>) -> ManagedLedgerConfig {
     ManagedLedgerConfig {

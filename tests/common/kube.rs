@@ -24,16 +24,7 @@ pub struct KubeApiServer {
 }
 
 fn apiserver_binary() -> String {
-    if let Ok(p) = std::env::var("STRATA_KUBE_APISERVER") {
-        return p;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube/install-kube-apiserver.sh");
-    let out = Command::new(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/kube/install-kube-apiserver.sh");
-    assert!(out.status.success(), "scripts/kube/install-kube-apiserver.sh failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    super::tool("STRATA_KUBE_APISERVER", "scripts/kube/install-kube-apiserver.sh")
 }
 
 fn run(cmd: &mut Command) {

@@ -562,6 +562,21 @@ impl Drop for BrokerProcess {
         }
     }
 }
+/// The path of a test tool: `$env_var` if set, else what `script` (relative to the
+/// repository, installing the tool once per machine) prints.
+pub fn tool(env_var: &str, script: &str) -> String {
+    if let Ok(p) = std::env::var(env_var) {
+        return p;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(out.status.success(), "{script} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub mod kube;
 pub mod kubelet;
 pub mod s3;

@@ -14,16 +14,7 @@ pub struct Moto {
 }
 
 fn moto_binary() -> String {
-    if let Ok(p) = std::env::var("STRATA_MOTO_SERVER") {
-        return p;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moto.sh");
-    let out = Command::new(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/install-moto.sh");
-    assert!(out.status.success(), "scripts/install-moto.sh failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    super::tool("STRATA_MOTO_SERVER", "scripts/install-moto.sh")
 }
 
 /// One plain HTTP/1.1 request without a body; the status, or `None` if nothing answers.
