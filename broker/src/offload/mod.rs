@@ -1,7 +1,7 @@
 //! Tiered offload of closed ledgers to object storage (DESIGN.md §3 "Offload").
 //!
 //! A closed ledger of a topic is copied to an object store ([`Offloader::upload`]) as one
-//! data object and one index object ([`format`]), then recorded in the topic's ledger
+//! data object and one index object ([`mod@format`]), then recorded in the topic's ledger
 //! list. Reads of offloaded ledgers ([`OffloadedLedger`]) are ranged GETs with read-ahead,
 //! every entry checked against the checksum its writer computed. The run that decides
 //! what to offload and when lives in `managed_ledger.rs` (`run_offload`), because every
