@@ -123,6 +123,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             advertised: cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone()),
             store,
             recovery: recovery_metrics.clone(),
+            journal: cfg.journal_metrics.clone(),
         };
         tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
     }
@@ -154,6 +155,7 @@ struct BookieProbes {
     advertised: String,
     store: Option<std::sync::Arc<dyn strata_meta::MetadataStore>>,
     recovery: std::sync::Arc<strata_bookie::autorecovery::Metrics>,
+    journal: std::sync::Arc<strata_bookie::journal::JournalMetrics>,
 }
 
 impl BookieProbes {
@@ -205,6 +207,7 @@ impl crate::http::Probes for BookieProbes {
                 );
             }
             self.recovery.write(&mut w);
+            self.journal.write(&mut w);
             w.process();
             w.finish()
         })

@@ -99,6 +99,70 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per topic and per subscription series of the topics loaded on this broker (Pulsar's
+/// topic-level metrics): rates in and out by topic, backlog and consumers by subscription.
+/// Each family is listed even while no topic is loaded.
+async fn topic_metrics(b: &Broker, w: &mut strata_common::metrics::TextWriter) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let topics = b.loaded_topics();
+    let counters: [(&str, &str, fn(&strata_broker::metrics::TopicCounters) -> u64); 4] = [
+        ("strata_topic_messages_in_total", "Messages stored, by topic (since it was loaded here).", |c| {
+            c.msgs_in.load(Relaxed)
+        }),
+        ("strata_topic_bytes_in_total", "Payload bytes stored, by topic.", |c| {
+            c.bytes_in.load(Relaxed)
+        }),
+        ("strata_topic_messages_out_total", "Messages delivered to consumers, by topic.", |c| {
+            c.msgs_out.load(Relaxed)
+        }),
+        ("strata_topic_bytes_out_total", "Payload bytes delivered to consumers, by topic.", |c| {
+            c.bytes_out.load(Relaxed)
+        }),
+    ];
+    for (name, help, get) in counters {
+        w.family(name, help, "counter");
+        for t in &topics {
+            let topic = t.topic.name().to_string();
+            w.sample(name, &[("topic", &topic)], get(t.topic.counters()) as f64);
+        }
+    }
+    let mut subs = Vec::new();
+    for t in &topics {
+        match t.subscription_backlogs().await {
+            Ok(list) => subs.push((t.topic.name().to_string(), list)),
+            Err(e) => tracing::debug!(topic = %t.topic.name(), error = %e, "no subscription metrics"),
+        }
+    }
+    w.family(
+        "strata_subscription_backlog_entries",
+        "Entries (producer batches) not yet acknowledged, by topic and subscription.",
+        "gauge",
+    );
+    for (topic, list) in &subs {
+        for (sub, backlog, _) in list {
+            w.sample(
+                "strata_subscription_backlog_entries",
+                &[("topic", topic), ("subscription", sub)],
+                *backlog as f64,
+            );
+        }
+    }
+    w.family(
+        "strata_subscription_consumers",
+        "Consumers connected, by topic and subscription.",
+        "gauge",
+    );
+    for (topic, list) in &subs {
+        for (sub, _, consumers) in list {
+            w.sample(
+                "strata_subscription_consumers",
+                &[("topic", topic), ("subscription", sub)],
+                f64::from(*consumers),
+            );
+        }
+    }
+}
+
 /// Probes of a broker (also used by standalone mode).
 pub struct BrokerProbes(pub Arc<Broker>);
 
@@ -150,6 +214,7 @@ impl crate::http::Probes for BrokerProbes {
                 cache.limit() as f64,
             );
             b.metrics.write(&mut w);
+            topic_metrics(b, &mut w).await;
             if let Some(off) = b.offloader() {
                 off.metrics.write(&mut w);
             }

@@ -24,6 +24,9 @@ pub struct OperatorArgs {
 enum OperatorCommand {
     /// Print the CustomResourceDefinitions (YAML) to install with `kubectl apply -f -`.
     Crdgen,
+    /// Print the Helm chart's values.schema.json (its `cluster:` values follow the
+    /// StrataCluster CRD); `charts/strata/values.schema.json` is kept equal to it.
+    HelmSchema,
 }
 
 #[derive(Args)]
@@ -124,9 +127,17 @@ fn identity() -> String {
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    if let Some(OperatorCommand::Crdgen) = args.command {
-        print!("{}", strata_operator::crds_yaml());
-        return Ok(());
+    match args.command {
+        Some(OperatorCommand::Crdgen) => {
+            print!("{}", strata_operator::crds_yaml());
+            return Ok(());
+        }
+        Some(OperatorCommand::HelmSchema) => {
+            let schema = strata_operator::helm::values_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            return Ok(());
+        }
+        None => {}
     }
     let a = args.run;
     let lease = Duration::from_secs(a.lease_duration_secs);

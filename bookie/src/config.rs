@@ -82,6 +82,10 @@ pub struct BookieConfig {
     /// Copy rate of this bookie's replication worker, bytes per second (0: unlimited).
     /// 64 MiB/s leaves most of a disk to clients.
     pub autorecovery_max_bytes_per_sec: u64,
+    /// Where the journal writer records its group commits for `/metrics` (not a setting:
+    /// the process hands its own in, so it can render them).
+    #[serde(skip)]
+    pub journal_metrics: std::sync::Arc<crate::journal::JournalMetrics>,
 }
 
 /// Default largest entry a bookie accepts: 6 MiB, the broker's default largest batch
@@ -118,6 +122,7 @@ impl Default for BookieConfig {
             autorecovery_audit_interval_secs: 30,
             autorecovery_open_ledger_grace_secs: 30,
             autorecovery_max_bytes_per_sec: 64 << 20,
+            journal_metrics: Default::default(),
         }
     }
 }

@@ -494,23 +494,8 @@ impl AdminService {
             let name = last_part(&k);
             let cursor: crate::cursor::CursorInfo = serde_json::from_slice(&v.value)
                 .map_err(|e| to_status(BrokerError::Corruption(format!("cursor {name} of {t}: {e}"))))?;
-            let backlog = match cursor.mark_delete {
-                None => info.ledgers.iter().map(entries_of).sum(),
-                Some((ml, me)) => info
-                    .ledgers
-                    .iter()
-                    .map(|l| {
-                        let n = entries_of(l);
-                        if l.id < ml {
-                            0
-                        } else if l.id == ml {
-                            n.saturating_sub(me + 1)
-                        } else {
-                            n
-                        }
-                    })
-                    .sum(),
-            };
+            let counts: Vec<(u64, u64)> = info.ledgers.iter().map(|l| (l.id, entries_of(l))).collect();
+            let backlog = crate::cursor::backlog_entries(&counts, cursor.mark_delete);
             out.subscriptions.push(pb::SubscriptionStats {
                 consumers: consumers.get(&name).copied().unwrap_or(0),
                 name,

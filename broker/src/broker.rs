@@ -248,6 +248,35 @@ impl LoadedTopic {
         out
     }
 
+    /// Every subscription of the topic as (name, backlog in entries, consumers): the
+    /// persisted cursors, with a running subscription's (or reader's) position in memory
+    /// over its persisted one. For `/metrics`.
+    pub async fn subscription_backlogs(&self) -> Result<Vec<(String, u64, u32)>> {
+        let ml = self.topic.managed_ledger();
+        let counts = ml.ledger_counts().await;
+        let mut out: std::collections::BTreeMap<String, (u64, u32)> = std::collections::BTreeMap::new();
+        for (k, v) in ml
+            .store()
+            .list(&strata_meta::keys::cursors_prefix(&self.topic.name().path()))
+            .await?
+        {
+            let c: crate::cursor::CursorInfo =
+                serde_json::from_slice(&v.value).map_err(|e| BrokerError::Corruption(format!("cursor {k}: {e}")))?;
+            let name = k.rsplit('/').next().unwrap_or(&k).to_string();
+            out.insert(name, (crate::cursor::backlog_entries(&counts, c.mark_delete), 0));
+        }
+        let running: Vec<Arc<Subscription>> = self.subs.lock().await.values().map(|(s, _)| s.clone()).collect();
+        for s in running {
+            let md = s.mark_delete().await.map(|p| (p.ledger.get(), p.entry.get()));
+            let consumers = s.consumer_count().await as u32;
+            out.insert(
+                s.name().to_string(),
+                (crate::cursor::backlog_entries(&counts, md), consumers),
+            );
+        }
+        Ok(out.into_iter().map(|(n, (b, c))| (n, b, c)).collect())
+    }
+
     /// Stops a subscription with no consumers (before its cursor is deleted).
     pub async fn remove_subscription(&self, name: &SubscriptionName) -> Result<()> {
         let mut subs = self.subs.lock().await;

@@ -298,6 +298,20 @@ pub async fn write(store: &OwnedStore, key: &str, value: Bytes, version: u64) ->
     }
 }
 
+/// Entries after `mark_delete` (all of them without one), given the ledgers as
+/// (id, entries) oldest first: a subscription's backlog in entries.
+pub fn backlog_entries(counts: &[(u64, u64)], mark_delete: Option<(u64, u64)>) -> u64 {
+    counts
+        .iter()
+        .map(|&(id, n)| match mark_delete {
+            None => n,
+            Some((ml, _)) if id < ml => 0,
+            Some((ml, me)) if id == ml => n.saturating_sub(me.saturating_add(1)),
+            Some(_) => n,
+        })
+        .sum()
+}
+
 fn persist_error(key: &str, e: MetaError) -> BrokerError {
     match e {
         MetaError::GuardChanged(_) => BrokerError::Fenced(
@@ -478,6 +492,19 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlog_counts_entries_after_the_mark_delete_position() {
+        let counts = [(3, 10), (5, 0), (7, 4)];
+        assert_eq!(backlog_entries(&counts, None), 14);
+        assert_eq!(backlog_entries(&counts, Some((3, 4))), 9);
+        assert_eq!(backlog_entries(&counts, Some((3, 9))), 4);
+        assert_eq!(backlog_entries(&counts, Some((7, 3))), 0);
+        // A position past everything (or an entry id of u64::MAX) never underflows.
+        assert_eq!(backlog_entries(&counts, Some((u64::MAX, u64::MAX))), 0);
+        assert_eq!(backlog_entries(&counts, Some((3, u64::MAX))), 4);
+        assert_eq!(backlog_entries(&[], None), 0);
+    }
 
     fn p(l: u64, e: u64) -> Position {
         Position {

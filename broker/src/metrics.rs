@@ -20,6 +20,17 @@ pub struct BrokerMetrics {
     last: Mutex<(Instant, [u64; 4], Rates)>,
 }
 
+/// One topic's messages and bytes in (stored) and out (delivered) since it was loaded on
+/// this broker; on `/metrics` as `strata_topic_*_total{topic}` (counters restart when the
+/// topic moves, which Prometheus' `rate` handles).
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    pub msgs_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
 /// Messages and bytes per second, in and out.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Rates {

@@ -258,6 +258,9 @@ impl pb::producer_server::Producer for BrokerService {
                             Ok(_) => {
                                 m.msgs_in.fetch_add(u64::from(count), Relaxed);
                                 m.bytes_in.fetch_add(bytes, Relaxed);
+                                let t = loaded.topic.counters();
+                                t.msgs_in.fetch_add(u64::from(count), Relaxed);
+                                t.bytes_in.fetch_add(bytes, Relaxed);
                             }
                             Err(_) => {
                                 m.publish_errors.fetch_add(1, Relaxed);
@@ -437,10 +440,13 @@ impl pb::consumer_server::Consumer for BrokerService {
                             let mut messages = Vec::new();
                             let mut size = 0usize;
                             let mut closed = false;
+                            let counters = loaded.topic.counters();
                             broker.metrics.msgs_out.fetch_add(batch.len() as u64, Relaxed);
+                            counters.msgs_out.fetch_add(batch.len() as u64, Relaxed);
                             for d in batch {
                                 let len = d.message.message.payload.len();
                                 broker.metrics.bytes_out.fetch_add(len as u64, Relaxed);
+                                counters.bytes_out.fetch_add(len as u64, Relaxed);
                                 if !messages.is_empty() && size + len > RESPONSE_BYTES {
                                     let resp = pb::ConsumeResponse {
                                         response: Some(pb::consume_response::Response::Messages(pb::Messages {

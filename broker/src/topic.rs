@@ -80,6 +80,7 @@ pub struct Topic {
     limits: Limits,
     dedup: Arc<Dedup>,
     producers: Arc<AtomicU32>,
+    counters: crate::metrics::TopicCounters,
 }
 
 /// Counts a connected producer while alive.
@@ -116,6 +117,7 @@ impl Topic {
             limits,
             dedup,
             producers: Arc::new(AtomicU32::new(0)),
+            counters: Default::default(),
         }
     }
 
@@ -126,6 +128,11 @@ impl Topic {
     }
 
     /// Producers connected now.
+    /// Messages and bytes in and out of this topic on this broker since it was loaded.
+    pub fn counters(&self) -> &crate::metrics::TopicCounters {
+        &self.counters
+    }
+
     pub fn producer_count(&self) -> u32 {
         self.producers.load(Ordering::Relaxed)
     }

@@ -41,6 +41,40 @@ impl TextWriter {
         let _ = writeln!(self.out, "{name}_sum {sum}\n{name}_count {count}");
     }
 
+    /// Starts a family of labelled samples (`kind` is `counter` or `gauge`); its samples
+    /// follow with [`Self::sample`]. The family is listed even with no sample, so a
+    /// dashboard's query names a metric that exists before the first topic does.
+    pub fn family(&mut self, name: &str, help: &str, kind: &str) {
+        self.head(name, help, kind);
+    }
+
+    /// One sample of the family last started: `name{label="value",…} value`, label
+    /// values escaped as the exposition format requires.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
     pub fn finish(self) -> String {
         self.out
     }
@@ -188,5 +222,20 @@ mod tests {
         assert!(text.contains("strata_lat_seconds_bucket{le=\"0.01\"} 2\n"));
         assert!(text.contains("strata_lat_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("strata_lat_seconds_count 3\n"));
+    }
+
+    #[test]
+    fn labelled_samples_escape_their_values() {
+        let mut w = TextWriter::default();
+        w.family("strata_topic_x_total", "Per topic.", "counter");
+        w.sample("strata_topic_x_total", &[("topic", "a\"b\\c\nd"), ("s", "e")], 3.0);
+        w.sample("strata_topic_x_total", &[], 1.0);
+        let text = w.finish();
+        assert!(text.starts_with("# HELP strata_topic_x_total Per topic.\n# TYPE strata_topic_x_total counter\n"));
+        assert!(
+            text.contains("strata_topic_x_total{topic=\"a\\\"b\\\\c\\nd\",s=\"e\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("strata_topic_x_total 1\n"));
     }
 }

@@ -22,6 +22,7 @@
 pub mod cluster;
 pub mod common;
 pub mod conditions;
+pub mod helm;
 pub mod leader;
 pub mod metrics;
 pub mod strata;

@@ -40,15 +40,19 @@ impl KubeApiServer {
     /// Starts etcd and kube-apiserver under `dir`, waits until the API answers (polling,
     /// bounded), and installs Strata's CRDs with kubectl from `crds/`.
     pub async fn start(dir: &Path) -> Self {
+        let s = Self::start_without_crds(dir).await;
+        s.install_crds().await;
+        s
+    }
+
+    /// [`Self::start`] without Strata's CRDs (a test installs them, as the Helm chart does).
+    pub async fn start_without_crds(dir: &Path) -> Self {
         let bin = apiserver_binary();
         // A port from free_port() can be taken by another process before etcd or the API
         // server binds it: then start both again on other ports.
         for attempt in 0.. {
             match Self::try_start(&bin, &dir.join(format!("kube-{attempt}"))).await {
-                Ok(s) => {
-                    s.install_crds().await;
-                    return s;
-                }
+                Ok(s) => return s,
                 Err(e) if attempt < 4 && e.to_lowercase().contains("address already in use") => continue,
                 Err(e) => panic!("{e}"),
             }
@@ -269,7 +273,12 @@ impl KubeApiServer {
     async fn install_crds(&self) {
         let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
         self.kubectl(&["apply", "-f", crds]);
-        // Established: custom resources of the kinds can be created.
+        self.wait_crds_established().await;
+    }
+
+    /// Waits until Strata's three CRDs are established: custom resources of the kinds
+    /// can be created.
+    pub async fn wait_crds_established(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for name in [
             "strataclusters.strata.io",

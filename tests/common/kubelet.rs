@@ -23,9 +23,16 @@
 //!   Stopping is SIGTERM, then SIGKILL after the grace period.
 //! - Workload status (`replicas`, `readyReplicas`, `updatedReplicas`, revisions,
 //!   `observedGeneration`) is written back through the status subresource.
+//! - Pods created directly (no owner; what `helm test` creates) run once: their init
+//!   containers in order, then their first container; the pod's `status.phase` becomes
+//!   `Running`, then `Succeeded` or `Failed` by the exit status, as `helm test` awaits.
+//! - A workload named with [`Kubelet::ignore`] is not run (a test runs it itself).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PersistentVolumeClaim, PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolumeClaim, Pod as KubePod, PodTemplateSpec, Service,
+};
+use std::collections::HashSet;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +80,21 @@ struct State {
     history: Vec<String>,
     /// PersistentVolumeClaims: name → uid (its directory).
     claims: HashMap<String, String>,
+    /// Workloads not run here.
+    ignored: HashSet<String>,
+    /// Pods without an owner, by uid.
+    bare: HashMap<String, BarePod>,
+}
+
+/// A pod created directly, run once: its init containers, then its container.
+struct BarePod {
+    name: String,
+    pod: Pod,
+    /// Init containers, then the first container.
+    stages: Vec<Container>,
+    stage: usize,
+    /// The phase last written to the API (`Running`, `Succeeded`, `Failed`).
+    phase: String,
 }
 
 pub struct Kubelet {
@@ -138,6 +160,21 @@ impl Kubelet {
         map_names(&self.inner, &st, text)
     }
 
+    /// Leaves workload `name` (a Deployment or StatefulSet) alone: the test runs it.
+    pub fn ignore(&self, name: &str) {
+        self.inner.state.lock().unwrap().ignored.insert(name.to_string());
+    }
+
+    /// The address of a running pod of workload `workload` (a Deployment's pods have
+    /// generated names), if one runs.
+    pub fn workload_pod_ip(&self, workload: &str) -> Option<Ipv4Addr> {
+        let st = self.inner.state.lock().unwrap();
+        st.pods
+            .values()
+            .find(|p| p.workload == workload && p.terminating.is_none() && p.ready)
+            .map(|p| p.ip)
+    }
+
     /// Every event so far ("start <pod> <digest>", "stop <pod>", "exit <pod> …").
     pub fn history(&self) -> Vec<String> {
         self.inner.state.lock().unwrap().history.clone()
@@ -169,6 +206,14 @@ impl Kubelet {
                 p.terminating.is_some()
             ));
             for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        for b in st.bare.values() {
+            let log = std::fs::read_to_string(&b.pod.log).unwrap_or_default();
+            out.push_str(&format!("\n--- bare pod {} stage {} phase {}\n", b.name, b.stage, b.phase));
+            for l in log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev() {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -465,8 +510,14 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
     let dep_api: Api<Deployment> = Api::namespaced(inner.client.clone(), ns);
     let cm_api: Api<ConfigMap> = Api::namespaced(inner.client.clone(), ns);
     let svc_api: Api<Service> = Api::namespaced(inner.client.clone(), ns);
-    let sets = sts_api.list(&ListParams::default()).await?.items;
-    let deps = dep_api.list(&ListParams::default()).await?.items;
+    let (sets, deps) = {
+        let mut sets = sts_api.list(&ListParams::default()).await?.items;
+        let mut deps = dep_api.list(&ListParams::default()).await?.items;
+        let st = inner.state.lock().unwrap();
+        sets.retain(|s| !st.ignored.contains(&s.name_any()));
+        deps.retain(|d| !st.ignored.contains(&d.name_any()));
+        (sets, deps)
+    };
     // The StatefulSet controller's claims: one per template and pod, created before the pod.
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(inner.client.clone(), ns);
     let all_claims = pvc_api.list(&ListParams::default()).await?.items;
@@ -770,6 +821,8 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
         }
     }
 
+    bare_pods(inner, &cms).await?;
+
     // Services: a proxy per ClusterIP Service port.
     for svc in &svcs {
         let spec = svc.spec.clone().unwrap_or_default();
@@ -797,6 +850,122 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
             let selector = spec.selector.clone().unwrap_or_default();
             let target = port.target_port.clone();
             tokio::spawn(proxy(inner.clone(), listener, selector, target, port.port as u16));
+        }
+    }
+    Ok(())
+}
+
+/// Runs pods without an owner once (init containers, then the container) and writes
+/// their phase; forgets (and stops) those deleted from the API.
+async fn bare_pods(inner: &Arc<Inner>, cms: &[ConfigMap]) -> Result<(), kube::Error> {
+    let api: Api<KubePod> = Api::namespaced(inner.client.clone(), &inner.ns);
+    let listed: Vec<KubePod> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.owner_references.as_ref().is_none_or(Vec::is_empty))
+        .collect();
+    let mut phases: Vec<(String, String, Ipv4Addr)> = Vec::new();
+    {
+        let mut st = inner.state.lock().unwrap();
+        let live: HashSet<String> = listed.iter().filter_map(|p| p.uid()).collect();
+        let gone: Vec<String> = st.bare.keys().filter(|u| !live.contains(*u)).cloned().collect();
+        for uid in gone {
+            if let Some(mut b) = st.bare.remove(&uid)
+                && let Some(c) = b.pod.child.as_mut()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for p in &listed {
+            let Some(uid) = p.uid() else { continue };
+            let done = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+            if st.bare.contains_key(&uid) || done {
+                continue;
+            }
+            let spec = p.spec.clone().unwrap_or_default();
+            let mut stages = spec.init_containers.clone().unwrap_or_default();
+            stages.extend(spec.containers.first().cloned());
+            st.next_deploy_ip += 1;
+            let k = st.next_deploy_ip;
+            let ip = Ipv4Addr::new(127, inner.net, 100 + (k / 250) as u8, (k % 250) as u8 + 1);
+            let template = PodTemplateSpec {
+                metadata: Some(p.metadata.clone()),
+                spec: Some(spec),
+            };
+            let name = p.name_any();
+            let log = inner.dir.join(format!("{name}-{}.log", &uid[..8.min(uid.len())]));
+            let pod = new_pod(&name, None, ip, &template, log);
+            st.bare.insert(
+                uid,
+                BarePod {
+                    name,
+                    pod,
+                    stages,
+                    stage: 0,
+                    phase: String::new(),
+                },
+            );
+        }
+        // Advance each: start the next stage once the previous one exited 0.
+        let uids: Vec<String> = st.bare.keys().cloned().collect();
+        for uid in uids {
+            let exited = {
+                let b = st.bare.get_mut(&uid).unwrap();
+                match b.pod.child.as_mut() {
+                    Some(c) => match c.try_wait() {
+                        Ok(Some(status)) => {
+                            b.pod.child = None;
+                            Some(status.success())
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                }
+            };
+            let b = st.bare.get(&uid).unwrap();
+            if matches!(b.phase.as_str(), "Succeeded" | "Failed") {
+                continue;
+            }
+            let (start, phase) = match exited {
+                Some(false) => (false, "Failed"),
+                Some(true) if b.stage + 1 >= b.stages.len() => (false, "Succeeded"),
+                Some(true) => (true, "Running"),
+                None if b.pod.child.is_none() && b.stage == 0 && b.phase.is_empty() => (true, "Running"),
+                None => (false, ""),
+            };
+            if start {
+                let next = if exited == Some(true) { b.stage + 1 } else { 0 };
+                let mut pod = clone_pod(&b.pod);
+                pod.container = b.stages[next].clone();
+                let child = spawn(inner, &st, &b.name, &pod, &[], cms);
+                let b = st.bare.get_mut(&uid).unwrap();
+                b.stage = next;
+                b.pod.child = Some(child);
+                let event = format!("start {} stage {next}", b.name);
+                st.history.push(event);
+            }
+            if !phase.is_empty() {
+                let b = st.bare.get_mut(&uid).unwrap();
+                if b.phase != phase {
+                    b.phase = phase.to_string();
+                    phases.push((b.name.clone(), phase.to_string(), b.pod.ip));
+                }
+            }
+        }
+    }
+    for (name, phase, ip) in phases {
+        let patch = Patch::Merge(serde_json::json!({ "status": { "phase": phase, "podIP": ip.to_string() } }));
+        match api.patch_status(&name, &PatchParams::default(), &patch).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

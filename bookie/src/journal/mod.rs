@@ -160,6 +160,43 @@ fn poisoned_error() -> BookieError {
     )
 }
 
+/// What the writer thread measures: each group commit's write-and-fdatasync time and its
+/// bytes (`strata_bookie_journal_*` on `/metrics`).
+pub struct JournalMetrics {
+    pub sync_latency: strata_common::metrics::Histogram,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Default for JournalMetrics {
+    fn default() -> Self {
+        Self {
+            sync_latency: strata_common::metrics::Histogram::new(strata_common::metrics::LATENCY_BOUNDS),
+            bytes: Default::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for JournalMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalMetrics").finish_non_exhaustive()
+    }
+}
+
+impl JournalMetrics {
+    pub fn write(&self, w: &mut strata_common::metrics::TextWriter) {
+        w.histogram(
+            "strata_bookie_journal_sync_latency_seconds",
+            "Time to write one journal group commit and fdatasync it (adds wait for this).",
+            &self.sync_latency,
+        );
+        w.counter(
+            "strata_bookie_journal_bytes_total",
+            "Bytes of records written to the journal.",
+            self.bytes.load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// Settings of the writer thread.
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
@@ -167,6 +204,7 @@ pub struct JournalOptions {
     pub sync: bool,
     pub max_file_bytes: u64,
     pub max_group_bytes: u64,
+    pub metrics: Arc<JournalMetrics>,
 }
 
 /// Starts the writer thread on a new journal file `first_file_id`. The thread exits once
@@ -287,12 +325,15 @@ impl Writer {
                 .append(&[&frame, &fixed, &add.payload])
                 .map_err(|e| BookieError::io(format!("writing journal file {}", self.file_id), e))?;
         }
+        let started = std::time::Instant::now();
         let written = if self.opts.sync {
             self.out.sync()
         } else {
             self.out.write_out()
         };
         written.map_err(|e| BookieError::io(format!("writing and fdatasync of journal file {}", self.file_id), e))?;
+        self.opts.metrics.sync_latency.observe(started.elapsed());
+        self.opts.metrics.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         *self.durable.lock().expect("journal mark lock") = JournalPos {
             file_id: self.file_id,
             offset: self.out.position(),

@@ -75,6 +75,7 @@ pub(super) fn open(cfg: BookieConfig) -> Result<Storage> {
             sync: cfg.journal_sync,
             max_file_bytes: cfg.journal_max_file_bytes,
             max_group_bytes: cfg.journal_max_group_bytes,
+            metrics: cfg.journal_metrics.clone(),
         },
         next_journal,
     )?;
