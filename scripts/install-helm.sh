@@ -23,7 +23,9 @@ rm -rf "$cache"
 mkdir -p "$cache"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$work" "$wheel"
+# pip from a throwaway virtualenv: Debian's python3 has none of its own.
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --dest "$work" "$wheel"
 python3 - "$work" "$bin" <<'PY'
 import glob, io, sys, tarfile, zipfile
 work, out = sys.argv[1], sys.argv[2]

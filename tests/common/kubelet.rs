@@ -32,9 +32,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolumeClaim, Pod as KubePod, PodTemplateSpec, Service,
 };
-use std::collections::HashSet;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -212,7 +212,10 @@ impl Kubelet {
         }
         for b in st.bare.values() {
             let log = std::fs::read_to_string(&b.pod.log).unwrap_or_default();
-            out.push_str(&format!("\n--- bare pod {} stage {} phase {}\n", b.name, b.stage, b.phase));
+            out.push_str(&format!(
+                "\n--- bare pod {} stage {} phase {}\n",
+                b.name, b.stage, b.phase
+            ));
             for l in log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev() {
                 out.push_str(l);
                 out.push('\n');
