@@ -329,6 +329,11 @@ fn dockerfile() -> (Vec<String>, String, BTreeSet<u16>, BTreeSet<String>) {
             user = rest.trim().to_string();
         } else if let Some(rest) = line.strip_prefix("EXPOSE ") {
             ports = rest.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        } else if line.starts_with("FROM ") {
+            assert!(
+                line.contains("bookworm"),
+                "{line}: both stages must be Debian bookworm (Debian's RocksDB 7.8)"
+            );
         } else if line.starts_with("RUN ") && line.contains("apt-get install") {
             packages = line
                 .split("--no-install-recommends")
@@ -426,6 +431,30 @@ fn the_dockerfile_lints_clean_and_matches_the_chart_the_operator_and_the_binary(
         checked += 1;
     }
     assert!(checked >= 5, "ldd listed too few libraries:\n{ldd}");
+    // On a bookworm machine (as CI is), every package either stage installs exists there.
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if os.contains("VERSION_CODENAME=bookworm") {
+        let text = std::fs::read_to_string(format!("{ROOT}/Dockerfile"))
+            .unwrap()
+            .replace("\\\n", " ");
+        for line in text.lines().filter(|l| l.contains("apt-get install")) {
+            let list = line
+                .split("--no-install-recommends")
+                .nth(1)
+                .unwrap()
+                .split("&&")
+                .next()
+                .unwrap();
+            for pkg in list.split_whitespace() {
+                let out = Command::new("apt-cache").args(["policy", pkg]).output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    text.contains("Candidate:") && !text.contains("Candidate: (none)"),
+                    "the Dockerfile installs {pkg}, which Debian bookworm does not have"
+                );
+            }
+        }
+    }
 }
 
 /// Every rendered value set, and every example manifest, accepted by a real API server.
