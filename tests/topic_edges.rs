@@ -150,3 +150,108 @@ async fn the_mark_delete_position_keeps_advancing_through_produce_ack_idle_unloa
     let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
     assert_eq!(m.payload, Bytes::from("last"));
 }
+
+/// A seek (by a consumer, or `strata admin subscriptions reset`) to a made-up position past
+/// the end is refused with an error naming it: it used to persist a mark-delete beyond
+/// every entry, so stats showed no backlog and retention deleted unread data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_past_the_end_is_refused_and_the_subscription_keeps_its_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let topic = "public/default/made-up-seek";
+    let consumer = client
+        .consumer(topic)
+        .subscription("victim")
+        .subscription_type(SubscriptionType::Exclusive)
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let producer = client.producer(topic).create().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(producer.send(format!("m{i}")).await.unwrap());
+    }
+    let last = *ids.last().unwrap();
+    for bad in [
+        strata_client::MessageId {
+            ledger_id: u64::MAX,
+            ..last
+        },
+        strata_client::MessageId {
+            entry_id: u64::MAX,
+            ..last
+        },
+        strata_client::MessageId {
+            ledger_id: last.ledger_id + 1,
+            entry_id: 0,
+            ..last
+        },
+    ] {
+        // A refused seek makes the consumer reconnect (its queue is redelivered); a seek
+        // while it reconnects is refused as "not connected": try again.
+        let deadline = Instant::now() + WAIT;
+        let text = loop {
+            let e = tokio::time::timeout(WAIT, consumer.seek(bad))
+                .await
+                .unwrap()
+                .unwrap_err();
+            let text = e.to_string();
+            if !text.contains("not connected") {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            text.contains("no such position") && text.contains(&format!("{}:{}", bad.ledger_id, bad.entry_id)),
+            "{bad:?}: {text}"
+        );
+    }
+    // The same through the admin API, as `strata admin subscriptions reset` sends it.
+    let out = s.cli(
+        &[
+            "admin",
+            "subscriptions",
+            "reset",
+            topic,
+            "victim",
+            "--message-id",
+            &format!("{}:0", u64::MAX),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no such") && err.contains(&format!("{}:0", u64::MAX)),
+        "{err}"
+    );
+    // Nothing moved: the backlog is all ten messages, and all ten are delivered in order.
+    let stats = client.admin().topic_stats(topic).await.unwrap();
+    let victim = stats.subscriptions.iter().find(|s| s.name == "victim").unwrap();
+    assert!(victim.backlog_entries >= 1, "{stats:?}");
+    for i in 0..10 {
+        let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+        assert_eq!(m.payload, Bytes::from(format!("m{i}")));
+        consumer.ack(&m).await.unwrap();
+    }
+    // A seek to the end itself (the next message) is valid: nothing more is delivered
+    // until something is sent.
+    let end = strata_client::MessageId {
+        entry_id: last.entry_id + 1,
+        ..last
+    };
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = consumer.seek(end).await {
+        assert!(
+            e.to_string().contains("not connected") && Instant::now() < deadline,
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    producer.send("after").await.unwrap();
+    let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+    assert_eq!(m.payload, Bytes::from_static(b"after"));
+}

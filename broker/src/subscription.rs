@@ -56,6 +56,27 @@ pub struct Subscription {
     wake: Notify,
 }
 
+/// Refuses a seek to a position no entry of the topic has or will next have: past the
+/// end (the next entry to be written), or past the last entry of a listed closed ledger.
+/// Such a position would become a mark-delete beyond unread entries: the backlog would
+/// read 0 and retention would delete what was never consumed. `counts` are the ledgers
+/// as (id, entries), oldest first, the last one counted up to its last confirmed entry.
+fn check_seek(topic: &strata_common::TopicName, counts: &[(u64, u64)], p: Position) -> Result<()> {
+    let (ledger, entry) = (p.ledger.get(), p.entry.get());
+    let end = counts.last().copied().unwrap_or((0, 0));
+    let within_ledger = counts
+        .iter()
+        .find(|(id, _)| *id == ledger)
+        .is_none_or(|(_, n)| entry <= *n);
+    if (ledger, entry) > end || !within_ledger {
+        return Err(BrokerError::InvalidArgument(format!(
+            "cannot seek {topic} to {ledger}:{entry}: no such position (its next message will be {}:{})",
+            end.0, end.1
+        )));
+    }
+    Ok(())
+}
+
 async fn layout(topic: &Topic) -> Layout {
     Layout {
         ledgers: topic
@@ -274,6 +295,8 @@ impl Subscription {
     /// stays connected (its stream marks the switch with SeekDone); every other consumer
     /// is disconnected — its deliveries are stale and its permits gone — and reconnects.
     pub async fn seek(&self, by: ConsumerId, position: Position) -> Result<()> {
+        let counts = self.topic.managed_ledger().ledger_counts().await;
+        check_seek(self.topic.name(), &counts, position)?;
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
         let sub_type = g.dispatcher.sub_type();
@@ -360,4 +383,33 @@ impl Subscription {
 
 fn ml_store(topic: &Topic) -> crate::owned_store::OwnedStore {
     topic.managed_ledger().owned_store()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_common::{EntryId, LedgerId, TopicName};
+
+    fn at(l: u64, e: u64) -> Position {
+        Position {
+            ledger: LedgerId::new(l).unwrap(),
+            entry: EntryId::new(e),
+        }
+    }
+
+    #[test]
+    fn seeks_are_refused_past_the_end_or_past_a_closed_ledger() {
+        let t = TopicName::parse("persistent://public/default/t").unwrap();
+        // Ledger 3 closed with 10 entries, ledger 7 current with 4 so far.
+        let counts = [(3, 10), (7, 4)];
+        for ok in [at(3, 0), at(3, 9), at(3, 10), at(5, 100), at(7, 0), at(7, 4), at(1, 0)] {
+            check_seek(&t, &counts, ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in [at(7, 5), at(8, 0), at(u64::MAX, 0), at(3, 11), at(7, u64::MAX)] {
+            let e = check_seek(&t, &counts, bad).unwrap_err().to_string();
+            assert!(e.contains("no such position") && e.contains("7:4"), "{bad:?}: {e}");
+        }
+        // A topic with no ledger yet: nothing to seek to.
+        check_seek(&t, &[], at(1, 0)).unwrap_err();
+    }
 }
