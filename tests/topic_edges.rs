@@ -255,3 +255,60 @@ async fn a_seek_past_the_end_is_refused_and_the_subscription_keeps_its_backlog()
     let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
     assert_eq!(m.payload, Bytes::from_static(b"after"));
 }
+
+/// One batch of 100,000 empty messages from a producer with the longest name allowed
+/// (1,024 bytes), consumed by a consumer granting 100,000 permits: every message carries
+/// the name on the wire, so responses are sized by the whole encoded message. They used
+/// to be sized by payload alone: one response of over 100 MB, above any client's limit,
+/// so the consumer could never receive it (and the broker copied the name per message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_batch_of_empty_messages_with_a_long_producer_name_is_delivered_in_bounded_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let topic = "public/default/many-empty";
+    const N: usize = 100_000;
+    let consumer = client
+        .consumer(topic)
+        .subscription("all")
+        .initial_position(InitialPosition::Earliest)
+        .receiver_queue_size(N as u32)
+        .subscribe()
+        .await
+        .unwrap();
+    let producer = client
+        .producer(topic)
+        .name("p".repeat(1024))
+        .batch_max_messages(N)
+        .batch_max_delay(Duration::from_secs(2))
+        .max_pending_messages(N)
+        .send_timeout(WAIT)
+        .create()
+        .await
+        .unwrap();
+    let mut receipts = Vec::with_capacity(N);
+    for _ in 0..N {
+        receipts.push(producer.send_async(Bytes::new()).await.unwrap());
+    }
+    let mut entries = std::collections::BTreeSet::new();
+    for r in receipts {
+        let id = tokio::time::timeout(WAIT, r).await.unwrap().unwrap();
+        entries.insert((id.ledger_id, id.entry_id));
+    }
+    assert!(
+        entries.len() < 10,
+        "the messages were not batched: {} entries",
+        entries.len()
+    );
+    let mut got = 0;
+    while got < N {
+        let m = tokio::time::timeout(WAIT, consumer.receive())
+            .await
+            .unwrap_or_else(|_| panic!("stuck after {got} of {N} messages"))
+            .unwrap();
+        assert!(m.payload.is_empty());
+        got += 1;
+    }
+    // The broker is still serving.
+    producer.send("last").await.unwrap();
+}

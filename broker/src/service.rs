@@ -444,9 +444,22 @@ impl pb::consumer_server::Consumer for BrokerService {
                             broker.metrics.msgs_out.fetch_add(batch.len() as u64, Relaxed);
                             counters.msgs_out.fetch_add(batch.len() as u64, Relaxed);
                             for d in batch {
-                                let len = d.message.message.payload.len();
-                                broker.metrics.bytes_out.fetch_add(len as u64, Relaxed);
-                                counters.bytes_out.fetch_add(len as u64, Relaxed);
+                                let payload = d.message.message.payload.len() as u64;
+                                broker.metrics.bytes_out.fetch_add(payload, Relaxed);
+                                counters.bytes_out.fetch_add(payload, Relaxed);
+                                let message = pb::Message {
+                                    id: Some(to_wire_id(d.message.id)),
+                                    payload: d.message.message.payload,
+                                    key: d.message.message.key,
+                                    properties: d.message.message.properties,
+                                    publish_time_ms: d.message.publish_time_ms,
+                                    event_time_ms: d.message.message.event_time_ms,
+                                    producer_name: d.message.producer_name.to_string(),
+                                    redelivery_count: d.redelivery_count,
+                                };
+                                // The whole encoded message counts (a batch of empty
+                                // payloads still carries ids, keys and the producer name).
+                                let len = prost::Message::encoded_len(&message) + 8;
                                 if !messages.is_empty() && size + len > RESPONSE_BYTES {
                                     let resp = pb::ConsumeResponse {
                                         response: Some(pb::consume_response::Response::Messages(pb::Messages {
@@ -460,16 +473,7 @@ impl pb::consumer_server::Consumer for BrokerService {
                                     size = 0;
                                 }
                                 size += len;
-                                messages.push(pb::Message {
-                                    id: Some(to_wire_id(d.message.id)),
-                                    payload: d.message.message.payload,
-                                    key: d.message.message.key,
-                                    properties: d.message.message.properties,
-                                    publish_time_ms: d.message.publish_time_ms,
-                                    event_time_ms: d.message.message.event_time_ms,
-                                    producer_name: d.message.producer_name,
-                                    redelivery_count: d.redelivery_count,
-                                });
+                                messages.push(message);
                             }
                             if closed {
                                 break;

@@ -64,7 +64,9 @@ pub struct ReadMessage {
     /// Messages in this message's entry (its batch), for entry-level acknowledgement.
     pub batch_size: u32,
     pub message: StoredMessage,
-    pub producer_name: String,
+    /// Shared by every message of the entry: a batch of many small messages from a
+    /// producer with a long name must not copy the name per message.
+    pub producer_name: std::sync::Arc<str>,
     pub publish_time_ms: u64,
 }
 
@@ -271,6 +273,7 @@ impl Topic {
                 other => other,
             })?;
             let batch_size = batch.messages.len() as u32;
+            let producer_name: std::sync::Arc<str> = batch.producer_name.into();
             for (i, message) in batch.messages.into_iter().enumerate() {
                 out.push(ReadMessage {
                     batch_size,
@@ -280,7 +283,7 @@ impl Topic {
                         partition: self.partition,
                     },
                     message,
-                    producer_name: batch.producer_name.clone(),
+                    producer_name: producer_name.clone(),
                     publish_time_ms: batch.publish_time_ms,
                 });
             }

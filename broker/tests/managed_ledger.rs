@@ -263,7 +263,7 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
         assert_eq!(m.message.payload, Bytes::from(format!("b{batch}m{i}")));
         assert_eq!(m.id.position, firsts[batch].position);
         assert_eq!(m.id.batch_index, i as u32);
-        assert_eq!(m.producer_name, "producer-1");
+        assert_eq!(&*m.producer_name, "producer-1");
     }
     assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids follow publish order");
     // Bad input: an empty batch, an oversized one.
