@@ -140,32 +140,25 @@ async fn topic_metrics(b: &Broker, w: &mut strata_common::metrics::TextWriter) {
             Err(e) => tracing::debug!(topic = %t.topic.name(), error = %e, "no subscription metrics"),
         }
     }
-    w.family(
-        "strata_subscription_backlog_entries",
-        "Entries (producer batches) not yet acknowledged, by topic and subscription.",
-        "gauge",
-    );
-    for (topic, list) in &subs {
-        for (sub, backlog, _) in list {
-            w.sample(
-                "strata_subscription_backlog_entries",
-                &[("topic", topic), ("subscription", sub)],
-                *backlog as f64,
-            );
-        }
-    }
-    w.family(
-        "strata_subscription_consumers",
-        "Consumers connected, by topic and subscription.",
-        "gauge",
-    );
-    for (topic, list) in &subs {
-        for (sub, _, consumers) in list {
-            w.sample(
-                "strata_subscription_consumers",
-                &[("topic", topic), ("subscription", sub)],
-                f64::from(*consumers),
-            );
+    type Pick = fn(&(String, u64, u32)) -> f64;
+    let per_subscription: [(&str, &str, Pick); 2] = [
+        (
+            "strata_subscription_backlog_entries",
+            "Entries (producer batches) not yet acknowledged, by topic and subscription.",
+            |s| s.1 as f64,
+        ),
+        (
+            "strata_subscription_consumers",
+            "Consumers connected, by topic and subscription.",
+            |s| f64::from(s.2),
+        ),
+    ];
+    for (name, help, get) in per_subscription {
+        w.family(name, help, "gauge");
+        for (topic, list) in &subs {
+            for sub in list {
+                w.sample(name, &[("topic", topic), ("subscription", &sub.0)], get(sub));
+            }
         }
     }
 }

@@ -312,16 +312,16 @@ fn the_values_schema_refuses_wrong_types_and_unknown_keys_naming_them() {
     );
 }
 
-/// The Dockerfile's instructions: (ENTRYPOINT as JSON, USER, EXPOSEd ports, runtime
-/// packages from the last `apt-get install`).
-fn dockerfile() -> (Vec<String>, String, BTreeSet<u16>, BTreeSet<String>) {
+/// The Dockerfile's instructions: (ENTRYPOINT as JSON, USER, EXPOSEd ports, the packages
+/// of each `apt-get install`, in order: the last is the runtime stage's).
+fn dockerfile() -> (Vec<String>, String, BTreeSet<u16>, Vec<BTreeSet<String>>) {
     let text = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
     // Continuation lines joined.
     let joined = text.replace("\\\n", " ");
     let mut entrypoint = Vec::new();
     let mut user = String::new();
     let mut ports = BTreeSet::new();
-    let mut packages = BTreeSet::new();
+    let mut installs = Vec::new();
     for line in joined.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
             entrypoint = serde_json::from_str(rest).expect("ENTRYPOINT in exec (JSON) form");
@@ -335,7 +335,7 @@ fn dockerfile() -> (Vec<String>, String, BTreeSet<u16>, BTreeSet<String>) {
                 "{line}: both stages must be Debian bookworm (Debian's RocksDB 7.8)"
             );
         } else if line.starts_with("RUN ") && line.contains("apt-get install") {
-            packages = line
+            let packages = line
                 .split("--no-install-recommends")
                 .nth(1)
                 .unwrap()
@@ -345,9 +345,10 @@ fn dockerfile() -> (Vec<String>, String, BTreeSet<u16>, BTreeSet<String>) {
                 .split_whitespace()
                 .map(String::from)
                 .collect();
+            installs.push(packages);
         }
     }
-    (entrypoint, user, ports, packages)
+    (entrypoint, user, ports, installs)
 }
 
 #[test]
@@ -364,7 +365,8 @@ fn the_dockerfile_lints_clean_and_matches_the_chart_the_operator_and_the_binary(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let (entrypoint, user, ports, packages) = dockerfile();
+    let (entrypoint, user, ports, installs) = dockerfile();
+    let packages = installs.last().expect("an apt-get install in the runtime stage");
     assert_eq!(entrypoint, vec!["strata".to_string()]);
     let uid = strata_operator::cluster::render::RUN_AS;
     assert_eq!(user, format!("{uid}:{uid}"), "USER");
@@ -434,25 +436,13 @@ fn the_dockerfile_lints_clean_and_matches_the_chart_the_operator_and_the_binary(
     // On a bookworm machine (as CI is), every package either stage installs exists there.
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     if os.contains("VERSION_CODENAME=bookworm") {
-        let text = std::fs::read_to_string(format!("{ROOT}/Dockerfile"))
-            .unwrap()
-            .replace("\\\n", " ");
-        for line in text.lines().filter(|l| l.contains("apt-get install")) {
-            let list = line
-                .split("--no-install-recommends")
-                .nth(1)
-                .unwrap()
-                .split("&&")
-                .next()
-                .unwrap();
-            for pkg in list.split_whitespace() {
-                let out = Command::new("apt-cache").args(["policy", pkg]).output().unwrap();
-                let text = String::from_utf8_lossy(&out.stdout);
-                assert!(
-                    text.contains("Candidate:") && !text.contains("Candidate: (none)"),
-                    "the Dockerfile installs {pkg}, which Debian bookworm does not have"
-                );
-            }
+        for pkg in installs.iter().flatten() {
+            let out = Command::new("apt-cache").args(["policy", pkg]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("Candidate:") && !text.contains("Candidate: (none)"),
+                "the Dockerfile installs {pkg}, which Debian bookworm does not have"
+            );
         }
     }
 }

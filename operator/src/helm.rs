@@ -58,6 +58,16 @@ fn plain(schema: &Value) -> Value {
     }
 }
 
+/// The object at JSON pointer `pointer` under `props` (a schema's `properties`).
+fn props_value<'a>(props: &'a mut Map<String, Value>, pointer: &str) -> &'a mut Map<String, Value> {
+    let (first, rest) = pointer[1..].split_once('/').expect("a path below a property");
+    props
+        .get_mut(first)
+        .and_then(|v| v.pointer_mut(&format!("/{rest}")))
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("{pointer} in the CRD"))
+}
+
 /// The StrataCluster CRD's schema of `spec`, as served.
 fn cluster_spec_schema() -> Value {
     let crd = serde_json::to_value(StrataCluster::crd()).expect("the CRD serialises");
@@ -98,28 +108,15 @@ pub fn values_schema() -> Value {
     // The pod template and resources are the same Kubernetes types in every tier: one
     // definition each, referenced.
     let mut definitions = Map::new();
-    for (tier, path) in [
-        ("bookies", &["bookies"][..]),
-        ("brokers", &["brokers"][..]),
-        ("etcd", &["metadataStore", "properties", "managed"][..]),
+    for tier in [
+        "/bookies/properties",
+        "/brokers/properties",
+        "/metadataStore/properties/managed/properties",
     ] {
-        let mut node = &mut *props;
-        let mut target: Option<&mut Map<String, Value>> = None;
-        for (i, key) in path.iter().enumerate() {
-            let v = node
-                .get_mut(*key)
-                .and_then(Value::as_object_mut)
-                .expect("tier in the CRD");
-            if i + 1 == path.len() {
-                target = v.get_mut("properties").and_then(Value::as_object_mut);
-                break;
-            }
-            node = v;
-        }
-        let target = target.unwrap_or_else(|| panic!("{tier} has properties"));
-        for (field, def) in [("podTemplate", "podTemplate"), ("resources", "resources")] {
-            let schema = target.insert(field.into(), json!({ "$ref": format!("#/definitions/{def}") }));
-            definitions.entry(def).or_insert(schema.expect("field in the CRD"));
+        let target = props_value(props, tier);
+        for field in ["podTemplate", "resources"] {
+            let schema = target.insert(field.into(), json!({ "$ref": format!("#/definitions/{field}") }));
+            definitions.entry(field).or_insert(schema.expect("field in the CRD"));
         }
     }
     props.insert(
