@@ -3,7 +3,9 @@
 //!
 //! A deliberately tiny HTTP/1.1 server — GET and HEAD of three paths, one request per
 //! connection — so no web framework is pulled in. Requests are bounded (8 KiB of headers,
-//! 5 s to send them); anything else gets a clear 4xx and the server keeps serving.
+//! 5 s to send them), and so are connections ([`MAX_CONNECTIONS`] at once; more are
+//! answered 503 and closed without being read); anything else gets a clear 4xx and the
+//! server keeps serving.
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -27,7 +29,11 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for /healthz, /readyz and /metrics (--http-listen)"))
 }
 
+/// Connections served at once; scrapers and kubelets need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+
 pub async fn serve(listener: TcpListener, probes: Arc<dyn Probes>, shutdown: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (mut conn, _) = tokio::select! {
             c = listener.accept() => match c {
@@ -40,8 +46,16 @@ pub async fn serve(listener: TcpListener, probes: Arc<dyn Probes>, shutdown: Can
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Best effort and without waiting: the connection is closed either way.
+            let _ = conn.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n",
+            );
+            continue;
+        };
         let probes = probes.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (status, body) = match tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn)).await {
                 Ok(Ok(head)) => respond(&head, &*probes).await,
                 Ok(Err(e)) => (400, format!("bad request: {e}\n")),

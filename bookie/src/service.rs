@@ -30,6 +30,8 @@ const MAX_INFLIGHT_REQUESTS: usize = 1024;
 const MAX_STREAM_INFLIGHT_BYTES: usize = 64 << 20;
 /// Concurrent HTTP/2 streams per connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Connections open at once (brokers, autorecovery and tools are a bookie's clients).
+const MAX_CONNECTIONS: usize = 1024;
 /// How long a SIGTERM waits for clients to finish their streams before closing them.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 /// Largest gRPC message accepted: a batch of entries. Entries themselves are limited by
@@ -340,17 +342,11 @@ pub async fn serve(storage: Arc<Storage>, listener: TcpListener, shutdown: Cance
     let svc = pb::bookie_server::BookieServer::new(BookieService::new(storage.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
+    let incoming = crate::net::incoming(listener, MAX_CONNECTIONS, "bookie");
     tracing::info!(%addr, "bookie serving");
-    let server = tonic::transport::Server::builder()
+    let server = crate::net::server(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
     let drain_deadline = async {

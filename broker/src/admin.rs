@@ -173,19 +173,22 @@ impl AdminService {
         }
     }
 
-    /// The admin client of the broker owning `t`'s bundle, if that is another broker
-    /// (and this request was not already forwarded to us).
+    /// The admin client of the broker owning `t`'s bundle, if that is another broker.
+    /// A forwarded request is never forwarded again, and never served by a broker that
+    /// does not own the topic: the header only says where the request came from, and a
+    /// client can set it too, so it must not let a request skip the owner's checks
+    /// (connected consumers, loaded state). Ownership that moved meanwhile is NOT_OWNER.
     async fn owner_elsewhere(
         &self,
         was_forwarded: bool,
         t: &TopicName,
     ) -> Result<Option<pb::admin_client::AdminClient<tonic::transport::Channel>>, Status> {
-        if was_forwarded {
-            return Ok(None);
-        }
         let bundle = self.broker.bundle_of(t).await.map_err(to_status)?;
         match self.broker.owner_of(&bundle).await.map_err(to_status)? {
             Some(o) if o.broker != self.broker.address() => {
+                if was_forwarded {
+                    return Err(to_status(BrokerError::NotOwner(t.to_string())));
+                }
                 Ok(Some(crate::cluster::admin_client(&o.url).await.map_err(to_status)?))
             }
             _ => Ok(None),
@@ -263,6 +266,11 @@ impl AdminService {
         {
             let _ = store.delete(&k, Condition::Any).await;
         }
+        // A topic created again under this name starts with no producer history (else
+        // its producers would inherit sequence ids and have new sends taken as resends).
+        crate::dedup::Dedup::delete(store.as_ref(), &t.path())
+            .await
+            .map_err(to_status)?;
         Ok(())
     }
 
@@ -628,6 +636,15 @@ impl pb::admin_server::Admin for AdminService {
         }
         if self.exists(&keys::topic(&t.path())).await? || self.partitions(&t).await? > 0 {
             return Err(to_status(BrokerError::AlreadyExists(format!("topic {t}"))));
+        }
+        if let Some((base, _)) = t.partition_of() {
+            return Err(status(
+                pb::ErrorCode::InvalidTopicName,
+                format!(
+                    "topic names ending in -partition-N are the partitions of partitioned topics; \
+                     create {base} with --partitions, or choose another name"
+                ),
+            ));
         }
         if r.partitions > 0 {
             if r.partitions > MAX_PARTITIONS {

@@ -49,6 +49,28 @@ pub struct BrokerConfig {
     pub load_balance_interval: Duration,
     /// Bundles of a namespace created without a count.
     pub default_bundles: u32,
+    /// What clients may open or hold per topic.
+    pub client_limits: crate::topic::ClientLimits,
+    /// Connections and streams of the client port.
+    pub net_limits: NetLimits,
+}
+
+/// Bounds on the client port's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Concurrent streams (producers, consumers, calls) per connection.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_streams_per_connection: 1_000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +88,8 @@ impl Default for BrokerConfig {
             load_report_interval: Duration::from_secs(5),
             load_balance_interval: Duration::from_secs(30),
             default_bundles: crate::bundles::DEFAULT_BUNDLES,
+            client_limits: Default::default(),
+            net_limits: Default::default(),
         }
     }
 }
@@ -121,6 +145,12 @@ impl LoadedTopic {
     ) -> Result<Arc<Subscription>> {
         let mut subs = self.subs.lock().await;
         if let Some((s, _)) = subs.get(name) {
+            if !s.is_durable().await {
+                return Err(BrokerError::AlreadyExists(format!(
+                    "a reader named {name} is open on {}; use another subscription name",
+                    self.topic.name()
+                )));
+            }
             if s.sub_type().await != sub_type {
                 return Err(BrokerError::SubscriptionTypeMismatch(format!(
                     "subscription {name} on {} is {}, not {}; use the same type or another subscription name",
@@ -130,6 +160,15 @@ impl LoadedTopic {
                 )));
             }
             return Ok(s.clone());
+        }
+        let store = self.topic.managed_ledger().store();
+        let path = self.topic.name().path();
+        if store
+            .get(&strata_meta::keys::cursor(&path, name.as_str()))
+            .await?
+            .is_none()
+        {
+            self.check_subscription_limit(&subs).await?;
         }
         let s = Subscription::open(self.topic.clone(), name.clone(), sub_type, initial).await?;
         let runner = spawn_delivery(self.topic.name().clone(), s.clone());
@@ -152,16 +191,51 @@ impl LoadedTopic {
                 .expect("valid generated name"),
         };
         let mut subs = self.subs.lock().await;
-        if subs.contains_key(&name) {
+        let durable = self
+            .topic
+            .managed_ledger()
+            .store()
+            .get(&strata_meta::keys::cursor(&self.topic.name().path(), name.as_str()))
+            .await?
+            .is_some();
+        if durable || subs.contains_key(&name) {
             return Err(BrokerError::AlreadyExists(format!(
-                "subscription {name} on {} is open; readers need a name of their own (or none)",
+                "subscription {name} on {} exists; readers need a name of their own (or none)",
                 self.topic.name()
             )));
         }
+        self.check_subscription_limit(&subs).await?;
         let s = Subscription::open_non_durable(self.topic.clone(), name.clone(), start, initial).await;
         let runner = spawn_delivery(self.topic.name().clone(), s.clone());
         subs.insert(name, (s.clone(), runner));
         Ok(s)
+    }
+
+    /// Refuses a new subscription (durable or reader) once the topic has
+    /// `max_subscriptions` of them.
+    async fn check_subscription_limit(&self, running: &HashMap<SubscriptionName, RunningSubscription>) -> Result<()> {
+        let max = self.topic.limits().clients.max_subscriptions;
+        let mut names: std::collections::HashSet<String> = running.keys().map(|n| n.as_str().to_string()).collect();
+        if names.len() < max {
+            let stored = self
+                .topic
+                .managed_ledger()
+                .store()
+                .list(&strata_meta::keys::cursors_prefix(&self.topic.name().path()))
+                .await?;
+            names.extend(
+                stored
+                    .into_iter()
+                    .map(|(k, _)| k.rsplit('/').next().unwrap_or(&k).to_string()),
+            );
+        }
+        if names.len() >= max {
+            return Err(BrokerError::LimitExceeded(format!(
+                "{} already has {max} subscriptions (broker setting max_subscriptions_per_topic); delete unused ones with `strata admin subscriptions delete`",
+                self.topic.name()
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes closed ledgers every durable subscription has acknowledged and that lie
@@ -522,7 +596,15 @@ impl Broker {
     /// The batch size limits in force: `max_message_bytes`, lowered if needed to leave
     /// room for batch framing under what the bookies accept.
     pub fn limits(&self) -> crate::topic::Limits {
-        crate::topic::Limits::new(self.cfg.max_message_bytes, self.client.max_entry_bytes() as usize)
+        crate::topic::Limits {
+            clients: self.cfg.client_limits,
+            ..crate::topic::Limits::new(self.cfg.max_message_bytes, self.client.max_entry_bytes() as usize)
+        }
+    }
+
+    /// The client port's connection limits.
+    pub fn net_limits(&self) -> NetLimits {
+        self.cfg.net_limits
     }
 
     /// The current metadata session.
@@ -653,6 +735,16 @@ impl Broker {
         if !self.topic_exists(name).await? {
             if !create {
                 return Err(BrokerError::TopicNotFound(name.to_string()));
+            }
+            // A partition exists only as part of its partitioned topic: auto-creating
+            // `x-partition-0` first would leave its data inside a later `x`'s partition 0.
+            if let Some((base, i)) = name.partition_of()
+                && self.partitions(&base).await? <= i
+            {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "{name} is named as partition {i} of {base}, which is not a partitioned topic with more than {i} partitions; \
+                     create it with `strata admin topics create {base} --partitions N`, or use a name without the -partition-N suffix"
+                )));
             }
             if !self.namespace_exists(name).await? {
                 return Err(BrokerError::NotFound(format!(

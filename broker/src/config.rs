@@ -54,6 +54,22 @@ pub struct BrokerSettings {
     pub load_balance_interval_ms: u64,
     /// Bundles of a namespace created without a count (4).
     pub default_bundles: u32,
+    /// A consumer is sent nothing more while it holds this many delivered and
+    /// unacknowledged messages (50,000) or bytes (64 MiB); it always gets one message
+    /// when it holds none.
+    pub max_unacked_messages_per_consumer: usize,
+    pub max_unacked_bytes_per_consumer: usize,
+    /// Producers connected to one topic at once (1,000).
+    pub max_producers_per_topic: usize,
+    /// Subscriptions of one topic, durable and readers (1,000).
+    pub max_subscriptions_per_topic: usize,
+    /// Consumers of one subscription connected at once (1,000).
+    pub max_consumers_per_subscription: usize,
+    /// Client connections open at once (10,000); more are closed as they arrive.
+    pub max_connections: usize,
+    /// Concurrent streams per client connection: producers, consumers and calls
+    /// multiplexed on it (1,000).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for BrokerSettings {
@@ -80,6 +96,13 @@ impl Default for BrokerSettings {
             load_report_interval_secs: b.load_report_interval.as_secs(),
             load_balance_interval_ms: b.load_balance_interval.as_millis() as u64,
             default_bundles: b.default_bundles,
+            max_unacked_messages_per_consumer: b.client_limits.unacked.messages,
+            max_unacked_bytes_per_consumer: b.client_limits.unacked.bytes,
+            max_producers_per_topic: b.client_limits.max_producers,
+            max_subscriptions_per_topic: b.client_limits.max_subscriptions,
+            max_consumers_per_subscription: b.client_limits.max_consumers_per_subscription,
+            max_connections: b.net_limits.max_connections,
+            max_streams_per_connection: b.net_limits.max_streams_per_connection,
         }
     }
 }
@@ -122,6 +145,22 @@ impl BrokerSettings {
                 crate::bundles::MAX_BUNDLES
             ));
         }
+        positive(
+            "max_unacked_messages_per_consumer",
+            self.max_unacked_messages_per_consumer as u64,
+        )?;
+        positive(
+            "max_unacked_bytes_per_consumer",
+            self.max_unacked_bytes_per_consumer as u64,
+        )?;
+        positive("max_producers_per_topic", self.max_producers_per_topic as u64)?;
+        positive("max_subscriptions_per_topic", self.max_subscriptions_per_topic as u64)?;
+        positive(
+            "max_consumers_per_subscription",
+            self.max_consumers_per_subscription as u64,
+        )?;
+        positive("max_connections", self.max_connections as u64)?;
+        positive("max_streams_per_connection", u64::from(self.max_streams_per_connection))?;
         let limit = |name: &str, v: i64| match v {
             -1 => Ok(None),
             v if v >= 0 => Ok(Some(v as u64)),
@@ -151,6 +190,19 @@ impl BrokerSettings {
             load_report_interval: Duration::from_secs(self.load_report_interval_secs),
             load_balance_interval: Duration::from_millis(self.load_balance_interval_ms),
             default_bundles: self.default_bundles,
+            client_limits: crate::topic::ClientLimits {
+                unacked: crate::dispatch::UnackedLimits {
+                    messages: self.max_unacked_messages_per_consumer,
+                    bytes: self.max_unacked_bytes_per_consumer,
+                },
+                max_producers: self.max_producers_per_topic,
+                max_subscriptions: self.max_subscriptions_per_topic,
+                max_consumers_per_subscription: self.max_consumers_per_subscription,
+            },
+            net_limits: crate::broker::NetLimits {
+                max_connections: self.max_connections,
+                max_streams_per_connection: self.max_streams_per_connection,
+            },
         })
     }
 }

@@ -12,7 +12,10 @@
 //!   messages of it until they are acknowledged or redelivered, so a consumer joining or
 //!   leaving never reorders a key.
 //!
-//! Everywhere: a consumer receives at most as many messages as it granted permits;
+//! Everywhere: a consumer receives at most as many messages as it granted permits, and
+//! nothing more once it holds [`UnackedLimits`] unacknowledged messages or bytes (a
+//! consumer that never acknowledges, or never reads its stream, cannot make the broker
+//! hold a whole backlog for it; one message always goes out to a consumer holding none);
 //! redeliveries (negative ack, ack timeout, consumer gone) go out before new messages, in
 //! id order, with their redelivery count incremented; a message is pending (delivered,
 //! unacknowledged) on exactly one consumer.
@@ -77,15 +80,59 @@ pub struct Delivery {
     pub redelivery_count: u32,
 }
 
+/// How much one consumer may hold delivered and unacknowledged before it gets more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnackedLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Default for UnackedLimits {
+    /// 50,000 messages (Pulsar's `maxUnackedMessagesPerConsumer`) or 64 MiB.
+    fn default() -> Self {
+        Self {
+            messages: 50_000,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// What a delivered message costs its consumer's [`UnackedLimits`]: payload, key,
+/// properties and a fixed overhead for the rest.
+pub fn held_bytes(m: &ReadMessage) -> usize {
+    crate::topic::batch_size(&m.message) + 64
+}
+
 struct Pending {
     consumer: ConsumerId,
     delivery: Delivery,
-    delivered_at: Instant,
+    /// When it is redelivered if still unacknowledged (its consumer's ack timeout).
+    deadline: Option<Instant>,
 }
 
 struct ConsumerState {
     id: ConsumerId,
     permits: u32,
+    ack_timeout: Option<Duration>,
+    unacked: usize,
+    unacked_bytes: usize,
+}
+
+impl ConsumerState {
+    fn new(id: ConsumerId, ack_timeout: Option<Duration>) -> Self {
+        Self {
+            id,
+            permits: 0,
+            ack_timeout,
+            unacked: 0,
+            unacked_bytes: 0,
+        }
+    }
+
+    /// Whether it may be sent one more message now.
+    fn can_take(&self, limits: &UnackedLimits) -> bool {
+        self.permits > 0 && (self.unacked == 0 || (self.unacked < limits.messages && self.unacked_bytes < limits.bytes))
+    }
 }
 
 fn key_hash(key: &str) -> u64 {
@@ -104,10 +151,15 @@ pub struct Dispatcher {
     /// Key_Shared: key hash → (consumer holding its unacked messages, how many).
     key_owner: HashMap<u64, (ConsumerId, u32)>,
     next_round_robin: usize,
+    limits: UnackedLimits,
 }
 
 impl Dispatcher {
     pub fn new(sub_type: SubType) -> Self {
+        Self::with_limits(sub_type, UnackedLimits::default())
+    }
+
+    pub fn with_limits(sub_type: SubType, limits: UnackedLimits) -> Self {
         Self {
             sub_type,
             consumers: Vec::new(),
@@ -115,6 +167,19 @@ impl Dispatcher {
             replay: BTreeMap::new(),
             key_owner: HashMap::new(),
             next_round_robin: 0,
+            limits,
+        }
+    }
+
+    /// Forgets every delivery, acknowledgement and consumer but `keep` (a seek): `keep`
+    /// stays with its ack timeout and no permits.
+    pub fn reset(&mut self, keep: Option<ConsumerId>) {
+        let kept = keep
+            .and_then(|k| self.consumers.iter().find(|c| c.id == k))
+            .map(|c| (c.id, c.ack_timeout));
+        *self = Self::with_limits(self.sub_type, self.limits);
+        if let Some((id, t)) = kept {
+            self.consumers.push(ConsumerState::new(id, t));
         }
     }
 
@@ -131,13 +196,31 @@ impl Dispatcher {
         self.pending.len()
     }
 
-    /// Adds a consumer (in join order).
-    pub fn add_consumer(&mut self, id: ConsumerId) -> Result<(), DispatchError> {
+    /// Adds a consumer (in join order). Its messages unacknowledged after `ack_timeout`
+    /// are redelivered (its own setting: other consumers keep theirs).
+    pub fn add_consumer(&mut self, id: ConsumerId, ack_timeout: Option<Duration>) -> Result<(), DispatchError> {
         if self.sub_type == SubType::Exclusive && !self.consumers.is_empty() {
             return Err(DispatchError::ConsumerBusy);
         }
-        self.consumers.push(ConsumerState { id, permits: 0 });
+        self.consumers.push(ConsumerState::new(id, ack_timeout));
         Ok(())
+    }
+
+    /// Whether some consumer has permits but may take nothing until it acknowledges.
+    pub fn held_back(&self) -> bool {
+        self.consumers
+            .iter()
+            .any(|c| c.permits > 0 && !c.can_take(&self.limits))
+    }
+
+    /// Removes `id` from pending, releasing what it cost its consumer.
+    fn take_pending(&mut self, id: &MessageId) -> Option<Pending> {
+        let p = self.pending.remove(id)?;
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == p.consumer) {
+            c.unacked -= 1;
+            c.unacked_bytes -= held_bytes(&p.delivery.message);
+        }
+        Some(p)
     }
 
     /// Removes a consumer; everything it had not acknowledged is redelivered to others.
@@ -174,15 +257,16 @@ impl Dispatcher {
 
     /// Whether any consumer could take a message now (so reading more is useful).
     pub fn has_permits(&self) -> bool {
+        let l = &self.limits;
         match self.sub_type {
-            SubType::Exclusive | SubType::Failover => self.consumers.first().is_some_and(|c| c.permits > 0),
-            SubType::Shared | SubType::KeyShared => self.consumers.iter().any(|c| c.permits > 0),
+            SubType::Exclusive | SubType::Failover => self.consumers.first().is_some_and(|c| c.can_take(l)),
+            SubType::Shared | SubType::KeyShared => self.consumers.iter().any(|c| c.can_take(l)),
         }
     }
 
     /// Moves a pending message back to the replay queue with its count incremented.
     fn requeue(&mut self, id: MessageId) {
-        if let Some(p) = self.pending.remove(&id) {
+        if let Some(p) = self.take_pending(&id) {
             self.release_key(&p.delivery.message);
             let mut d = p.delivery;
             d.redelivery_count += 1;
@@ -205,15 +289,16 @@ impl Dispatcher {
 
     /// Chooses the consumer for a message, if one can take it now.
     fn choose(&mut self, m: &ReadMessage) -> Option<usize> {
+        let l = self.limits;
         match self.sub_type {
             SubType::Exclusive | SubType::Failover => {
-                (self.consumers.first().is_some_and(|c| c.permits > 0)).then_some(0)
+                (self.consumers.first().is_some_and(|c| c.can_take(&l))).then_some(0)
             }
             SubType::Shared => {
                 let n = self.consumers.len();
                 for k in 0..n {
                     let i = (self.next_round_robin + k) % n;
-                    if self.consumers[i].permits > 0 {
+                    if self.consumers[i].can_take(&l) {
                         self.next_round_robin = (i + 1) % n;
                         return Some(i);
                     }
@@ -242,7 +327,7 @@ impl Dispatcher {
                     }
                 };
                 let i = self.consumers.iter().position(|c| c.id == owner)?;
-                (self.consumers[i].permits > 0).then_some(i)
+                self.consumers[i].can_take(&l).then_some(i)
             }
         }
     }
@@ -250,7 +335,10 @@ impl Dispatcher {
     fn deliver(&mut self, i: usize, d: Delivery, out: &mut HashMap<ConsumerId, Vec<Delivery>>, now: Instant) {
         let c = &mut self.consumers[i];
         c.permits -= 1;
+        c.unacked += 1;
+        c.unacked_bytes += held_bytes(&d.message);
         let id = c.id;
+        let deadline = c.ack_timeout.map(|t| now + t);
         if self.sub_type == SubType::KeyShared {
             let e = self
                 .key_owner
@@ -263,7 +351,7 @@ impl Dispatcher {
             Pending {
                 consumer: id,
                 delivery: d.clone(),
-                delivered_at: now,
+                deadline,
             },
         );
         out.entry(id).or_default().push(d);
@@ -348,7 +436,7 @@ impl Dispatcher {
     pub fn ack(&mut self, consumer: ConsumerId, id: MessageId) -> Result<ReadMessage, DispatchError> {
         match self.pending.get(&id) {
             Some(p) if p.consumer == consumer => {
-                let p = self.pending.remove(&id).expect("present");
+                let p = self.take_pending(&id).expect("present");
                 self.release_key(&p.delivery.message);
                 Ok(p.delivery.message)
             }
@@ -373,7 +461,7 @@ impl Dispatcher {
             .collect();
         Ok(ids
             .into_iter()
-            .map(|m| self.pending.remove(&m).expect("listed").delivery.message)
+            .map(|m| self.take_pending(&m).expect("listed").delivery.message)
             .collect())
     }
 
@@ -391,13 +479,16 @@ impl Dispatcher {
         unknown.map_or(Ok(()), Err)
     }
 
-    /// Redelivers messages pending longer than `timeout` (ack timeout). Returns how many.
-    pub fn expire(&mut self, timeout: Duration) -> usize {
-        let now = Instant::now();
+    /// Redelivers messages pending past their consumer's ack timeout. Returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        // Only present consumers have pending messages (a leaving one's are requeued).
+        if self.consumers.iter().all(|c| c.ack_timeout.is_none()) {
+            return 0;
+        }
         let expired: Vec<MessageId> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.duration_since(p.delivered_at) >= timeout)
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
             .map(|(m, _)| *m)
             .collect();
         for m in &expired {
@@ -446,8 +537,8 @@ mod tests {
     #[test]
     fn exclusive_refuses_a_second_consumer_and_respects_permits() {
         let mut d = Dispatcher::new(SubType::Exclusive);
-        d.add_consumer(1).unwrap();
-        assert_eq!(d.add_consumer(2), Err(DispatchError::ConsumerBusy));
+        d.add_consumer(1, None).unwrap();
+        assert_eq!(d.add_consumer(2, None), Err(DispatchError::ConsumerBusy));
         let mut q = queue(10, &[""]);
         assert!(d.dispatch(&mut q).is_empty(), "no permits, nothing sent");
         d.add_permits(1, 4).unwrap();
@@ -460,8 +551,8 @@ mod tests {
     #[test]
     fn failover_moves_to_the_next_consumer_with_redelivery_in_order() {
         let mut d = Dispatcher::new(SubType::Failover);
-        d.add_consumer(1).unwrap();
-        d.add_consumer(2).unwrap();
+        d.add_consumer(1, None).unwrap();
+        d.add_consumer(2, None).unwrap();
         d.add_permits(1, 3).unwrap();
         d.add_permits(2, 100).unwrap();
         let mut q = queue(6, &[""]);
@@ -481,7 +572,7 @@ mod tests {
     fn shared_spreads_round_robin_and_nacks_come_back_counted() {
         let mut d = Dispatcher::new(SubType::Shared);
         for c in 1..=3 {
-            d.add_consumer(c).unwrap();
+            d.add_consumer(c, None).unwrap();
             d.add_permits(c, 10).unwrap();
         }
         let mut q = queue(9, &[""]);
@@ -506,14 +597,14 @@ mod tests {
     #[test]
     fn key_shared_keeps_each_key_on_one_consumer_in_order_across_joins() {
         let mut d = Dispatcher::new(SubType::KeyShared);
-        d.add_consumer(1).unwrap();
+        d.add_consumer(1, None).unwrap();
         d.add_permits(1, 1000).unwrap();
         let keys = ["a", "b", "c", "d", "e", "f"];
         let mut q = queue(30, &keys);
         let out = d.dispatch(&mut q);
         assert_eq!(out[&1].len(), 30);
         // A second consumer joins while everything is unacked: no key may move yet.
-        d.add_consumer(2).unwrap();
+        d.add_consumer(2, None).unwrap();
         d.add_permits(2, 1000).unwrap();
         let mut q: VecDeque<ReadMessage> = (30..60).map(|i| msg(i, keys[(i % 6) as usize])).collect();
         let out = d.dispatch(&mut q);
@@ -541,7 +632,7 @@ mod tests {
     #[test]
     fn key_shared_waits_for_a_busy_owner_without_blocking_other_keys() {
         let mut d = Dispatcher::new(SubType::KeyShared);
-        d.add_consumer(1).unwrap();
+        d.add_consumer(1, None).unwrap();
         d.add_permits(1, 1).unwrap();
         let mut q: VecDeque<ReadMessage> = vec![msg(0, "a"), msg(1, "a"), msg(2, "b")].into();
         let out = d.dispatch(&mut q);
@@ -554,16 +645,86 @@ mod tests {
     }
 
     #[test]
+    fn a_consumer_holding_its_unacked_limit_gets_nothing_more_and_the_others_get_the_rest() {
+        // Each test message holds 1 + 64 bytes: 3 messages reach 195 bytes.
+        let limits = UnackedLimits {
+            messages: 100,
+            bytes: 195,
+        };
+        let mut d = Dispatcher::with_limits(SubType::Shared, limits);
+        d.add_consumer(1, None).unwrap();
+        d.add_permits(1, u32::MAX).unwrap();
+        let mut q = queue(10, &[""]);
+        let out = d.dispatch(&mut q);
+        assert_eq!(ids(&out[&1]), vec![0, 1, 2], "held back at the byte limit");
+        assert!(d.held_back() && !d.has_permits());
+        d.add_consumer(2, None).unwrap();
+        d.add_permits(2, 100).unwrap();
+        let out = d.dispatch(&mut q);
+        assert!(!out.contains_key(&1));
+        assert_eq!(out[&2].len(), 3, "the other consumer is served up to its own limit");
+        // An ack frees room for exactly one more.
+        d.ack(1, msg(0, "").id).unwrap();
+        let mut more = queue(20, &[""]).split_off(10);
+        let out = d.dispatch(&mut more);
+        assert_eq!(out[&1].len(), 1);
+        // The message limit holds too, and one message always goes out to a consumer
+        // holding none, whatever its size.
+        let mut d = Dispatcher::with_limits(SubType::Exclusive, UnackedLimits { messages: 2, bytes: 1 });
+        d.add_consumer(1, None).unwrap();
+        d.add_permits(1, 10).unwrap();
+        let mut q = queue(5, &[""]);
+        assert_eq!(ids(&d.dispatch(&mut q)[&1]), vec![0]);
+        let mut d = Dispatcher::with_limits(
+            SubType::Exclusive,
+            UnackedLimits {
+                messages: 2,
+                bytes: 1 << 20,
+            },
+        );
+        d.add_consumer(1, None).unwrap();
+        d.add_permits(1, 10).unwrap();
+        let mut q = queue(5, &[""]);
+        assert_eq!(ids(&d.dispatch(&mut q)[&1]), vec![0, 1]);
+        // Redelivery releases what a nacked message held.
+        d.nack(1, &[msg(0, "").id]).unwrap();
+        assert_eq!(ids(&d.dispatch(&mut q)[&1]), vec![0]);
+    }
+
+    #[test]
+    fn each_consumer_has_its_own_ack_timeout() {
+        let mut d = Dispatcher::new(SubType::Shared);
+        d.add_consumer(1, None).unwrap();
+        d.add_consumer(2, Some(Duration::ZERO)).unwrap();
+        d.add_permits(1, 2).unwrap();
+        d.add_permits(2, 2).unwrap();
+        let mut q = queue(4, &[""]);
+        let out = d.dispatch(&mut q);
+        let of_2: Vec<MessageId> = out[&2].iter().map(|x| x.message.id).collect();
+        assert_eq!(
+            d.expire(Instant::now() + Duration::from_secs(3600)),
+            2,
+            "only consumer 2's messages expire, however long consumer 1 holds its own"
+        );
+        for id in &of_2 {
+            assert_eq!(d.ack(2, *id), Err(DispatchError::UnknownMessage(*id)));
+        }
+        for x in &out[&1] {
+            d.ack(1, x.message.id).unwrap();
+        }
+    }
+
+    #[test]
     fn ack_timeout_and_cumulative_acks() {
         let mut d = Dispatcher::new(SubType::Exclusive);
-        d.add_consumer(7).unwrap();
+        d.add_consumer(7, Some(Duration::ZERO)).unwrap();
         d.add_permits(7, 10).unwrap();
         let mut q = queue(5, &[""]);
         d.dispatch(&mut q);
         let acked = d.ack_cumulative(7, msg(2, "").id).unwrap();
         assert_eq!(acked.len(), 3);
         assert_eq!(d.pending_count(), 2);
-        assert_eq!(d.expire(Duration::ZERO), 2);
+        assert_eq!(d.expire(Instant::now()), 2);
         let out = d.dispatch(&mut VecDeque::new());
         assert_eq!(ids(&out[&7]), vec![3, 4]);
         assert!(out[&7].iter().all(|x| x.redelivery_count == 1));

@@ -47,6 +47,13 @@ pub enum BrokerError {
     /// Bad input from a caller; the message names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A producer with this name is already connected to the topic.
+    #[error("{0}")]
+    ProducerBusy(String),
+    /// A configured limit (producers, subscriptions, consumers, topics) is reached; the
+    /// message names the limit and its setting.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The metadata store failed; retry.
     #[error("metadata store: {0}")]
     Metadata(String),
@@ -72,7 +79,9 @@ impl BrokerError {
             BrokerError::NotOwner(_) => ErrorCode::Fenced,
             BrokerError::Unavailable(_) => ErrorCode::MetadataError,
             BrokerError::AlreadyExists(_) | BrokerError::NotEmpty(_) => ErrorCode::InvalidArgument,
-            BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            BrokerError::InvalidArgument(_) | BrokerError::ProducerBusy(_) | BrokerError::LimitExceeded(_) => {
+                ErrorCode::InvalidArgument
+            }
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,
             BrokerError::Corruption(_) | BrokerError::Offload(_) => ErrorCode::IoError,

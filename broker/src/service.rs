@@ -41,6 +41,8 @@ pub(crate) fn code_of(e: &BrokerError) -> pb::ErrorCode {
         BrokerError::Closed(_) | BrokerError::Unavailable(_) => pb::ErrorCode::ServiceNotReady,
         BrokerError::TooLarge { .. } => pb::ErrorCode::MessageTooLarge,
         BrokerError::InvalidArgument(_) => pb::ErrorCode::InvalidArgument,
+        BrokerError::ProducerBusy(_) => pb::ErrorCode::ProducerBusy,
+        BrokerError::LimitExceeded(_) => pb::ErrorCode::LimitExceeded,
         BrokerError::SubscriptionTypeMismatch(_) => pb::ErrorCode::SubscriptionTypeMismatch,
         BrokerError::Dispatch(DispatchError::ConsumerBusy) => pb::ErrorCode::ConsumerBusy,
         BrokerError::Dispatch(DispatchError::UnknownMessage(_)) => pb::ErrorCode::UnknownMessageId,
@@ -67,7 +69,8 @@ pub(crate) fn status(code: pb::ErrorCode, message: String) -> Status {
     let grpc = match code {
         pb::ErrorCode::TopicNotFound | pb::ErrorCode::NotFound => tonic::Code::NotFound,
         pb::ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
-        pb::ErrorCode::NotEmpty => tonic::Code::FailedPrecondition,
+        pb::ErrorCode::NotEmpty | pb::ErrorCode::ProducerBusy => tonic::Code::FailedPrecondition,
+        pb::ErrorCode::LimitExceeded => tonic::Code::ResourceExhausted,
         pb::ErrorCode::ServiceNotReady | pb::ErrorCode::StorageError => tonic::Code::Unavailable,
         _ => tonic::Code::InvalidArgument,
     };
@@ -228,7 +231,13 @@ impl pb::producer_server::Producer for BrokerService {
             } else {
                 open.producer_name
             };
-            let _connected = loaded.topic.producer_connected();
+            let _connected = match loaded.topic.producer_connected(&name) {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = tx.send(Ok(produce_error(broker_error(&e, None)))).await;
+                    return;
+                }
+            };
             let opened = pb::ProduceResponse {
                 response: Some(pb::produce_response::Response::Opened(pb::ProducerOpened {
                     producer_name: name.clone(),
@@ -313,8 +322,17 @@ impl pb::producer_server::Producer for BrokerService {
                             let seq = send.sequence_id;
                             let bytes: u64 = messages.iter().map(|m| m.payload.len() as u64).sum();
                             let started = std::time::Instant::now();
-                            let publish = loaded.topic.publish(&name, seq, messages);
-                            pending.push_back(async move { (seq, count, bytes, started, publish.await) });
+                            // u64::MAX is never stored: the SDK resumes at the last id + 1.
+                            let publish = (seq != u64::MAX).then(|| loaded.topic.publish(&name, seq, messages));
+                            pending.push_back(async move {
+                                let r = match publish {
+                                    Some(p) => p.await,
+                                    None => Err(BrokerError::InvalidArgument(
+                                        "sequence_id 18446744073709551615 (u64::MAX) is reserved; sequence ids count up from 0".into(),
+                                    )),
+                                };
+                                (seq, count, bytes, started, r)
+                            });
                         }
                         Ok(Some(_)) => {
                             let _ = tx.send(Ok(produce_error(error(
@@ -555,16 +573,12 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancell
     // last resort for streams of topics that were never closed.
     let streams_stop = CancellationToken::new();
     let svc = BrokerService::new(broker.clone(), streams_stop.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
+    let net = broker.net_limits();
+    let incoming = strata_bookie::net::incoming(listener, net.max_connections, "broker");
     // A Send carries at most one batch; room for a batch at the entry limit, twice over.
     let max = broker.limits().max_entry_bytes * 2 + (1 << 20);
     let server_stop = CancellationToken::new();
-    let server = tonic::transport::Server::builder()
+    let server = strata_bookie::net::server(net.max_streams_per_connection)
         .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
         .add_service(pb::admin_server::AdminServer::new(crate::admin::AdminService::new(
             broker.clone(),

@@ -9,8 +9,10 @@
 //!   a crash a partly acknowledged batch is redelivered whole (at-least-once).
 //! - The cursor is persisted in batches by [`Subscription::persist`], which the owner calls
 //!   on a timer and on close.
-//! - Consumers receive deliveries on a bounded channel sized by the permits they granted,
-//!   so the broker never buffers more for a consumer than it asked for.
+//! - Consumers receive deliveries on a channel holding only what is pending on them, which
+//!   the dispatcher bounds by the permits they granted and by the topic's
+//!   [`crate::dispatch::UnackedLimits`]: a consumer that never acknowledges or never reads
+//!   cannot make the broker buffer a backlog for it.
 
 use crate::cursor::{Cursor, Layout};
 use crate::dispatch::{ConsumerId, Delivery, Dispatcher, SubType};
@@ -45,7 +47,6 @@ struct Inner {
     partial: HashMap<Position, BTreeSet<u32>>,
     consumers: HashMap<ConsumerId, mpsc::UnboundedSender<Vec<Delivery>>>,
     next_consumer: ConsumerId,
-    ack_timeout: Option<Duration>,
 }
 
 /// A subscription. Share it behind an `Arc`; [`Subscription::run`] drives delivery.
@@ -143,18 +144,18 @@ impl Subscription {
             Some(m) => Some(l.next(m)),
             None => l.first(),
         };
+        let limits = topic.unacked_limits();
         Arc::new(Self {
             name,
             topic,
             inner: Mutex::new(Inner {
                 cursor,
-                dispatcher: Dispatcher::new(sub_type),
+                dispatcher: Dispatcher::with_limits(sub_type, limits),
                 read_position,
                 fresh: VecDeque::new(),
                 partial: HashMap::new(),
                 consumers: HashMap::new(),
                 next_consumer: 1,
-                ack_timeout: None,
             }),
             wake: Notify::new(),
         })
@@ -174,21 +175,29 @@ impl Subscription {
         &self.name
     }
 
-    /// Adds a consumer; returns its id and the channel its deliveries arrive on.
+    /// Adds a consumer; returns its id and the channel its deliveries arrive on. Its
+    /// unacknowledged messages are redelivered after `ack_timeout` (its own: other
+    /// consumers of the subscription keep theirs).
     pub async fn add_consumer(
         &self,
         ack_timeout: Option<Duration>,
     ) -> Result<(ConsumerId, mpsc::UnboundedReceiver<Vec<Delivery>>)> {
         let mut g = self.inner.lock().await;
+        let max = self.topic.limits().clients.max_consumers_per_subscription;
+        if g.dispatcher.consumer_count() >= max {
+            return Err(BrokerError::LimitExceeded(format!(
+                "subscription {} on {} already has {max} consumers (broker setting max_consumers_per_subscription)",
+                self.name,
+                self.topic.name()
+            )));
+        }
         let id = g.next_consumer;
-        g.dispatcher.add_consumer(id)?;
+        g.dispatcher.add_consumer(id, ack_timeout)?;
         g.next_consumer += 1;
-        // Unbounded only in type: a consumer is sent at most the permits it granted.
+        // Unbounded only in type: everything sent on it is pending on the consumer, which
+        // the dispatcher bounds by permits and by its unacknowledged limits.
         let (tx, rx) = mpsc::unbounded_channel();
         g.consumers.insert(id, tx);
-        if ack_timeout.is_some() {
-            g.ack_timeout = ack_timeout;
-        }
         drop(g);
         self.wake.notify_one();
         Ok((id, rx))
@@ -227,6 +236,8 @@ impl Subscription {
     pub async fn ack(&self, consumer: ConsumerId, ids: &[MessageId], cumulative: bool) -> Result<()> {
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
+        // A consumer held back by its unacknowledged limits may take more after this.
+        let held_back = g.dispatcher.held_back();
         let mut unknown = None;
         let acked: Vec<ReadMessage> = if cumulative {
             let [id] = ids else {
@@ -260,6 +271,10 @@ impl Subscription {
                 g.partial.remove(&pos);
                 g.cursor.ack(pos, &l);
             }
+        }
+        drop(g);
+        if held_back {
+            self.wake.notify_one();
         }
         match unknown {
             Some(e) => Err(e.into()),
@@ -299,12 +314,9 @@ impl Subscription {
         check_seek(self.topic.name(), &counts, position)?;
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
-        let sub_type = g.dispatcher.sub_type();
-        g.dispatcher = Dispatcher::new(sub_type);
         g.consumers.retain(|id, _| *id == by);
-        if g.consumers.contains_key(&by) {
-            g.dispatcher.add_consumer(by)?;
-        }
+        let keep = g.consumers.contains_key(&by).then_some(by);
+        g.dispatcher.reset(keep);
         g.fresh.clear();
         g.partial.clear();
         g.read_position = Some(position);
@@ -327,9 +339,7 @@ impl Subscription {
         loop {
             let (need_read, read_from) = {
                 let mut g = self.inner.lock().await;
-                if let Some(t) = g.ack_timeout {
-                    g.dispatcher.expire(t);
-                }
+                g.dispatcher.expire(std::time::Instant::now());
                 let out = {
                     let Inner { dispatcher, fresh, .. } = &mut *g;
                     dispatcher.dispatch(fresh)

@@ -9,7 +9,6 @@ use crate::entry_format;
 use crate::error::{BrokerError, Result};
 use crate::managed_ledger::ManagedLedger;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use strata_common::{EntryId, LedgerId, MessageId, Position, TopicName};
 use strata_proto::broker::v1::{StoredBatch, StoredMessage};
@@ -24,7 +23,7 @@ pub const ENTRY_FRAMING_HEADROOM: usize = 1 << 20;
 /// Longest producer name accepted (it is stored with every batch).
 pub const MAX_PRODUCER_NAME_BYTES: usize = 1024;
 
-/// Size limits of a topic's batches.
+/// Size limits of a topic's batches, and how much its clients may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest batch as producers count it: payloads, keys and property keys and values.
@@ -32,6 +31,31 @@ pub struct Limits {
     /// Largest stored entry (what the bookies accept): the encoded batch is checked
     /// against it exactly, so nothing a bookie would refuse is ever appended.
     pub max_entry_bytes: usize,
+    pub clients: ClientLimits,
+}
+
+/// Bounds on what clients may open or hold on one topic (`[broker]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Delivered but unacknowledged, per consumer.
+    pub unacked: crate::dispatch::UnackedLimits,
+    /// Producers connected at once.
+    pub max_producers: usize,
+    /// Subscriptions (durable and readers).
+    pub max_subscriptions: usize,
+    /// Consumers of one subscription connected at once.
+    pub max_consumers_per_subscription: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            unacked: Default::default(),
+            max_producers: 1_000,
+            max_subscriptions: 1_000,
+            max_consumers_per_subscription: 1_000,
+        }
+    }
 }
 
 impl Limits {
@@ -44,6 +68,7 @@ impl Limits {
         Self {
             max_message_bytes: max_message_bytes.min(max_entry_bytes - headroom).max(1),
             max_entry_bytes,
+            clients: ClientLimits::default(),
         }
     }
 }
@@ -81,16 +106,20 @@ pub struct Topic {
     partition: i32,
     limits: Limits,
     dedup: Arc<Dedup>,
-    producers: Arc<AtomicU32>,
+    /// Names of the producers connected now.
+    producers: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
     counters: crate::metrics::TopicCounters,
 }
 
-/// Counts a connected producer while alive.
-pub struct ProducerGuard(Arc<AtomicU32>);
+/// Holds a producer name on its topic while alive (see [`Topic::producer_connected`]).
+pub struct ProducerGuard {
+    names: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
+    name: Arc<str>,
+}
 
 impl Drop for ProducerGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.names.lock().expect("producer names").remove(&self.name);
     }
 }
 
@@ -118,15 +147,35 @@ impl Topic {
             partition,
             limits,
             dedup,
-            producers: Arc::new(AtomicU32::new(0)),
+            producers: Default::default(),
             counters: Default::default(),
         }
     }
 
-    /// Registers a connected producer until the guard is dropped.
-    pub fn producer_connected(&self) -> ProducerGuard {
-        self.producers.fetch_add(1, Ordering::Relaxed);
-        ProducerGuard(self.producers.clone())
+    /// Registers a connected producer until the guard is dropped. A name is held by one
+    /// producer at a time (`ProducerBusy`): another client taking it could otherwise
+    /// push the name's sequence ids ahead and have the owner's sends taken as resends.
+    pub fn producer_connected(&self, name: &str) -> Result<ProducerGuard> {
+        let mut names = self.producers.lock().expect("producer names");
+        if names.contains(name) {
+            return Err(BrokerError::ProducerBusy(format!(
+                "a producer named {name:?} is already connected to {}; use another name, or retry once it has disconnected",
+                self.name()
+            )));
+        }
+        let max = self.limits.clients.max_producers;
+        if names.len() >= max {
+            return Err(BrokerError::LimitExceeded(format!(
+                "{} already has {max} producers connected (broker setting max_producers_per_topic)",
+                self.name()
+            )));
+        }
+        let name: Arc<str> = name.into();
+        names.insert(name.clone());
+        Ok(ProducerGuard {
+            names: self.producers.clone(),
+            name,
+        })
     }
 
     /// Producers connected now.
@@ -136,7 +185,7 @@ impl Topic {
     }
 
     pub fn producer_count(&self) -> u32 {
-        self.producers.load(Ordering::Relaxed)
+        self.producers.lock().expect("producer names").len() as u32
     }
 
     pub fn name(&self) -> &TopicName {
@@ -262,6 +311,11 @@ impl Topic {
     /// The batch size limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How much each consumer of this topic may hold unacknowledged.
+    pub fn unacked_limits(&self) -> crate::dispatch::UnackedLimits {
+        self.limits.clients.unacked
     }
 
     /// Reads the messages of up to `max_entries` entries from `from` on.

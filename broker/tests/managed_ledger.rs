@@ -224,6 +224,7 @@ async fn topics_store_batches_and_read_back_messages_in_publish_order() {
         Limits {
             max_message_bytes: 1024,
             max_entry_bytes: 4096,
+            clients: Default::default(),
         },
     );
     let mut firsts = Vec::new();

@@ -25,7 +25,7 @@ use crate::connection::{
     Backoff, Connections, Lookup, MAX_GRPC_MESSAGE, next_message, partition_name, poll_optional, random_u64,
     sleep_until, stream_error,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::message::{MessageId, ProducerMessage};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -178,6 +178,14 @@ impl ProducerBuilder {
                 open(conns.clone(), topic.clone(), name.clone())
             })
             .await?;
+            let next_seq = match opened.last_sequence_id {
+                None => 0,
+                Some(last) => last.checked_add(1).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "producer name {name:?} on {topic} has used every sequence id; use another name"
+                    ))
+                })?,
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             let task = PartitionProducer {
                 conns: conns.clone(),
@@ -199,7 +207,7 @@ impl ProducerBuilder {
                 batch_bytes: 0,
                 batch_deadline: None,
                 inflight: VecDeque::new(),
-                next_seq: opened.last_sequence_id.map_or(0, |s| s + 1),
+                next_seq,
                 flush_waiters: Vec::new(),
             };
             tokio::spawn(task.run());
@@ -581,7 +589,7 @@ impl PartitionProducer {
             sequence_id: self.next_seq,
             messages: std::mem::take(&mut self.batch),
         };
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         self.batch_bytes = 0;
         if let Some(c) = &self.conn {
             let _ = c.tx.send(send_request(&wire));
@@ -676,7 +684,30 @@ impl PartitionProducer {
 
     fn on_connected(&mut self, r: Result<(Conn, pb::ProducerOpened)>) {
         match r {
-            Ok((conn, _opened)) => {
+            Ok((conn, opened)) => {
+                if let Some(last) = opened.last_sequence_id
+                    && last >= self.next_seq
+                {
+                    // Sequence ids this producer never used were stored under its name
+                    // while it was away: resending would have its batches taken as
+                    // duplicates and dropped. Fail them instead, and go on after `last`.
+                    let err = Error::Broker {
+                        code: ErrorCode::ProducerBusy,
+                        message: format!(
+                            "another producer named {:?} stored sequence ids up to {last} on {} while this one was reconnecting; \
+                             the messages in flight were not stored (resend them, or give each producer its own name)",
+                            self.name, self.topic
+                        ),
+                    };
+                    tracing::warn!(topic = %self.topic, error = %err, "producer name used elsewhere");
+                    for b in self.inflight.drain(..) {
+                        for p in b.pending {
+                            let _ = p.reply.send(Err(err.clone()));
+                        }
+                    }
+                    // At u64::MAX no id is left: the broker refuses every later send.
+                    self.next_seq = last.saturating_add(1);
+                }
                 tracing::debug!(topic = %self.topic, resend = self.inflight.len(), "producer reconnected");
                 for b in &self.inflight {
                     let _ = conn.tx.send(send_request(&b.wire));
