@@ -852,3 +852,74 @@ async fn failover_time_distribution() {
             "min_ms": q(0.0), "p50_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "all_ms": times})
     );
 }
+
+/// Issue 15, item 2: the `strata-forwarded` header marks an admin request one broker
+/// forwarded to a topic's owner. Set by a client on a broker that does not own the topic,
+/// it must not let the request skip the owner (its connected-consumers check, its loaded
+/// state): the non-owner refuses it with NOT_OWNER, and the topic is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_forwarding_header_cannot_delete_a_live_topic() {
+    use strata_proto::v1 as pb;
+    let c = Cluster::start(2, "").await;
+    let client = c.client().await;
+    let topic = "public/default/guarded";
+    let producer = client.producer(topic).create().await.unwrap();
+    producer.send("kept").await.unwrap();
+    let consumer = client
+        .consumer(topic)
+        .subscription("live")
+        .initial_position(strata_client::InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut lookup = pb::lookup_client::LookupClient::connect(format!("http://{}", c.brokers[0].addr))
+        .await
+        .unwrap();
+    let owner = lookup
+        .lookup_topic(pb::LookupTopicRequest { topic: topic.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .broker_url;
+    let other = c
+        .brokers
+        .iter()
+        .map(|b| format!("http://{}", b.addr))
+        .find(|u| *u != owner)
+        .expect("a second broker");
+    let mut admin = pb::admin_client::AdminClient::connect(other.clone()).await.unwrap();
+    let delete = |spoof: bool| {
+        let mut r = tonic::Request::new(pb::TopicRequest {
+            topic: topic.into(),
+            force: false,
+        });
+        if spoof {
+            r.metadata_mut().insert("strata-forwarded", "1".parse().unwrap());
+        }
+        r
+    };
+    let e = admin.delete_topic(delete(true)).await.unwrap_err();
+    assert!(
+        e.message().contains("does not own topic"),
+        "a spoofed header on {other} (owner {owner}): {e:?}"
+    );
+    // Without the header the request goes to the owner, which sees the consumer.
+    let e = admin.delete_topic(delete(false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("connected consumers"), "{e:?}");
+    // The topic, its data and its subscription are all still there.
+    let m = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"kept");
+    consumer.ack(&m).await.unwrap();
+    producer.send("after").await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"after");
+    let stats = client.admin().topic_stats(topic).await.unwrap();
+    assert!(stats.subscriptions.iter().any(|s| s.name == "live"), "{stats:?}");
+}

@@ -249,6 +249,16 @@ pub struct Consumer {
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Item>>,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic)
+            .field("subscription", &self.subscription)
+            .field("partitions", &self.parts.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     pub(crate) async fn start(
         client: &Client,

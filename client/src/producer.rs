@@ -279,6 +279,16 @@ pub struct Producer {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("topic", &self.shared.topic)
+            .field("name", &self.shared.name)
+            .field("partitions", &self.shared.parts.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Producer {
     /// The topic as given to [`Client::producer`].
     pub fn topic(&self) -> &str {

@@ -114,6 +114,14 @@ pub struct Reader {
     consumer: Consumer,
 }
 
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("topic", &self.consumer.topic())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Reader {
     /// The next message, waiting until one arrives.
     pub async fn read_next(&self) -> Result<Message> {
