@@ -85,8 +85,7 @@ async fn a_message_at_the_size_limit_is_stored_and_larger_ones_are_refused_witho
         .name("n".repeat(2 << 20))
         .create()
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
     assert!(e.to_string().contains("producer_name"), "{e}");
 }
