@@ -1,14 +1,12 @@
 //! `strata admin`: the cluster, bundles, tenants, namespaces, topics and subscriptions,
 //! through the SDK's admin client.
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// Broker (or any brokers of a cluster: http://b1:6650,b2:6650).
-    #[arg(long, global = true, default_value = "http://127.0.0.1:6650", env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -268,12 +266,7 @@ fn print_names(names: Vec<String>) {
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
-    let client = strata_client::Client::connect(a.url.clone()).await.with_context(|| {
-        format!(
-            "cannot reach Strata at {}; is it running? (--url sets the address)",
-            a.url
-        )
-    })?;
+    let client = a.conn.connect().await?;
     let c = client.admin();
     match a.command {
         AdminCommand::Cluster { json } => print_cluster(c.cluster().await?, json)?,

@@ -102,6 +102,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid bookie configuration: {e}"))?;
+    strata_net::client::set_outgoing(cfg.tls.outgoing().map_err(anyhow::Error::msg)?);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another process using it?)", cfg.listen))?;
@@ -256,6 +257,7 @@ pub async fn autorecovery(args: AutoRecoveryArgs) -> anyhow::Result<()> {
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    strata_net::client::set_outgoing(cfg.tls.outgoing().map_err(anyhow::Error::msg)?);
     let store = strata_meta::connect(&args.metadata_url)
         .await
         .with_context(|| format!("metadata store {}", args.metadata_url))?;

@@ -38,6 +38,8 @@ pub(crate) struct BrokerFile {
     pub(crate) broker: BrokerSettings,
     /// Tiered offload to object storage (off unless `url` is set).
     pub(crate) offload: strata_broker::offload::OffloadSettings,
+    /// TLS of the client port, and how this broker reaches bookies and other brokers.
+    pub(crate) tls: strata_net::tls::TlsSettings,
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
@@ -51,6 +53,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     };
     let settings: BrokerSettings = file.broker;
     let offload = file.offload.build().map_err(anyhow::Error::msg)?;
+    file.tls.validate().map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+    strata_net::client::set_outgoing(file.tls.outgoing().map_err(anyhow::Error::msg)?);
+    let tls = match file.tls.server_files() {
+        Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another process using it?)", args.listen))?;
@@ -67,7 +76,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
     // Pulsar's cluster defaults: two copies, both acknowledged.
     let mut cfg = settings
-        .to_config(format!("http://{advertised}"), (2, 2, 2))
+        .to_config(format!("{scheme}://{advertised}"), (2, 2, 2))
         .map_err(anyhow::Error::msg)?;
     cfg.ledger.offload = offload;
     let http = crate::http::bind(&args.http_listen).await?;
@@ -92,7 +101,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         http_stop.clone(),
     ));
     tracing::info!(listen = %args.listen, advertised = %advertised, http = %args.http_listen, "broker ready");
-    let served = strata_broker::service::serve(broker, listener, stop).await;
+    let served = strata_broker::service::serve_with_tls(broker, listener, stop, tls).await;
     http_stop.cancel();
     served?;
     tracing::info!("broker stopped cleanly");

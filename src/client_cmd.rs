@@ -7,10 +7,8 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, Write};
 use std::time::Duration;
-use strata_client::{Client, InitialPosition, Message, ProducerMessage, SendFuture, SubscriptionType};
+use strata_client::{InitialPosition, Message, ProducerMessage, SendFuture, SubscriptionType};
 use tokio::sync::mpsc;
-
-const DEFAULT_URL: &str = strata_client::DEFAULT_URL;
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -18,9 +16,8 @@ pub struct ProduceArgs {
     topic: String,
     /// Messages to send; without them, one message per line of standard input.
     messages: Vec<String>,
-    /// Broker (or any broker of a cluster).
-    #[arg(long, default_value = DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     /// Send N generated messages of --size bytes instead.
     #[arg(long)]
     count: Option<u64>,
@@ -99,14 +96,8 @@ pub struct ConsumeArgs {
     /// Consumer name (orders Failover consumers; shown in stats).
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value = DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
-}
-
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    Client::connect(url).await.with_context(|| {
-        format!("cannot reach Strata at {url}; is `strata standalone` running? (--url sets the address)")
-    })
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
 }
 
 /// The messages to send: arguments, generated, or stdin lines (read as they come).
@@ -151,7 +142,7 @@ pub async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         };
         properties.push((k.to_string(), v.to_string()));
     }
-    let client = connect(&a.url).await?;
+    let client = a.conn.connect().await?;
     let producer = client
         .producer(a.topic.clone())
         .send_timeout(Duration::from_secs(a.send_timeout))
@@ -225,7 +216,7 @@ fn print(out: &mut impl Write, msg: &Message, format: OutputArg) -> std::io::Res
 }
 
 pub async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let client = connect(&a.url).await?;
+    let client = a.conn.connect().await?;
     let mut builder = client
         .consumer(a.topic.clone())
         .subscription(a.subscription.clone())

@@ -5,6 +5,7 @@ mod admin_cmd;
 mod bookie_cmd;
 mod broker_cmd;
 mod client_cmd;
+mod conn_args;
 mod http;
 mod logging;
 mod operator_cmd;

@@ -38,6 +38,8 @@ struct StandaloneConfig {
     bookie: BookieConfig,
     /// Tiered offload to object storage (off unless `url` is set).
     offload: strata_broker::offload::OffloadSettings,
+    /// TLS of the client port (the embedded bookie stays on loopback, in plain text).
+    tls: strata_net::tls::TlsSettings,
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
@@ -56,6 +58,17 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .to_config(String::new(), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
     let offload = config.offload.build().map_err(anyhow::Error::msg)?;
+    config.tls.validate().map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+    if config.bookie.tls != strata_net::tls::TlsSettings::default() {
+        anyhow::bail!(
+            "[bookie.tls] is not used in standalone mode (its bookie is internal, on loopback); set [tls] for the client port"
+        );
+    }
+    let tls = match config.tls.server_files() {
+        Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if config.broker.ensemble_size.is_some_and(|n| n != 1) {
         anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
     }
@@ -121,7 +134,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 
     let mut broker_cfg = config
         .broker
-        .to_config(format!("http://{}", listener.local_addr()?), (1, 1, 1))
+        .to_config(format!("{scheme}://{}", listener.local_addr()?), (1, 1, 1))
         .map_err(anyhow::Error::msg)?;
     broker_cfg.ledger.offload = offload;
     // The broker never appends an entry its bookie would refuse (MESSAGE_TOO_LARGE instead).
@@ -143,7 +156,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::http::serve(http, probes, http_stop.clone()));
     }
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "Strata standalone ready");
-    let served = strata_broker::service::serve(broker, listener, stop).await;
+    let served = strata_broker::service::serve_with_tls(broker, listener, stop, tls).await;
     http_stop.cancel();
     served?;
     bookie_stop.cancel();

@@ -129,12 +129,15 @@ pub struct BookieClient {
 impl BookieClient {
     /// Connects to `addr` (`host:port` or a URL).
     pub async fn connect(addr: &str) -> Result<Self> {
+        let out = strata_net::client::outgoing();
         let url = if addr.contains("://") {
             addr.to_string()
+        } else if out.bookie_tls {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         };
-        let channel = Endpoint::from_shared(url)
+        let endpoint = Endpoint::from_shared(url)
             .map_err(|e| BookieError::InvalidArgument(format!("bookie address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -143,8 +146,8 @@ impl BookieClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .connect()
+            .initial_connection_window_size(CONNECTION_WINDOW);
+        let channel = strata_net::client::connect(endpoint, Some(&out.tls))
             .await
             .map_err(|e| BookieError::Transport(format!("connecting to bookie {addr}: {e}")))?;
         Ok(Self {

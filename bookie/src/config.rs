@@ -86,6 +86,8 @@ pub struct BookieConfig {
     /// the process hands its own in, so it can render them).
     #[serde(skip)]
     pub journal_metrics: std::sync::Arc<crate::journal::JournalMetrics>,
+    /// TLS of the gRPC port, and how this bookie reaches its peers (auto-recovery).
+    pub tls: strata_net::tls::TlsSettings,
 }
 
 /// Default largest entry a bookie accepts: 6 MiB, the broker's default largest batch
@@ -123,6 +125,7 @@ impl Default for BookieConfig {
             autorecovery_open_ledger_grace_secs: 30,
             autorecovery_max_bytes_per_sec: 64 << 20,
             journal_metrics: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl BookieConfig {
 
     /// Checks every field; the error names the field and what is wrong with it.
     pub fn validate(&self) -> Result<(), String> {
+        self.tls.validate()?;
         fn positive(name: &str, v: u64) -> Result<(), String> {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

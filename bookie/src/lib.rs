@@ -21,7 +21,6 @@ pub mod index;
 pub mod inspect;
 pub mod journal;
 pub mod ledger;
-pub mod net;
 pub mod registration;
 pub mod service;
 pub mod storage;

@@ -293,6 +293,10 @@ pub async fn run_with_metrics(
         None => None,
     };
     let advertised = cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone());
+    let tls = match cfg.tls.server_files() {
+        Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(BookieError::InvalidArgument)?),
+        None => None,
+    };
     let ttl = Duration::from_millis(cfg.session_ttl_ms);
     let recovery = (cfg.autorecovery).then(|| {
         let ledgers = crate::ledger::LedgerClientConfig {
@@ -322,7 +326,7 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ))
     });
-    let served = serve(storage, listener, shutdown.clone()).await;
+    let served = serve_with_tls(storage, listener, shutdown.clone(), tls).await;
     if let Some(r) = registration {
         shutdown.cancel();
         let _ = r.await;
@@ -334,17 +338,27 @@ pub async fn run_with_metrics(
     served
 }
 
-/// Serves an already open storage; see [`run`].
+/// Serves an already open storage in plain text; see [`run`].
 pub async fn serve(storage: Arc<Storage>, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    serve_with_tls(storage, listener, shutdown, None).await
+}
+
+/// Serves an already open storage, over TLS if `tls`.
+pub async fn serve_with_tls(
+    storage: Arc<Storage>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<Arc<strata_net::server::ServerTls>>,
+) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| BookieError::io("listener address", e))?;
     let svc = pb::bookie_server::BookieServer::new(BookieService::new(storage.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = crate::net::incoming(listener, MAX_CONNECTIONS, "bookie");
+    let incoming = strata_net::server::incoming(listener, MAX_CONNECTIONS, "bookie", tls);
     tracing::info!(%addr, "bookie serving");
-    let server = crate::net::server(MAX_STREAMS_PER_CONNECTION)
+    let server = strata_net::server::builder(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(svc)

@@ -511,8 +511,7 @@ pub(crate) async fn admin_client(url: &str) -> Result<pb::admin_client::AdminCli
         .map_err(|e| BrokerError::InvalidArgument(format!("broker URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
-    let channel = endpoint
-        .connect()
+    let channel = strata_net::client::connect(endpoint, Some(&strata_net::client::outgoing().tls))
         .await
         .map_err(|e| BrokerError::Unavailable(format!("cannot reach broker {url}: {e}")))?;
     Ok(pb::admin_client::AdminClient::new(channel))

@@ -569,16 +569,26 @@ impl pb::consumer_server::Consumer for BrokerService {
 /// over (see [`Broker::close`]: streams end, clients look their topics up again and move
 /// to other brokers) while still answering lookups, and only then stops serving.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BrokerError> {
+    serve_with_tls(broker, listener, shutdown, None).await
+}
+
+/// [`serve`], over TLS if `tls`.
+pub async fn serve_with_tls(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<Arc<strata_net::server::ServerTls>>,
+) -> Result<(), BrokerError> {
     // Producer streams end on their own when their topic closes; this token is only the
     // last resort for streams of topics that were never closed.
     let streams_stop = CancellationToken::new();
     let svc = BrokerService::new(broker.clone(), streams_stop.clone());
     let net = broker.net_limits();
-    let incoming = strata_bookie::net::incoming(listener, net.max_connections, "broker");
+    let incoming = strata_net::server::incoming(listener, net.max_connections, "broker", tls);
     // A Send carries at most one batch; room for a batch at the entry limit, twice over.
     let max = broker.limits().max_entry_bytes * 2 + (1 << 20);
     let server_stop = CancellationToken::new();
-    let server = strata_bookie::net::server(net.max_streams_per_connection)
+    let server = strata_net::server::builder(net.max_streams_per_connection)
         .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
         .add_service(pb::admin_server::AdminServer::new(crate::admin::AdminService::new(
             broker.clone(),

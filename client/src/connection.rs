@@ -32,6 +32,9 @@ pub(crate) struct Connections {
     pub(crate) operation_timeout: Duration,
     backoff: (Duration, Duration),
     channels: Mutex<HashMap<String, Channel>>,
+    /// For `https://` brokers: the CA to trust (the system's roots if `None`) and the
+    /// client certificate to present.
+    tls: Option<strata_net::tls::ClientTls>,
 }
 
 /// Splits a service URL naming one or more brokers into one URL per broker:
@@ -66,6 +69,7 @@ impl Connections {
         connect_timeout: Duration,
         operation_timeout: Duration,
         backoff: (Duration, Duration),
+        tls: Option<strata_net::tls::ClientTls>,
     ) -> Result<Self> {
         let service_urls = split_service_url(&service_url)?;
         Ok(Self {
@@ -76,6 +80,7 @@ impl Connections {
             operation_timeout,
             backoff,
             channels: Mutex::new(HashMap::new()),
+            tls,
         })
     }
 
@@ -104,14 +109,16 @@ impl Connections {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|e| Error::Connect {
-            url: url.to_string(),
-            message: format!(
-                "{}; is a Strata broker listening there? (`strata standalone` serves {})",
-                source_chain(&e),
-                crate::DEFAULT_URL
-            ),
-        })?;
+        let channel = strata_net::client::connect(endpoint, self.tls.as_ref())
+            .await
+            .map_err(|e| Error::Connect {
+                url: url.to_string(),
+                message: format!(
+                    "{}; is a Strata broker listening there? (`strata standalone` serves {})",
+                    source_chain(&e),
+                    crate::DEFAULT_URL
+                ),
+            })?;
         self.channels
             .lock()
             .expect("channel cache")

@@ -76,6 +76,14 @@ pub struct Client {
     pub(crate) conns: Arc<Connections>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Connects with default settings.
     pub async fn connect(url: impl Into<String>) -> Result<Self> {
@@ -90,6 +98,7 @@ impl Client {
             operation_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tls: Ok(None),
         }
     }
 
@@ -137,6 +146,8 @@ pub struct ClientBuilder {
     operation_timeout: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    /// TLS settings, or why they could not be loaded (reported by `build`).
+    tls: std::result::Result<Option<strata_net::tls::ClientTls>, String>,
 }
 
 impl ClientBuilder {
@@ -160,16 +171,60 @@ impl ClientBuilder {
         self
     }
 
+    /// For `https://` URLs: trust the CA certificates of this PEM file instead of the
+    /// system's roots.
+    pub fn tls_ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        let identity = self.tls.as_ref().ok().cloned().flatten();
+        self.tls = strata_net::tls::ClientTls::with_ca_file(path.as_ref()).map(|ca| Some(keep_identity(ca, identity)));
+        self
+    }
+
+    /// For `https://` URLs: trust the CA certificates of this PEM text.
+    pub fn tls_ca_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        let identity = self.tls.as_ref().ok().cloned().flatten();
+        self.tls = strata_net::tls::ClientTls::with_ca_pem(pem.as_ref()).map(|ca| Some(keep_identity(ca, identity)));
+        self
+    }
+
+    /// For brokers requiring client certificates (mutual TLS): present this certificate
+    /// chain and private key (PEM files).
+    pub fn tls_client_cert_files(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Self {
+        self.tls = self.tls.and_then(|t| {
+            t.unwrap_or_default()
+                .with_identity_files(cert.as_ref(), key.as_ref())
+                .map(Some)
+        });
+        self
+    }
+
     /// Connects to the service URL (failing fast if nothing listens there).
     pub async fn build(self) -> Result<Client> {
+        let tls = self.tls.map_err(Error::InvalidArgument)?;
         let conns = Connections::new(
             self.url,
             self.connect_timeout,
             self.operation_timeout,
             (self.backoff_initial, self.backoff_max),
+            tls,
         )?;
         conns.on_service(|_| async { Ok(()) }).await?;
         Ok(Client { conns: Arc::new(conns) })
+    }
+}
+
+/// `ca` with the client certificate of `previous`, if it had one (builder calls in any
+/// order).
+fn keep_identity(
+    ca: strata_net::tls::ClientTls,
+    previous: Option<strata_net::tls::ClientTls>,
+) -> strata_net::tls::ClientTls {
+    match previous {
+        Some(p) => ca.with_identity_of(&p),
+        None => ca,
     }
 }
 

@@ -10,12 +10,12 @@ use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use strata_client::{Client, InitialPosition};
+use strata_client::InitialPosition;
 
 #[derive(Args)]
 pub struct ConsumePerfArgs {
-    #[arg(long, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     #[arg(long, default_value = "persistent://public/default/perf")]
     topic: String,
     /// Messages to receive (in total, over all consumers).
@@ -50,7 +50,7 @@ pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
     if a.consumers > 1 && matches!(a.sub_type, SubscriptionTypeArg::Exclusive) {
         bail!("an Exclusive subscription takes one consumer; use --type shared or key_shared with --consumers");
     }
-    let client = Client::connect(a.url.clone()).await?;
+    let client = a.conn.connect().await?;
     let received = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let cumulative = matches!(

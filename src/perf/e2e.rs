@@ -12,13 +12,13 @@ use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use strata_client::{Client, InitialPosition, SendFuture};
+use strata_client::{InitialPosition, SendFuture};
 use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct E2ePerfArgs {
-    #[arg(long, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     #[arg(long, default_value = "persistent://public/default/perf-e2e")]
     topic: String,
     /// Messages to publish.
@@ -52,7 +52,7 @@ pub async fn run(a: E2ePerfArgs) -> anyhow::Result<()> {
     if a.messages == 0 || a.subscriptions == 0 || a.size < 8 {
         bail!("--messages and --subscriptions must be greater than 0 and --size at least 8");
     }
-    let client = Client::connect(a.url.clone()).await?;
+    let client = a.conn.connect().await?;
     let run_id = format!("{:x}", now_us());
     let mut consumers = Vec::new();
     for i in 0..a.subscriptions {

@@ -7,13 +7,13 @@ use super::report::{Summary, latency_histogram, random_pool};
 use anyhow::bail;
 use clap::Args;
 use std::time::{Duration, Instant};
-use strata_client::{Client, SendFuture};
+use strata_client::SendFuture;
 use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct ProducePerfArgs {
-    #[arg(long, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     #[arg(long, default_value = "persistent://public/default/perf")]
     topic: String,
     #[arg(long, default_value_t = 500_000)]
@@ -48,7 +48,7 @@ pub async fn run(a: ProducePerfArgs) -> anyhow::Result<()> {
     if a.messages == 0 || a.inflight == 0 || a.size == 0 {
         bail!("--messages, --inflight and --size must be greater than 0");
     }
-    let client = Client::connect(a.url.clone()).await?;
+    let client = a.conn.connect().await?;
     let producer = client
         .producer(a.topic.clone())
         .max_pending_messages(a.inflight)

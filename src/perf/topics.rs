@@ -13,14 +13,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
 use std::time::{Duration, Instant};
-use strata_client::{Client, SendFuture};
+use strata_client::SendFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct TopicsPerfArgs {
-    #[arg(long, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
-    url: String,
+    #[command(flatten)]
+    conn: crate::conn_args::ConnArgs,
     /// Topics are `<prefix>-0` … `<prefix>-<topics-1>`.
     #[arg(long, default_value = "persistent://public/default/w6")]
     prefix: String,
@@ -76,7 +76,7 @@ pub async fn run(a: TopicsPerfArgs) -> anyhow::Result<()> {
     if a.topics == 0 || a.rate == 0 || a.seconds == 0 || a.size == 0 {
         bail!("--topics, --rate, --seconds and --size must be greater than 0");
     }
-    let client = Client::connect(a.url.clone()).await?;
+    let client = a.conn.connect().await?;
     eprintln!("opening {} producers", a.topics);
     let producers: Vec<_> = futures_util::stream::iter(0..a.topics)
         .map(|i| {

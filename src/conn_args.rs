@@ -1,0 +1,52 @@
+//! How every client command (`produce`, `consume`, `admin`, `perf`) reaches Strata: the
+//! service URL and, for `https://` URLs, the CA to trust and the client certificate to
+//! present. Flattened into each command's arguments; each flag has an environment
+//! variable, so a shell (or a Kubernetes Pod) sets them once.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use strata_client::Client;
+
+#[derive(Args, Clone, Debug)]
+pub struct ConnArgs {
+    /// Broker (or any brokers of a cluster: http://b1:6650,b2:6650); https:// for TLS.
+    #[arg(long, global = true, default_value = strata_client::DEFAULT_URL, env = "STRATA_URL")]
+    pub url: String,
+    /// CA certificates (PEM) to trust for https:// URLs [default: the system's roots].
+    #[arg(long, global = true, env = "STRATA_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers requiring one (mutual TLS); with
+    /// --tls-key-file.
+    #[arg(long, global = true, env = "STRATA_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, global = true, env = "STRATA_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The SDK client builder for these arguments.
+    pub fn builder(&self) -> anyhow::Result<strata_client::ClientBuilder> {
+        let mut b = Client::builder(self.url.clone());
+        if let Some(ca) = &self.tls_ca_file {
+            b = b.tls_ca_file(ca);
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => b = b.tls_client_cert_files(c, k),
+            (None, None) => {}
+            _ => anyhow::bail!("--tls-cert-file and --tls-key-file go together; give both"),
+        }
+        Ok(b)
+    }
+
+    /// Connects, with an error saying where and how to change it.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        self.builder()?.build().await.with_context(|| {
+            format!(
+                "cannot reach Strata at {}; is it running? (--url sets the address)",
+                self.url
+            )
+        })
+    }
+}
