@@ -40,6 +40,8 @@ pub(crate) struct BrokerFile {
     pub(crate) offload: strata_broker::offload::OffloadSettings,
     /// TLS of the client port, and how this broker reaches bookies and other brokers.
     pub(crate) tls: strata_net::tls::TlsSettings,
+    /// Token authentication of the client port (off unless `enabled`).
+    pub(crate) auth: strata_net::auth::AuthSettings,
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
@@ -54,7 +56,11 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let settings: BrokerSettings = file.broker;
     let offload = file.offload.build().map_err(anyhow::Error::msg)?;
     file.tls.validate().map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
-    strata_net::client::set_outgoing(file.tls.outgoing().map_err(anyhow::Error::msg)?);
+    let auth = file.auth.verifier().map_err(|e| anyhow::anyhow!("[auth]: {e}"))?;
+    strata_net::client::set_outgoing(strata_net::client::Outgoing {
+        token: file.auth.own_token().map_err(anyhow::Error::msg)?,
+        ..file.tls.outgoing().map_err(anyhow::Error::msg)?
+    });
     let tls = match file.tls.server_files() {
         Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(anyhow::Error::msg)?),
         None => None,
@@ -101,7 +107,13 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         http_stop.clone(),
     ));
     tracing::info!(listen = %args.listen, advertised = %advertised, http = %args.http_listen, "broker ready");
-    let served = strata_broker::service::serve_with_tls(broker, listener, stop, tls).await;
+    let served = strata_broker::service::serve_with(
+        broker,
+        listener,
+        stop,
+        strata_broker::service::ServeOptions { tls, auth },
+    )
+    .await;
     http_stop.cancel();
     served?;
     tracing::info!("broker stopped cleanly");

@@ -23,6 +23,18 @@ pub struct ConnArgs {
     /// Private key (PEM) of --tls-cert-file.
     #[arg(long, global = true, env = "STRATA_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
+    /// Authentication token (JWT) for brokers with auth on.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the token (a mounted Secret, say).
+    #[arg(long, global = true, env = "STRATA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl ConnArgs {
@@ -36,6 +48,12 @@ impl ConnArgs {
             (Some(c), Some(k)) => b = b.tls_client_cert_files(c, k),
             (None, None) => {}
             _ => anyhow::bail!("--tls-cert-file and --tls-key-file go together; give both"),
+        }
+        if let Some(t) = &self.token {
+            b = b.token(t.clone());
+        } else if let Some(f) = &self.token_file {
+            let t = std::fs::read_to_string(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
+            b = b.token(t.trim().to_string());
         }
         Ok(b)
     }

@@ -11,6 +11,7 @@ mod logging;
 mod operator_cmd;
 mod perf;
 mod standalone;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     /// The Kubernetes operator (StrataCluster, Topic and Subscription resources); `crdgen`
     /// prints its CRDs.
     Operator(operator_cmd::OperatorArgs),
+    /// Make and check authentication tokens (JWT) for brokers with `[auth]` on.
+    Token(token_cmd::TokenArgs),
     /// Benchmarks (BENCHMARK.md): bookie, ledger, produce (W1), e2e (W2/W3), consume (W4/W5), topics (W6).
     Perf(perf::PerfArgs),
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Autorecovery(args) => bookie_cmd::autorecovery(args).await,
             Command::Operator(args) => operator_cmd::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::Token(args) => token_cmd::run(args),
         }
     });
     match result {

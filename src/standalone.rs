@@ -40,6 +40,8 @@ struct StandaloneConfig {
     offload: strata_broker::offload::OffloadSettings,
     /// TLS of the client port (the embedded bookie stays on loopback, in plain text).
     tls: strata_net::tls::TlsSettings,
+    /// Token authentication of the client port (off unless `enabled`).
+    auth: strata_net::auth::AuthSettings,
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
@@ -69,6 +71,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let auth = config.auth.verifier().map_err(|e| anyhow::anyhow!("[auth]: {e}"))?;
     if config.broker.ensemble_size.is_some_and(|n| n != 1) {
         anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
     }
@@ -156,7 +159,13 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::http::serve(http, probes, http_stop.clone()));
     }
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "Strata standalone ready");
-    let served = strata_broker::service::serve_with_tls(broker, listener, stop, tls).await;
+    let served = strata_broker::service::serve_with(
+        broker,
+        listener,
+        stop,
+        strata_broker::service::ServeOptions { tls, auth },
+    )
+    .await;
     http_stop.cancel();
     served?;
     bookie_stop.cancel();

@@ -182,7 +182,7 @@ impl AdminService {
         &self,
         was_forwarded: bool,
         t: &TopicName,
-    ) -> Result<Option<pb::admin_client::AdminClient<tonic::transport::Channel>>, Status> {
+    ) -> Result<Option<crate::cluster::PeerAdmin>, Status> {
         let bundle = self.broker.bundle_of(t).await.map_err(to_status)?;
         match self.broker.owner_of(&bundle).await.map_err(to_status)? {
             Some(o) if o.broker != self.broker.address() => {

@@ -506,15 +506,22 @@ fn bundle_request(b: &Bundle) -> pb::BundleRequest {
 }
 
 /// An admin client of the broker at `url` (5 s to connect, 30 s per call).
-pub(crate) async fn admin_client(url: &str) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>> {
+/// An admin client of another broker, sending this node's token (if any).
+pub(crate) type PeerAdmin = pb::admin_client::AdminClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, strata_net::auth::TokenInterceptor>,
+>;
+
+pub(crate) async fn admin_client(url: &str) -> Result<PeerAdmin> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| BrokerError::InvalidArgument(format!("broker URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
-    let channel = strata_net::client::connect(endpoint, Some(&strata_net::client::outgoing().tls))
+    let out = strata_net::client::outgoing();
+    let channel = strata_net::client::connect(endpoint, Some(&out.tls))
         .await
         .map_err(|e| BrokerError::Unavailable(format!("cannot reach broker {url}: {e}")))?;
-    Ok(pb::admin_client::AdminClient::new(channel))
+    let token = strata_net::auth::TokenInterceptor::new(out.token.as_deref()).map_err(BrokerError::InvalidArgument)?;
+    Ok(pb::admin_client::AdminClient::with_interceptor(channel, token))
 }
 
 /// Releases every owned bundle (graceful shutdown).

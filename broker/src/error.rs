@@ -50,6 +50,10 @@ pub enum BrokerError {
     /// A producer with this name is already connected to the topic.
     #[error("{0}")]
     ProducerBusy(String),
+    /// The caller's role may not do this (auth on); the message names role, action and
+    /// resource.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A configured limit (producers, subscriptions, consumers, topics) is reached; the
     /// message names the limit and its setting.
     #[error("{0}")]
@@ -79,9 +83,10 @@ impl BrokerError {
             BrokerError::NotOwner(_) => ErrorCode::Fenced,
             BrokerError::Unavailable(_) => ErrorCode::MetadataError,
             BrokerError::AlreadyExists(_) | BrokerError::NotEmpty(_) => ErrorCode::InvalidArgument,
-            BrokerError::InvalidArgument(_) | BrokerError::ProducerBusy(_) | BrokerError::LimitExceeded(_) => {
-                ErrorCode::InvalidArgument
-            }
+            BrokerError::InvalidArgument(_)
+            | BrokerError::ProducerBusy(_)
+            | BrokerError::LimitExceeded(_)
+            | BrokerError::PermissionDenied(_) => ErrorCode::InvalidArgument,
             BrokerError::TooLarge { .. } => ErrorCode::TooLarge,
             BrokerError::Metadata(_) => ErrorCode::MetadataError,
             BrokerError::Corruption(_) | BrokerError::Offload(_) => ErrorCode::IoError,

@@ -16,12 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use strata_common::{EntryId, LedgerId, MessageId, Position, SubscriptionName, TopicName};
+use strata_net::auth::Principal;
 use strata_proto::broker::v1::StoredMessage;
 use strata_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest payload total of one Messages response.
@@ -43,6 +45,7 @@ pub(crate) fn code_of(e: &BrokerError) -> pb::ErrorCode {
         BrokerError::InvalidArgument(_) => pb::ErrorCode::InvalidArgument,
         BrokerError::ProducerBusy(_) => pb::ErrorCode::ProducerBusy,
         BrokerError::LimitExceeded(_) => pb::ErrorCode::LimitExceeded,
+        BrokerError::PermissionDenied(_) => pb::ErrorCode::PermissionDenied,
         BrokerError::SubscriptionTypeMismatch(_) => pb::ErrorCode::SubscriptionTypeMismatch,
         BrokerError::Dispatch(DispatchError::ConsumerBusy) => pb::ErrorCode::ConsumerBusy,
         BrokerError::Dispatch(DispatchError::UnknownMessage(_)) => pb::ErrorCode::UnknownMessageId,
@@ -71,6 +74,8 @@ pub(crate) fn status(code: pb::ErrorCode, message: String) -> Status {
         pb::ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
         pb::ErrorCode::NotEmpty | pb::ErrorCode::ProducerBusy => tonic::Code::FailedPrecondition,
         pb::ErrorCode::LimitExceeded => tonic::Code::ResourceExhausted,
+        pb::ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        pb::ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         pb::ErrorCode::ServiceNotReady | pb::ErrorCode::StorageError => tonic::Code::Unavailable,
         _ => tonic::Code::InvalidArgument,
     };
@@ -126,8 +131,11 @@ impl pb::lookup_server::Lookup for BrokerService {
         &self,
         request: Request<pb::LookupTopicRequest>,
     ) -> Result<Response<pb::LookupTopicResponse>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let r = request.into_inner();
         let topic = parse_topic(&r.topic).map_err(|e| status(pb::ErrorCode::InvalidTopicName, e.message))?;
+        authorize(principal.as_ref(), "produce to or consume from", &topic)
+            .map_err(|e| status(code_of(&e), e.to_string()))?;
         let partitions = self
             .broker
             .partitions(&topic)
@@ -178,6 +186,7 @@ impl pb::producer_server::Producer for BrokerService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<ProduceStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let broker = self.broker.clone();
@@ -206,6 +215,10 @@ impl pb::producer_server::Producer for BrokerService {
                     return;
                 }
             };
+            if let Err(e) = authorize(principal.as_ref(), "produce to", &topic) {
+                let _ = tx.send(Ok(produce_error(broker_error(&e, None)))).await;
+                return;
+            }
             let loaded = match broker.topic(&topic, true).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -377,6 +390,7 @@ impl pb::consumer_server::Consumer for BrokerService {
         &self,
         request: Request<Streaming<pb::ConsumeRequest>>,
     ) -> Result<Response<ConsumeStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let broker = self.broker.clone();
@@ -419,6 +433,9 @@ impl pb::consumer_server::Consumer for BrokerService {
                 Ok(v) => v,
                 Err(e) => return fail(e).await,
             };
+            if let Err(e) = authorize(principal.as_ref(), "consume from", &topic) {
+                return fail(broker_error(&e, None)).await;
+            }
             let initial = if sub.initial_position == pb::InitialPosition::Earliest as i32 {
                 InitialPosition::Earliest
             } else {
@@ -569,16 +586,66 @@ impl pb::consumer_server::Consumer for BrokerService {
 /// over (see [`Broker::close`]: streams end, clients look their topics up again and move
 /// to other brokers) while still answering lookups, and only then stops serving.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), BrokerError> {
-    serve_with_tls(broker, listener, shutdown, None).await
+    serve_with(broker, listener, shutdown, ServeOptions::default()).await
 }
 
-/// [`serve`], over TLS if `tls`.
-pub async fn serve_with_tls(
+/// How [`serve_with`] serves the client port: TLS and token authentication (both off by
+/// default).
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub tls: Option<Arc<strata_net::server::ServerTls>>,
+    pub auth: Option<Arc<strata_net::auth::Verifier>>,
+}
+
+/// The interceptor of every public service: with auth on, verifies the request's token
+/// and stores its [`Principal`] (UNAUTHENTICATED otherwise, with the reason); `admin`
+/// services then take superuser roles only.
+fn authenticate(
+    auth: Option<Arc<strata_net::auth::Verifier>>,
+    admin: bool,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| {
+        let Some(v) = &auth else {
+            return Ok(req);
+        };
+        let p = v
+            .principal(&req)
+            .map_err(|s| status(pb::ErrorCode::Unauthenticated, s.message().to_string()))?;
+        if admin && !p.is_superuser() {
+            let e = permission_denied(&p, "admin", "the admin API");
+            return Err(status(code_of(&e), e.to_string()));
+        }
+        req.extensions_mut().insert(p);
+        Ok(req)
+    }
+}
+
+/// A refusal naming the role, action and resource, written to the audit log.
+fn permission_denied(p: &Principal, action: &str, resource: &str) -> BrokerError {
+    tracing::warn!(target: "strata::audit", role = %p.role, action, resource, "permission denied");
+    BrokerError::PermissionDenied(format!(
+        "role {:?} may not {action} {resource}: only superuser roles may, until permissions are granted",
+        p.role
+    ))
+}
+
+/// Whether the caller (`None`: auth off) may do `action` on `topic`.
+fn authorize(p: Option<&Principal>, action: &str, topic: &TopicName) -> Result<(), BrokerError> {
+    match p {
+        None => Ok(()),
+        Some(p) if p.is_superuser() => Ok(()),
+        Some(p) => Err(permission_denied(p, action, &format!("topic {topic}"))),
+    }
+}
+
+/// [`serve`] with TLS and authentication as `opts` say.
+pub async fn serve_with(
     broker: Arc<Broker>,
     listener: TcpListener,
     shutdown: CancellationToken,
-    tls: Option<Arc<strata_net::server::ServerTls>>,
+    opts: ServeOptions,
 ) -> Result<(), BrokerError> {
+    let ServeOptions { tls, auth } = opts;
     // Producer streams end on their own when their topic closes; this token is only the
     // last resort for streams of topics that were never closed.
     let streams_stop = CancellationToken::new();
@@ -589,20 +656,26 @@ pub async fn serve_with_tls(
     let max = broker.limits().max_entry_bytes * 2 + (1 << 20);
     let server_stop = CancellationToken::new();
     let server = strata_net::server::builder(net.max_streams_per_connection)
-        .add_service(pb::lookup_server::LookupServer::new(svc.clone()))
-        .add_service(pb::admin_server::AdminServer::new(crate::admin::AdminService::new(
-            broker.clone(),
-        )))
-        .add_service(
+        .add_service(InterceptedService::new(
+            pb::lookup_server::LookupServer::new(svc.clone()),
+            authenticate(auth.clone(), false),
+        ))
+        .add_service(InterceptedService::new(
+            pb::admin_server::AdminServer::new(crate::admin::AdminService::new(broker.clone())),
+            authenticate(auth.clone(), true),
+        ))
+        .add_service(InterceptedService::new(
             pb::producer_server::ProducerServer::new(svc.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .add_service(
+            authenticate(auth.clone(), false),
+        ))
+        .add_service(InterceptedService::new(
             pb::consumer_server::ConsumerServer::new(svc)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+            authenticate(auth, false),
+        ))
         .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
     let handover = async {
         shutdown.cancelled().await;

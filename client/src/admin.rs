@@ -5,7 +5,6 @@ use crate::consumer::{InitialPosition, SubscriptionType};
 use crate::error::{Error, Result};
 use crate::message::MessageId;
 use strata_proto::v1 as pb;
-use tonic::transport::Channel;
 
 /// A topic's statistics (for a partitioned topic, summed over its partitions).
 ///
@@ -109,7 +108,7 @@ impl Admin {
     async fn call<R, T, F, Fut>(&self, request: R, f: F) -> Result<T>
     where
         R: Clone,
-        F: Fn(pb::admin_client::AdminClient<Channel>, R) -> Fut,
+        F: Fn(pb::admin_client::AdminClient<crate::connection::Chan>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let conns = &self.client.conns;

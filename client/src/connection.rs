@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use strata_proto::v1 as pb;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest gRPC message the SDK sends or accepts (a broker's batches stay well below).
@@ -35,7 +36,12 @@ pub(crate) struct Connections {
     /// For `https://` brokers: the CA to trust (the system's roots if `None`) and the
     /// client certificate to present.
     tls: Option<strata_net::tls::ClientTls>,
+    /// Adds the client's token (if any) to every request.
+    token: strata_net::auth::TokenInterceptor,
 }
+
+/// A channel to one broker whose requests carry the client's token.
+pub(crate) type Chan = InterceptedService<Channel, strata_net::auth::TokenInterceptor>;
 
 /// Splits a service URL naming one or more brokers into one URL per broker:
 /// `http://a:1,b:2` and `http://a:1,http://b:2` both give `http://a:1` and `http://b:2`.
@@ -70,7 +76,9 @@ impl Connections {
         operation_timeout: Duration,
         backoff: (Duration, Duration),
         tls: Option<strata_net::tls::ClientTls>,
+        token: Option<String>,
     ) -> Result<Self> {
+        let token = strata_net::auth::TokenInterceptor::new(token.as_deref()).map_err(Error::InvalidArgument)?;
         let service_urls = split_service_url(&service_url)?;
         Ok(Self {
             service_url,
@@ -81,6 +89,7 @@ impl Connections {
             backoff,
             channels: Mutex::new(HashMap::new()),
             tls,
+            token,
         })
     }
 
@@ -97,9 +106,9 @@ impl Connections {
     }
 
     /// The channel to `url`, connecting if there is none yet.
-    pub(crate) async fn channel(&self, url: &str) -> Result<Channel> {
+    pub(crate) async fn channel(&self, url: &str) -> Result<Chan> {
         if let Some(c) = self.channels.lock().expect("channel cache").get(url) {
-            return Ok(c.clone());
+            return Ok(InterceptedService::new(c.clone(), self.token.clone()));
         }
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::InvalidArgument(format!("broker URL {url:?}: {e}")))?
@@ -124,7 +133,7 @@ impl Connections {
             .expect("channel cache")
             .entry(url.to_string())
             .or_insert(channel.clone());
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.token.clone()))
     }
 
     /// Forgets a channel (after a connection error), so the next use reconnects afresh.
@@ -136,7 +145,7 @@ impl Connections {
     /// other one while the broker cannot be reached (a broker's own errors are final).
     pub(crate) async fn on_service<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Chan) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let n = self.service_urls.len();

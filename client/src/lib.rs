@@ -99,6 +99,7 @@ impl Client {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             tls: Ok(None),
+            token: None,
         }
     }
 
@@ -148,6 +149,7 @@ pub struct ClientBuilder {
     backoff_max: Duration,
     /// TLS settings, or why they could not be loaded (reported by `build`).
     tls: std::result::Result<Option<strata_net::tls::ClientTls>, String>,
+    token: Option<String>,
 }
 
 impl ClientBuilder {
@@ -201,6 +203,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates with this token (a JWT, as `strata token create` makes) on every
+    /// request, for brokers with authentication on.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// Connects to the service URL (failing fast if nothing listens there).
     pub async fn build(self) -> Result<Client> {
         let tls = self.tls.map_err(Error::InvalidArgument)?;
@@ -210,6 +219,7 @@ impl ClientBuilder {
             self.operation_timeout,
             (self.backoff_initial, self.backoff_max),
             tls,
+            self.token,
         )?;
         conns.on_service(|_| async { Ok(()) }).await?;
         Ok(Client { conns: Arc::new(conns) })

@@ -23,6 +23,8 @@ pub struct Outgoing {
     pub tls: ClientTls,
     /// Bookies are reached over TLS.
     pub bookie_tls: bool,
+    /// The token this node sends to other nodes (`[auth] token_file`).
+    pub token: Option<String>,
 }
 
 static OUTGOING: std::sync::OnceLock<Outgoing> = std::sync::OnceLock::new();

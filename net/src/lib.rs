@@ -5,10 +5,12 @@
 //!   change, and the HTTP/2 limits every Strata server shares;
 //! - [`client`]: gRPC channels to `http://` and `https://` URLs, with the CA to trust and
 //!   an optional client certificate;
+//! - [`auth`]: JWT token authentication (servers verify, clients send);
 //! - [`tls`]: loading certificates and keys from PEM files, with errors naming the file.
 //!
 //! One crypto provider (ring, as the rest of the workspace) is used throughout.
 
+pub mod auth;
 pub mod client;
 pub mod server;
 pub mod tls;

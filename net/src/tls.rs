@@ -72,6 +72,7 @@ impl TlsSettings {
         Ok(crate::client::Outgoing {
             tls: self.client()?,
             bookie_tls: self.bookie_tls,
+            token: None,
         })
     }
 

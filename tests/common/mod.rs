@@ -241,30 +241,7 @@ impl Standalone {
 
     /// Starts with `config` (as [`Self::start_with_config`]) and extra command-line `args`.
     pub async fn start_with_args(dir: &Path, port: u16, config: Option<&str>, args: &[&str]) -> Self {
-        let log = dir.join(format!(
-            "standalone-{}.log",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ rand_suffix()
-        ));
-        let mut cmd = Command::new(STRATA);
-        cmd.args(["standalone", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(args);
-        if let Some(c) = config {
-            let path = dir.join("strata.toml");
-            std::fs::write(&path, c).unwrap();
-            cmd.arg("--config").arg(path);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
+        let mut s = Self::spawn(dir, port, config, args);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(st)) = s.child.try_wait() {
@@ -285,6 +262,39 @@ impl Standalone {
             assert!(Instant::now() < deadline, "standalone not ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Starts the process without waiting for it to serve (TLS or auth tests wait their
+    /// own way).
+    pub fn spawn(dir: &Path, port: u16, config: Option<&str>, args: &[&str]) -> Self {
+        let log = dir.join(format!(
+            "standalone-{}.log",
+            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ port as u128 ^ rand_suffix()
+        ));
+        let mut cmd = Command::new(STRATA);
+        cmd.args(["standalone", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args);
+        if let Some(c) = config {
+            let path = dir.join("strata.toml");
+            std::fs::write(&path, c).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Runs `strata ARGS --url <this>` to its end (at most 120 s, or the test fails with
