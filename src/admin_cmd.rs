@@ -54,6 +54,92 @@ enum AdminCommand {
         #[command(subcommand)]
         op: LedgerOp,
     },
+    /// Permissions (when the brokers have auth on): grant, revoke, list what roles may do.
+    Permissions {
+        #[command(subcommand)]
+        op: PermissionOp,
+    },
+}
+
+/// The resource of a permission command: exactly one of the three.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResourceArgs {
+    /// A tenant (the grant covers its namespaces and topics).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A namespace, tenant/namespace (the grant covers its topics).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// A topic (for a partitioned topic, the grant covers its partitions).
+    #[arg(long)]
+    topic: Option<String>,
+}
+
+impl ResourceArgs {
+    fn resource(self) -> strata_client::Resource {
+        use strata_client::Resource;
+        match (self.tenant, self.namespace, self.topic) {
+            (Some(t), _, _) => Resource::Tenant(t),
+            (_, Some(n), _) => Resource::Namespace(n),
+            (_, _, Some(t)) => Resource::Topic(t),
+            _ => unreachable!("clap requires one of --tenant, --namespace, --topic"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActionArg {
+    /// Look topics up and publish.
+    Produce,
+    /// Look topics up, subscribe, manage subscriptions, read stats.
+    Consume,
+    /// Everything on the resource and below, including grants below it.
+    Admin,
+}
+
+impl From<ActionArg> for strata_client::AuthAction {
+    fn from(a: ActionArg) -> Self {
+        match a {
+            ActionArg::Produce => Self::Produce,
+            ActionArg::Consume => Self::Consume,
+            ActionArg::Admin => Self::Admin,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum PermissionOp {
+    /// Let a role produce, consume or administer a tenant, namespace or topic (adds to
+    /// what the role already has there). Needs admin on the resource above it.
+    Grant {
+        #[command(flatten)]
+        on: ResourceArgs,
+        /// The role: a token's subject (`sub`).
+        #[arg(long)]
+        role: String,
+        /// Comma-separated: produce, consume, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        actions: Vec<ActionArg>,
+    },
+    /// Take actions from a role (every action when --actions is not given).
+    Revoke {
+        #[command(flatten)]
+        on: ResourceArgs,
+        #[arg(long)]
+        role: String,
+        /// Comma-separated: produce, consume, admin.
+        #[arg(long, value_delimiter = ',')]
+        actions: Vec<ActionArg>,
+    },
+    /// Roles granted something on the resource itself, one per line: role, then actions.
+    List {
+        #[command(flatten)]
+        on: ResourceArgs,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -279,6 +365,33 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             }
             BundleOp::Unload { namespace, bundle } => c.unload_bundle(&namespace, &bundle).await?,
             BundleOp::Split { namespace, bundle } => c.split_bundle(&namespace, &bundle).await?,
+        },
+        AdminCommand::Permissions { op } => match op {
+            PermissionOp::Grant { on, role, actions } => {
+                let actions: Vec<_> = actions.into_iter().map(Into::into).collect();
+                c.grant_permission(&on.resource(), &role, &actions).await?
+            }
+            PermissionOp::Revoke { on, role, actions } => {
+                let actions: Vec<_> = actions.into_iter().map(Into::into).collect();
+                c.revoke_permission(&on.resource(), &role, &actions).await?
+            }
+            PermissionOp::List { on, json } => {
+                let list = c.permissions(&on.resource()).await?;
+                let names = |p: &strata_client::Permission| -> Vec<String> {
+                    p.actions().map(|a| a.as_str_name().to_lowercase()).collect()
+                };
+                if json {
+                    let v: Vec<serde_json::Value> = list
+                        .iter()
+                        .map(|p| serde_json::json!({"role": p.role, "actions": names(p)}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for p in &list {
+                        println!("{}\t{}", p.role, names(p).join(","));
+                    }
+                }
+            }
         },
         AdminCommand::Tenants { op } => match op {
             TenantOp::Create { tenant } => c.create_tenant(&tenant).await?,

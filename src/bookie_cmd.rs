@@ -102,7 +102,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid bookie configuration: {e}"))?;
-    strata_net::client::set_outgoing(cfg.tls.outgoing().map_err(anyhow::Error::msg)?);
+    strata_net::client::set_outgoing(strata_net::client::Outgoing {
+        token: cfg.auth.own_token().map_err(anyhow::Error::msg)?,
+        ..cfg.tls.outgoing().map_err(anyhow::Error::msg)?
+    });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another process using it?)", cfg.listen))?;
@@ -257,7 +260,10 @@ pub async fn autorecovery(args: AutoRecoveryArgs) -> anyhow::Result<()> {
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    strata_net::client::set_outgoing(cfg.tls.outgoing().map_err(anyhow::Error::msg)?);
+    strata_net::client::set_outgoing(strata_net::client::Outgoing {
+        token: cfg.auth.own_token().map_err(anyhow::Error::msg)?,
+        ..cfg.tls.outgoing().map_err(anyhow::Error::msg)?
+    });
     let store = strata_meta::connect(&args.metadata_url)
         .await
         .with_context(|| format!("metadata store {}", args.metadata_url))?;

@@ -235,3 +235,324 @@ async fn es256_tokens_are_checked_with_the_public_key() {
     assert_eq!(e.code(), Some(ErrorCode::Unauthenticated), "{e}");
     client(&s.url, Some(&admin)).await.admin().list_tenants().await.unwrap();
 }
+
+/// The role's error for an operation it may not do.
+fn denied<T: std::fmt::Debug>(what: &str, r: strata_client::Result<T>) {
+    match r {
+        Err(e) if e.code() == Some(ErrorCode::PermissionDenied) => {}
+        other => panic!("{what}: expected PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+fn allowed<T: std::fmt::Debug>(what: &str, r: strata_client::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: expected success, got {e}"))
+}
+
+/// Publishes one message as the client's role.
+async fn produce(c: &Client, topic: &str) -> strata_client::Result<()> {
+    c.producer(topic).create().await?.send("m").await.map(drop)
+}
+
+/// Subscribes (and leaves) as the client's role.
+async fn consume(c: &Client, topic: &str) -> strata_client::Result<()> {
+    let consumer = c.consumer(topic).subscription("matrix").subscribe().await?;
+    consumer.close().await
+}
+
+/// An admin operation on one topic.
+async fn administer(c: &Client, topic: &str) -> strata_client::Result<()> {
+    c.admin().topic_policies(topic).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_on_tenants_namespaces_and_topics_allow_exactly_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let key = SigningKey::secret_file(&secret).unwrap();
+    let token = |role: &str| strata_net::auth::create(&key, &claims(role, None), None).unwrap();
+    let admin = token("admin");
+    let s = start(
+        dir.path(),
+        &format!(
+            "enabled = true\nsecret_file = {:?}\nsuperuser_roles = [\"admin\"]\n",
+            secret.to_str().unwrap()
+        ),
+        &admin,
+    )
+    .await;
+    let root = client(&s.url, Some(&admin)).await;
+    let a = root.admin();
+    for t in ["acme", "other"] {
+        a.create_tenant(t).await.unwrap();
+    }
+    for n in ["acme/a", "acme/b", "other/x"] {
+        a.create_namespace(n).await.unwrap();
+    }
+    // t1 is partitioned: a grant on it covers its partitions.
+    a.create_topic("acme/a/t1", 2).await.unwrap();
+    for t in ["acme/a/t2", "acme/b/t3", "other/x/t4"] {
+        a.create_topic(t, 0).await.unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let out = Command::new(STRATA)
+            .args(["admin", "permissions"])
+            .args(args)
+            .args(["--url", &s.url])
+            .env("STRATA_TOKEN", &admin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // Each scope: its grant (CLI flag and value), a topic it covers, one it does not.
+    let scopes = [
+        ("tenant", "--tenant", "acme", "other/x/t4"),
+        ("namespace", "--namespace", "acme/a", "acme/b/t3"),
+        ("topic", "--topic", "acme/a/t1", "acme/a/t2"),
+    ];
+    let covered = "acme/a/t1";
+    for (scope, flag, on, outside) in scopes {
+        for action in ["produce", "consume", "admin"] {
+            let role = format!("{scope}-{action}");
+            cli(&["grant", flag, on, "--role", &role, "--actions", action]);
+            let c = client(&s.url, Some(&token(&role))).await;
+            let cell = format!("{action} on {scope} {on}");
+            let (p, co, ad) = (
+                produce(&c, covered).await,
+                consume(&c, covered).await,
+                administer(&c, covered).await,
+            );
+            match action {
+                "produce" => {
+                    allowed(&cell, p);
+                    denied(&format!("{cell}: consume"), co);
+                    denied(&format!("{cell}: admin"), ad);
+                }
+                "consume" => {
+                    denied(&format!("{cell}: produce"), p);
+                    allowed(&cell, co);
+                    denied(&format!("{cell}: admin"), ad);
+                }
+                _ => {
+                    // admin includes produce and consume.
+                    allowed(&format!("{cell}: produce"), p);
+                    allowed(&format!("{cell}: consume"), co);
+                    allowed(&cell, ad);
+                }
+            }
+            let out = format!("{cell}, outside on {outside}");
+            match action {
+                "produce" => denied(&out, produce(&c, outside).await),
+                "consume" => denied(&out, consume(&c, outside).await),
+                _ => denied(&out, administer(&c, outside).await),
+            }
+        }
+    }
+    let listed = cli(&["list", "--namespace", "acme/a"]);
+    assert!(listed.contains("namespace-produce\tproduce"), "{listed}");
+    assert!(listed.contains("namespace-admin\tadmin"), "{listed}");
+    assert!(!listed.contains("tenant-"), "inherited grants are not listed: {listed}");
+
+    // Revoking takes effect on the next request.
+    cli(&["revoke", "--namespace", "acme/a", "--role", "namespace-produce"]);
+    let c = client(&s.url, Some(&token("namespace-produce"))).await;
+    denied("after revoke", produce(&c, covered).await);
+
+    // Tenant admins manage their own tenant's namespaces and grants, not another's, and
+    // not tenants; a namespace admin grants on its topics but not on its namespace.
+    let tadmin = client(&s.url, Some(&token("tenant-admin"))).await;
+    let ta = tadmin.admin();
+    allowed("tenant admin creates a namespace", ta.create_namespace("acme/c").await);
+    allowed("tenant admin lists namespaces", ta.list_namespaces("acme").await);
+    denied("tenant admin in another tenant", ta.create_namespace("other/y").await);
+    denied("tenant admin creates tenants", ta.create_tenant("mine").await);
+    use strata_client::{AuthAction, Resource};
+    let ns_c = Resource::Namespace("acme/c".into());
+    allowed(
+        "tenant admin grants on its namespace",
+        ta.grant_permission(&ns_c, "late", &[AuthAction::Consume]).await,
+    );
+    denied(
+        "tenant admin grants on its own tenant",
+        ta.grant_permission(&Resource::Tenant("acme".into()), "x", &[AuthAction::Admin])
+            .await,
+    );
+    let nadmin = client(&s.url, Some(&token("namespace-admin"))).await;
+    let na = nadmin.admin();
+    allowed(
+        "namespace admin grants on its topic",
+        na.grant_permission(&Resource::Topic("acme/a/t2".into()), "reader", &[AuthAction::Consume])
+            .await,
+    );
+    denied(
+        "namespace admin grants on its namespace",
+        na.grant_permission(&Resource::Namespace("acme/a".into()), "x", &[AuthAction::Produce])
+            .await,
+    );
+    let reader = client(&s.url, Some(&token("reader"))).await;
+    allowed("granted by a namespace admin", consume(&reader, "acme/a/t2").await);
+    let e = root
+        .admin()
+        .grant_permission(&Resource::Namespace("acme/nope".into()), "x", &[AuthAction::Produce])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+
+    // A deleted topic's grants go with it: one re-created under the name starts with none.
+    a.delete_topic_with("acme/a/t2", true).await.unwrap();
+    a.create_topic("acme/a/t2", 0).await.unwrap();
+    assert!(
+        a.permissions(&Resource::Topic("acme/a/t2".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    denied("grant of a deleted topic", consume(&reader, "acme/a/t2").await);
+
+    // A role with no grant at all is refused by every admin call, each naming the role.
+    let none = client(&s.url, Some(&token("nobody"))).await;
+    let n = none.admin();
+    let t = "acme/a/t1";
+    let ns = Resource::Namespace("acme/a".into());
+    denied("create_tenant", n.create_tenant("z").await);
+    denied("delete_tenant", n.delete_tenant("acme").await);
+    denied("list_tenants", n.list_tenants().await);
+    denied("create_namespace", n.create_namespace("acme/z").await);
+    denied("delete_namespace", n.delete_namespace("acme/c").await);
+    denied("list_namespaces", n.list_namespaces("acme").await);
+    denied("create_topic", n.create_topic("acme/a/z", 0).await);
+    denied("delete_topic", n.delete_topic(t).await);
+    denied("list_topics", n.list_topics("acme/a").await);
+    denied("topic_stats", n.topic_stats(t).await);
+    denied("update_partitions", n.update_partitions(t, 3).await);
+    denied("topic_policies", n.topic_policies(t).await);
+    denied("set_topic_policies", n.set_topic_policies(t, Default::default()).await);
+    denied("unload_topic", n.unload_topic(t).await);
+    denied(
+        "create_subscription",
+        n.create_subscription(t, "s", InitialPosition::Earliest).await,
+    );
+    denied("delete_subscription", n.delete_subscription(t, "matrix").await);
+    denied("list_subscriptions", n.list_subscriptions(t).await);
+    denied(
+        "reset_subscription",
+        n.reset_subscription(t, "matrix", strata_client::ResetTo::Time(0)).await,
+    );
+    denied("cluster", n.cluster().await);
+    denied("list_bundles", n.list_bundles("acme/a").await);
+    denied(
+        "unload_bundle",
+        n.unload_bundle("acme/a", "0x00000000_0x40000000").await,
+    );
+    denied("split_bundle", n.split_bundle("acme/a", "0x00000000_0x40000000").await);
+    denied("bookies", n.bookies().await);
+    denied("decommission_bookie", n.decommission_bookie("127.0.0.1:1").await);
+    denied("decommission_status", n.decommission_status("127.0.0.1:1").await);
+    denied("under_replicated_ledgers", n.under_replicated_ledgers().await);
+    denied("offload_topic", n.offload_topic(t).await);
+    denied("offload_status", n.offload_status(t).await);
+    denied(
+        "grant_permission",
+        n.grant_permission(&ns, "nobody", &[AuthAction::Admin]).await,
+    );
+    denied(
+        "revoke_permission",
+        n.revoke_permission(&ns, "namespace-admin", &[]).await,
+    );
+    denied("permissions", n.permissions(&ns).await);
+    let e = n.list_tenants().await.unwrap_err().to_string();
+    assert!(e.contains("\"nobody\"") && e.contains("the cluster"), "{e}");
+    // Nothing the refused calls named changed.
+    assert!(a.list_tenants().await.unwrap().contains(&"acme".to_string()));
+    assert_eq!(a.topic_stats(t).await.unwrap().partitions, 2);
+    assert!(!a.permissions(&ns).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookies_take_only_node_tokens_and_brokers_send_theirs() {
+    use common::{BookieProcess, BrokerProcess};
+    use strata_proto::bookie::v1 as bpb;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = d.join("secret");
+    std::fs::write(&secret, [9u8; 32]).unwrap();
+    let key = SigningKey::secret_file(&secret).unwrap();
+    let token = |role: &str| strata_net::auth::create(&key, &claims(role, None), None).unwrap();
+    let node_token = d.join("node.token");
+    std::fs::write(&node_token, token("node")).unwrap();
+    let auth = format!(
+        "[auth]\nenabled = true\nsecret_file = {:?}\nsuperuser_roles = [\"node\", \"admin\"]\ntoken_file = {:?}\n",
+        secret.to_str().unwrap(),
+        node_token.to_str().unwrap()
+    );
+    let etcd = strata_meta::testing::Etcd::start().await;
+    let mut bookies = Vec::new();
+    for i in 0..2 {
+        let bd = d.join(format!("bookie{i}"));
+        std::fs::create_dir_all(&bd).unwrap();
+        bookies.push(BookieProcess::start_with_args(
+            &bd,
+            &auth,
+            &["--metadata-url", &etcd.url],
+        ));
+    }
+    let store = strata_meta::connect(&etcd.url).await.unwrap();
+    common::wait_registered(&*store, 2).await;
+    let mut broker = BrokerProcess::start(
+        d,
+        &etcd.url,
+        &format!("ensemble_size = 2\nwrite_quorum = 2\nack_quorum = 2\n{auth}"),
+    );
+    broker.ready().await;
+
+    // The broker reaches the bookies with its token: a round trip works.
+    let c = client(&broker.url(), Some(&token("admin"))).await;
+    let topic = "public/default/behind-authenticated-bookies";
+    let consumer = c
+        .consumer(topic)
+        .subscription("s")
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    c.producer(topic).create().await.unwrap().send("stored").await.unwrap();
+    let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"stored");
+
+    // Anyone else is refused before the bookie acts: no token, or a client's role.
+    for b in &bookies {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let fence = bpb::FenceRequest {
+            ledger_id: 1,
+            writer_token: Default::default(),
+        };
+        let e = bpb::bookie_client::BookieClient::new(ch.clone())
+            .fence(fence.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        let app = token("app");
+        let mut with_app = bpb::bookie_client::BookieClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {app}").parse().unwrap());
+            Ok(r)
+        });
+        let e = with_app.fence(fence).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("\"app\""), "{e:?}");
+    }
+    // The refused calls changed nothing: the topic goes on.
+    c.producer(topic).create().await.unwrap().send("still").await.unwrap();
+    let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"still");
+}

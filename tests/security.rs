@@ -268,7 +268,10 @@ async fn producers_subscriptions_and_consumers_are_limited() {
     let s = Standalone::start_with_config(
         dir.path(),
         free_port(),
-        Some("[broker]\nmax_producers_per_topic = 2\nmax_subscriptions_per_topic = 2\nmax_consumers_per_subscription = 2\n"),
+        Some(
+            "[broker]\nmax_producers_per_topic = 2\nmax_subscriptions_per_topic = 2\nmax_consumers_per_subscription = 2\n\
+             max_topics_per_namespace = 4\n",
+        ),
     )
     .await;
     let client = Client::connect(s.url.clone()).await.unwrap();
@@ -317,6 +320,22 @@ async fn producers_subscriptions_and_consumers_are_limited() {
     a1.close().await.unwrap();
     let m = tokio::time::timeout(WAIT, a3.receive()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"still works");
+
+    // Topics per namespace, partitions counting one each, created or auto-created.
+    let admin = client.admin();
+    let e = admin.create_topic("public/default/wide", 4).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    assert!(e.to_string().contains("max_topics_per_namespace"), "{e}");
+    admin.create_topic("public/default/wide", 2).await.unwrap();
+    client.producer("public/default/fourth").create().await.unwrap();
+    let e = client.producer("public/default/fifth").create().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    let e = admin.update_partitions("public/default/wide", 3).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    assert_eq!(admin.topic_stats("public/default/wide").await.unwrap().partitions, 2);
+    // Another namespace has its own count.
+    admin.create_namespace("public/other").await.unwrap();
+    client.producer("public/other/first").create().await.unwrap();
 }
 
 /// Item 4 of the smaller ones: a reader cannot take a durable subscription's name while
@@ -468,4 +487,143 @@ async fn the_probe_port_bounds_its_connections() {
         (r.as_ref().is_some_and(|(c, _)| *c == 200), r)
     })
     .await;
+}
+
+/// Sends on `producer` as fast as it takes them until `until`; every send must succeed
+/// (a rate limit slows producers down, it never fails them). Returns how many were sent.
+async fn send_flat_out(producer: strata_client::Producer, until: Instant) -> u64 {
+    let mut acks = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        acks.push(producer.send_async(format!("m-{n}")).await.unwrap());
+        n += 1;
+    }
+    for a in acks {
+        a.await.expect("a throttled send fails");
+    }
+    n
+}
+
+/// Reads `topic` from the start and returns each message's producer and publish time
+/// (ms), in order.
+async fn publish_times(client: &Client, topic: &str, expected: u64) -> Vec<(String, u64)> {
+    let c = client
+        .consumer(topic)
+        .subscription("count")
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < expected {
+        let m = tokio::time::timeout(WAIT, c.receive()).await.unwrap().unwrap();
+        let t = m
+            .publish_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        out.push((m.producer_name.clone(), t));
+        c.ack(&m).await.unwrap();
+    }
+    out
+}
+
+/// Messages published in the 10 s starting 1 s after the first.
+fn in_window(times: &[(String, u64)], producer: Option<&str>) -> u64 {
+    let start = times[0].1 + 1_000;
+    times
+        .iter()
+        .filter(|(p, t)| (start..start + 10_000).contains(t) && producer.is_none_or(|x| x == p))
+        .count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_rate_slows_producers_down_and_is_shared_by_a_topics_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_config(
+        dir.path(),
+        free_port(),
+        Some("[broker]\npublish_rate_per_topic_msgs = 1000\n"),
+    )
+    .await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    // Small batches, so the rate is measured finely; the queue holds a second's worth, so
+    // the producers always have messages waiting.
+    let producer = |topic: &'static str, name: &'static str| {
+        client
+            .producer(topic)
+            .name(name)
+            .batch_max_messages(10)
+            .max_pending_messages(1_000)
+            .create()
+    };
+    // Counted by the broker's publish times (when each batch was admitted), so how
+    // quickly this test's process runs does not matter: the producers only need to keep
+    // messages waiting, 12 s long.
+    let one = "public/default/rate-one";
+    let p = producer(one, "solo").await.unwrap();
+    let sent = send_flat_out(p, Instant::now() + Duration::from_secs(12)).await;
+    let times = publish_times(&client, one, sent).await;
+    let n = in_window(&times, None);
+    assert!(
+        (9_000..=11_000).contains(&n),
+        "{n} messages in 10 s at 1,000/s (sent {sent})"
+    );
+
+    // Two producers on one topic share its rate.
+    let two = "public/default/rate-two";
+    let (a, b) = (producer(two, "a").await.unwrap(), producer(two, "b").await.unwrap());
+    let until = Instant::now() + Duration::from_secs(12);
+    let (sa, sb) = tokio::join!(send_flat_out(a, until), send_flat_out(b, until));
+    let times = publish_times(&client, two, sa + sb).await;
+    let (n, na, nb) = (
+        in_window(&times, None),
+        in_window(&times, Some("a")),
+        in_window(&times, Some("b")),
+    );
+    assert!(
+        (9_000..=11_000).contains(&n),
+        "{n} messages in 10 s from two producers at 1,000/s"
+    );
+    assert!(
+        na >= 2_000 && nb >= 2_000,
+        "one producer starved the other: {na} / {nb}"
+    );
+
+    // Other topics are not slowed: each topic has its own budget.
+    let other = client.producer("public/default/rate-other").create().await.unwrap();
+    other.send("unaffected").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_rate_paces_a_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_config(
+        dir.path(),
+        free_port(),
+        Some("[broker]\ndispatch_rate_per_subscription_msgs = 2000\n"),
+    )
+    .await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let topic = "public/default/paced";
+    let p = client.producer(topic).batch_max_messages(10).create().await.unwrap();
+    let total = 6_000u64;
+    let mut acks = Vec::new();
+    for i in 0..total {
+        acks.push(p.send_async(format!("m-{i}")).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let started = Instant::now();
+    let times = publish_times(&client, topic, total).await;
+    let took = started.elapsed();
+    assert_eq!(times.len() as u64, total);
+    // At 2,000/s, after a burst of 200 and at most one dispatch round (the consumer's
+    // 1,000 permits) ahead: never faster than that (slower only if this machine is slow).
+    let floor = Duration::from_secs_f64((total - 200 - 1_000) as f64 / 2_000.0);
+    assert!(
+        took >= floor,
+        "{total} messages dispatched in {took:?}, faster than 2,000/s allows"
+    );
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use strata_common::{EntryId, ErrorCode, LedgerId, ids::entry_checksum};
 use strata_proto::bookie::v1 as pb;
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// Maps a gRPC status to a bookie error, keeping the Strata code when the server sent one.
@@ -123,8 +124,11 @@ pub struct Entry {
 /// A client of one bookie.
 #[derive(Clone)]
 pub struct BookieClient {
-    inner: pb::bookie_client::BookieClient<Channel>,
+    inner: pb::bookie_client::BookieClient<Chan>,
 }
+
+/// A bookie channel that sends this node's token (`[auth] token_file`), if it has one.
+pub type Chan = InterceptedService<Channel, strata_net::auth::TokenInterceptor>;
 
 impl BookieClient {
     /// Connects to `addr` (`host:port` or a URL).
@@ -150,15 +154,17 @@ impl BookieClient {
         let channel = strata_net::client::connect(endpoint, Some(&out.tls))
             .await
             .map_err(|e| BookieError::Transport(format!("connecting to bookie {addr}: {e}")))?;
+        let token = strata_net::auth::TokenInterceptor::new(out.token.as_deref())
+            .map_err(|e| BookieError::InvalidArgument(format!("this node's token: {e}")))?;
         Ok(Self {
-            inner: pb::bookie_client::BookieClient::new(channel)
+            inner: pb::bookie_client::BookieClient::new(InterceptedService::new(channel, token))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         })
     }
 
     /// The raw generated client, for callers that need every field.
-    pub fn raw(&self) -> pb::bookie_client::BookieClient<Channel> {
+    pub fn raw(&self) -> pb::bookie_client::BookieClient<Chan> {
         self.inner.clone()
     }
 

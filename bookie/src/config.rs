@@ -88,6 +88,10 @@ pub struct BookieConfig {
     pub journal_metrics: std::sync::Arc<crate::journal::JournalMetrics>,
     /// TLS of the gRPC port, and how this bookie reaches its peers (auto-recovery).
     pub tls: strata_net::tls::TlsSettings,
+    /// Token authentication of the gRPC port: with `enabled`, only requests carrying a
+    /// valid token of a `superuser_roles` role (the brokers' and bookies' own) are served;
+    /// `token_file` is what this bookie sends to its peers (auto-recovery).
+    pub auth: strata_net::auth::AuthSettings,
 }
 
 /// Default largest entry a bookie accepts: 6 MiB, the broker's default largest batch
@@ -126,6 +130,7 @@ impl Default for BookieConfig {
             autorecovery_max_bytes_per_sec: 64 << 20,
             journal_metrics: Default::default(),
             tls: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -147,6 +152,8 @@ impl BookieConfig {
     /// Checks every field; the error names the field and what is wrong with it.
     pub fn validate(&self) -> Result<(), String> {
         self.tls.validate()?;
+        self.auth.verifier().map_err(|e| format!("auth: {e}"))?;
+        self.auth.own_token().map_err(|e| format!("auth: {e}"))?;
         fn positive(name: &str, v: u64) -> Result<(), String> {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

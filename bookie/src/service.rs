@@ -297,6 +297,10 @@ pub async fn run_with_metrics(
         Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(BookieError::InvalidArgument)?),
         None => None,
     };
+    let auth = cfg
+        .auth
+        .verifier()
+        .map_err(|e| BookieError::InvalidArgument(format!("auth: {e}")))?;
     let ttl = Duration::from_millis(cfg.session_ttl_ms);
     let recovery = (cfg.autorecovery).then(|| {
         let ledgers = crate::ledger::LedgerClientConfig {
@@ -326,7 +330,7 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ))
     });
-    let served = serve_with_tls(storage, listener, shutdown.clone(), tls).await;
+    let served = serve_secured(storage, listener, shutdown.clone(), tls, auth).await;
     if let Some(r) = registration {
         shutdown.cancel();
         let _ = r.await;
@@ -350,6 +354,39 @@ pub async fn serve_with_tls(
     shutdown: CancellationToken,
     tls: Option<Arc<strata_net::server::ServerTls>>,
 ) -> Result<()> {
+    serve_secured(storage, listener, shutdown, tls, None).await
+}
+
+/// The interceptor of the bookie port with auth on: a valid token of a superuser role
+/// (a broker's or a bookie's own), UNAUTHENTICATED or PERMISSION_DENIED otherwise. Only
+/// nodes talk to bookies, so no finer grant exists.
+fn nodes_only(
+    auth: Option<Arc<strata_net::auth::Verifier>>,
+) -> impl FnMut(Request<()>) -> std::result::Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let Some(v) = &auth else {
+            return Ok(req);
+        };
+        let p = v.principal(&req)?;
+        if !p.is_superuser() {
+            tracing::warn!(target: "strata::audit", role = %p.role, "bookie request refused: not a node role");
+            return Err(Status::permission_denied(format!(
+                "role {:?} may not call bookies: only superuser roles (brokers and bookies) may",
+                p.role
+            )));
+        }
+        Ok(req)
+    }
+}
+
+/// Serves an already open storage, over TLS if `tls`, taking only node tokens if `auth`.
+pub async fn serve_secured(
+    storage: Arc<Storage>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<Arc<strata_net::server::ServerTls>>,
+    auth: Option<Arc<strata_net::auth::Verifier>>,
+) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| BookieError::io("listener address", e))?;
@@ -361,7 +398,10 @@ pub async fn serve_with_tls(
     let server = strata_net::server::builder(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .add_service(svc)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            svc,
+            nodes_only(auth),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
     let drain_deadline = async {
         shutdown.cancelled().await;

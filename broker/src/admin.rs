@@ -5,7 +5,9 @@
 //! topic, whose deletion removes its ledgers and subscriptions.
 
 mod offload;
+mod permissions;
 
+use crate::authz::{Action, Resource};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::service::{code_of, status};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use strata_bookie::autorecovery;
 use strata_common::{SubscriptionName, TopicName, topic::NameError};
 use strata_meta::{Condition, MetaError, keys};
+use strata_net::auth::Principal;
 use strata_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -86,6 +89,11 @@ fn forwarded<T>(msg: T) -> Request<T> {
     r
 }
 
+/// The caller of a request (none when auth is off).
+fn who<T>(r: &Request<T>) -> Option<Principal> {
+    r.extensions().get::<Principal>().cloned()
+}
+
 fn last_part(key: &str) -> String {
     key.rsplit('/').next().unwrap_or_default().to_string()
 }
@@ -97,6 +105,21 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(broker: Arc<Broker>) -> Self {
         Self { broker }
+    }
+
+    /// Allows the request when its caller may do one of `any_of` on `r` ([`crate::authz`]).
+    async fn allow(&self, p: Option<Principal>, any_of: &[Action], r: Resource) -> Result<(), Status> {
+        crate::authz::check(&**self.broker.store(), p.as_ref(), any_of, &r)
+            .await
+            .map_err(to_status)
+    }
+
+    /// Drops a deleted resource's grants (a failure only leaves them to a resource
+    /// re-created under the name, and is logged).
+    async fn forget(&self, r: Resource) {
+        if let Err(e) = crate::authz::forget(&**self.broker.store(), &r).await {
+            tracing::warn!(resource = %r, error = %e, "could not delete the grants of a deleted resource");
+        }
     }
 
     async fn decommission_status(&self, address: &str) -> Result<pb::DecommissionStatus, Status> {
@@ -518,16 +541,20 @@ impl AdminService {
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn create_tenant(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let t = r.into_inner().tenant;
         check_name("tenant", &t)?;
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         self.create(&keys::tenant(&t), Bytes::from_static(b"{}"), format!("tenant {t}"))
             .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn delete_tenant(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let t = r.into_inner().tenant;
         check_name("tenant", &t)?;
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         if !self.list(&keys::namespaces_prefix(&t)).await?.is_empty() {
             return Err(to_status(BrokerError::NotEmpty(format!(
                 "tenant {t} still has namespaces; delete them first"
@@ -542,10 +569,13 @@ impl pb::admin_server::Admin for AdminService {
         if !existed {
             return Err(to_status(BrokerError::NotFound(format!("tenant {t} does not exist"))));
         }
+        self.forget(Resource::Tenant(t)).await;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn list_tenants(&self, _: Request<pb::Empty>) -> Result<Response<pb::NameList>, Status> {
+    async fn list_tenants(&self, r: Request<pb::Empty>) -> Result<Response<pb::NameList>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let names = self
             .list(&keys::tenants_prefix())
             .await?
@@ -556,8 +586,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn create_namespace(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let r = r.into_inner();
         let (t, n) = split_namespace(&r.namespace)?;
+        self.allow(p, &[Action::Admin], Resource::Tenant(t.clone())).await?;
         if !self.exists(&keys::tenant(&t)).await? {
             return Err(to_status(BrokerError::NotFound(format!(
                 "tenant {t} does not exist; create it with `strata admin tenants create {t}`"
@@ -587,7 +619,9 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn delete_namespace(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        self.allow(p, &[Action::Admin], Resource::Tenant(t.clone())).await?;
         if !self.list(&keys::topics_prefix(&t, &n)).await?.is_empty()
             || !self.list(&keys::partitioned_prefix(&t, &n)).await?.is_empty()
         {
@@ -607,12 +641,15 @@ impl pb::admin_server::Admin for AdminService {
             ))));
         }
         let _ = self.broker.store().delete(&keys::bundles(&t, &n), Condition::Any).await;
+        self.forget(Resource::Namespace(t, n)).await;
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn list_namespaces(&self, r: Request<pb::TenantRequest>) -> Result<Response<pb::NameList>, Status> {
+        let p = who(&r);
         let t = r.into_inner().tenant;
         check_name("tenant", &t)?;
+        self.allow(p, &[Action::Admin], Resource::Tenant(t.clone())).await?;
         let names = self
             .list(&keys::namespaces_prefix(&t))
             .await?
@@ -623,8 +660,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn create_topic(&self, r: Request<pb::CreateTopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         if !self.exists(&keys::namespace(t.tenant(), t.namespace())).await? {
             return Err(to_status(BrokerError::NotFound(format!(
                 "namespace {}/{} does not exist; create it with `strata admin namespaces create {}/{}`",
@@ -646,6 +685,10 @@ impl pb::admin_server::Admin for AdminService {
                 ),
             ));
         }
+        self.broker
+            .check_topic_room(&t, u64::from(r.partitions.max(1)))
+            .await
+            .map_err(to_status)?;
         if r.partitions > 0 {
             if r.partitions > MAX_PARTITIONS {
                 return Err(status(
@@ -669,9 +712,11 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn delete_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         let n = self.partitions(&t).await?;
         if n > 0 {
             for i in 0..n {
@@ -697,13 +742,16 @@ impl pb::admin_server::Admin for AdminService {
                 .store()
                 .delete(&keys::topic_policies(&t.path()), Condition::Any)
                 .await;
+            self.forget(Resource::Topic(t)).await;
         }
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn update_partitions(&self, r: Request<pb::CreateTopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         let key = keys::partitioned(&t.path());
         let store = self.broker.store();
         let Some(v) = store.get(&key).await.map_err(|e| to_status(e.into()))? else {
@@ -732,6 +780,12 @@ impl pb::admin_server::Admin for AdminService {
                 format!("partitions: at most {MAX_PARTITIONS}, not {}", r.partitions),
             ));
         }
+        if r.partitions > now {
+            self.broker
+                .check_topic_room(&t, u64::from(r.partitions - now))
+                .await
+                .map_err(to_status)?;
+        }
         // Storage first, then the count: a client never sees a partition without storage.
         for i in now..r.partitions {
             self.create_storage(&t.partition(i)).await?;
@@ -759,7 +813,9 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn get_topic_policies(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::TopicPolicies>, Status> {
+        let p = who(&r);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         self.require_topic(&t).await?;
         let p = crate::policies::load(&**self.broker.store(), &t)
             .await
@@ -774,8 +830,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn set_topic_policies(&self, r: Request<pb::SetTopicPoliciesRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         let p = r.policies.unwrap_or_default();
         let policies = crate::policies::TopicPolicies {
             retention_time_secs: p.retention_time_secs,
@@ -807,7 +865,14 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn list_topics(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::NameList>, Status> {
+        let p = who(&r);
         let (tn, n) = split_namespace(&r.into_inner().namespace)?;
+        self.allow(
+            p,
+            &[Action::Produce, Action::Consume],
+            Resource::Namespace(tn.clone(), n.clone()),
+        )
+        .await?;
         let mut names: Vec<String> = self
             .list(&keys::partitioned_prefix(&tn, &n))
             .await?
@@ -830,8 +895,11 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn get_topic_stats(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::TopicStats>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Produce, Action::Consume], Resource::Topic(t.clone()))
+            .await?;
         let n = self.partitions(&t).await?;
         let mut out = pb::TopicStats {
             topic: t.to_string(),
@@ -849,8 +917,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn unload_topic(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         if let Some(mut owner) = self.owner_elsewhere(fwd, &t).await? {
             owner
                 .unload_topic(forwarded(pb::TopicRequest {
@@ -865,9 +935,11 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn create_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Consume], Resource::Topic(t.clone())).await?;
         SubscriptionName::new(&r.subscription).map_err(bad_name)?;
         crate::service::sub_type(r.r#type).map_err(|e| status(pb::ErrorCode::InvalidArgument, e.message))?;
         let n = if fwd { 0 } else { self.partitions(&t).await? };
@@ -904,9 +976,11 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         r: Request<pb::ResetSubscriptionRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Consume], Resource::Topic(t.clone())).await?;
         SubscriptionName::new(&r.subscription).map_err(bad_name)?;
         let Some(to) = r.to else {
             return Err(status(
@@ -947,9 +1021,11 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn delete_subscription(&self, r: Request<pb::SubscriptionRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
         let fwd = r.metadata().contains_key(FORWARDED);
         let r = r.into_inner();
         let t = TopicName::parse(&r.topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Consume], Resource::Topic(t.clone())).await?;
         SubscriptionName::new(&r.subscription).map_err(bad_name)?;
         let n = if fwd { 0 } else { self.partitions(&t).await? };
         if n == 0 {
@@ -981,7 +1057,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn list_subscriptions(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::NameList>, Status> {
+        let p = who(&r);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Produce, Action::Consume], Resource::Topic(t.clone()))
+            .await?;
         let n = self.partitions(&t).await?;
         let topics: Vec<TopicName> = if n == 0 {
             vec![t]
@@ -999,7 +1078,9 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn get_cluster(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterInfo>, Status> {
+    async fn get_cluster(&self, r: Request<pb::Empty>) -> Result<Response<pb::ClusterInfo>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let b = &self.broker;
         let leader = b.leader().await.map_err(to_status)?.unwrap_or_default();
         let owners = b.owners().await.map_err(to_status)?;
@@ -1052,7 +1133,9 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn list_bookies(&self, _: Request<pb::Empty>) -> Result<Response<pb::BookieList>, Status> {
+    async fn list_bookies(&self, r: Request<pb::Empty>) -> Result<Response<pb::BookieList>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let list = autorecovery::admin::list_bookies(self.broker.store().as_ref())
             .await
             .map_err(bookie_status)?;
@@ -1086,6 +1169,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         r: Request<pb::DecommissionBookieRequest>,
     ) -> Result<Response<pb::DecommissionStatus>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let r = r.into_inner();
         let address = check_bookie_address(&r.address)?;
         let store = self.broker.store().as_ref();
@@ -1105,6 +1190,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         r: Request<pb::BookieRequest>,
     ) -> Result<Response<pb::DecommissionStatus>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let r = r.into_inner();
         let address = check_bookie_address(&r.address)?;
         self.decommission_status(address).await.map(Response::new)
@@ -1118,10 +1205,27 @@ impl pb::admin_server::Admin for AdminService {
         self.offload_rpc(r, false).await
     }
 
+    async fn grant_permission(&self, r: Request<pb::PermissionRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.grant_rpc(r).await
+    }
+
+    async fn revoke_permission(&self, r: Request<pb::PermissionRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.revoke_rpc(r).await
+    }
+
+    async fn list_permissions(
+        &self,
+        r: Request<pb::PermissionRequest>,
+    ) -> Result<Response<pb::PermissionList>, Status> {
+        self.list_permissions_rpc(r).await
+    }
+
     async fn list_under_replicated_ledgers(
         &self,
-        _: Request<pb::Empty>,
+        r: Request<pb::Empty>,
     ) -> Result<Response<pb::UnderReplicatedLedgerList>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let ledgers = autorecovery::admin::under_replicated(self.broker.store().as_ref())
             .await
             .map_err(bookie_status)?
@@ -1137,7 +1241,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn list_bundles(&self, r: Request<pb::NamespaceRequest>) -> Result<Response<pb::BundleList>, Status> {
+        let p = who(&r);
         let (t, n) = split_namespace(&r.into_inner().namespace)?;
+        self.allow(p, &[Action::Admin], Resource::Namespace(t.clone(), n.clone()))
+            .await?;
         if !self.exists(&keys::namespace(&t, &n)).await? {
             return Err(to_status(BrokerError::NotFound(format!(
                 "namespace {t}/{n} does not exist"
@@ -1160,6 +1267,8 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn unload_bundle(&self, r: Request<pb::BundleRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let bundle = self.bundle(r.get_ref()).await?;
         match self.broker.owner_of(&bundle).await.map_err(to_status)? {
             Some(o) if o.broker != self.broker.address() => {
@@ -1175,6 +1284,8 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn split_bundle(&self, r: Request<pb::BundleRequest>) -> Result<Response<pb::Empty>, Status> {
+        let p = who(&r);
+        self.allow(p, &[Action::Admin], Resource::Cluster).await?;
         let bundle = self.bundle(r.get_ref()).await?;
         match self.broker.owner_of(&bundle).await.map_err(to_status)? {
             Some(o) if o.broker != self.broker.address() => {

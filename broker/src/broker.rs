@@ -663,6 +663,30 @@ impl Broker {
         Ok(())
     }
 
+    /// Refuses (LIMIT_EXCEEDED) to create `adding` more topics (partitions count one each)
+    /// in `t`'s namespace when that would pass `max_topics_per_namespace`. Checked when
+    /// topics are created, so creations racing each other may pass it by a few.
+    pub async fn check_topic_room(&self, t: &TopicName, adding: u64) -> Result<()> {
+        let max = self.cfg.client_limits.max_topics_per_namespace;
+        if max == 0 {
+            return Ok(());
+        }
+        let have = self
+            .store
+            .list(&keys::topics_prefix(t.tenant(), t.namespace()))
+            .await?
+            .len() as u64;
+        if have + adding > max {
+            return Err(BrokerError::LimitExceeded(format!(
+                "namespace {}/{} has {have} topics (each partition counts), and {adding} more would pass \
+                 the limit of {max} (broker setting max_topics_per_namespace)",
+                t.tenant(),
+                t.namespace()
+            )));
+        }
+        Ok(())
+    }
+
     async fn namespace_exists(&self, t: &TopicName) -> Result<bool> {
         Ok(self
             .store
@@ -755,6 +779,7 @@ impl Broker {
                     name.namespace()
                 )));
             }
+            self.check_topic_room(name, 1).await?;
         }
         // Own the topic's bundle (an ephemeral key on our session), then open the ledger:
         // recovery fences the previous owner's last ledger before we append.

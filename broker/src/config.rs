@@ -70,6 +70,20 @@ pub struct BrokerSettings {
     /// Concurrent streams per client connection: producers, consumers and calls
     /// multiplexed on it (1,000).
     pub max_streams_per_connection: u32,
+    /// Publish rate of each topic (each partition of a partitioned topic), its producers
+    /// together, in messages and payload bytes per second (0: unlimited, the default).
+    /// Producers over a rate are slowed down (their sends wait), never refused.
+    pub publish_rate_per_topic_msgs: u64,
+    pub publish_rate_per_topic_bytes: u64,
+    /// Publish rate of each producer (0: unlimited).
+    pub publish_rate_per_producer_msgs: u64,
+    pub publish_rate_per_producer_bytes: u64,
+    /// Topics of one namespace, each partition counting one (0: unlimited, the
+    /// default). Creating more, by the admin API or by auto-creation, is LIMIT_EXCEEDED.
+    pub max_topics_per_namespace: u64,
+    /// Dispatch rate of each subscription, its consumers together (0: unlimited).
+    pub dispatch_rate_per_subscription_msgs: u64,
+    pub dispatch_rate_per_subscription_bytes: u64,
 }
 
 impl Default for BrokerSettings {
@@ -103,6 +117,13 @@ impl Default for BrokerSettings {
             max_consumers_per_subscription: b.client_limits.max_consumers_per_subscription,
             max_connections: b.net_limits.max_connections,
             max_streams_per_connection: b.net_limits.max_streams_per_connection,
+            max_topics_per_namespace: b.client_limits.max_topics_per_namespace,
+            publish_rate_per_topic_msgs: b.client_limits.publish_rate_per_topic.msgs_per_sec,
+            publish_rate_per_topic_bytes: b.client_limits.publish_rate_per_topic.bytes_per_sec,
+            publish_rate_per_producer_msgs: b.client_limits.publish_rate_per_producer.msgs_per_sec,
+            publish_rate_per_producer_bytes: b.client_limits.publish_rate_per_producer.bytes_per_sec,
+            dispatch_rate_per_subscription_msgs: b.client_limits.dispatch_rate_per_subscription.msgs_per_sec,
+            dispatch_rate_per_subscription_bytes: b.client_limits.dispatch_rate_per_subscription.bytes_per_sec,
         }
     }
 }
@@ -198,6 +219,19 @@ impl BrokerSettings {
                 max_producers: self.max_producers_per_topic,
                 max_subscriptions: self.max_subscriptions_per_topic,
                 max_consumers_per_subscription: self.max_consumers_per_subscription,
+                max_topics_per_namespace: self.max_topics_per_namespace,
+                publish_rate_per_topic: crate::rate::Rate {
+                    msgs_per_sec: self.publish_rate_per_topic_msgs,
+                    bytes_per_sec: self.publish_rate_per_topic_bytes,
+                },
+                publish_rate_per_producer: crate::rate::Rate {
+                    msgs_per_sec: self.publish_rate_per_producer_msgs,
+                    bytes_per_sec: self.publish_rate_per_producer_bytes,
+                },
+                dispatch_rate_per_subscription: crate::rate::Rate {
+                    msgs_per_sec: self.dispatch_rate_per_subscription_msgs,
+                    bytes_per_sec: self.dispatch_rate_per_subscription_bytes,
+                },
             },
             net_limits: crate::broker::NetLimits {
                 max_connections: self.max_connections,

@@ -3,6 +3,7 @@
 //! ([`broker`]) and the public gRPC services ([`service`]).
 
 pub mod admin;
+pub mod authz;
 pub mod broker;
 pub mod bundles;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod offload;
 pub mod owned_store;
 pub mod policies;
+pub mod rate;
 pub mod service;
 pub mod subscription;
 pub mod topic;

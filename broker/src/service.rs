@@ -6,6 +6,7 @@
 //! (bounded); a consumer gets at most the permits it granted. A failed send or ack is
 //! reported and the stream goes on; a failed open ends it.
 
+use crate::authz::{Action, Resource};
 use crate::broker::Broker;
 use crate::dispatch::{DispatchError, SubType};
 use crate::error::BrokerError;
@@ -134,8 +135,14 @@ impl pb::lookup_server::Lookup for BrokerService {
         let principal = request.extensions().get::<Principal>().cloned();
         let r = request.into_inner();
         let topic = parse_topic(&r.topic).map_err(|e| status(pb::ErrorCode::InvalidTopicName, e.message))?;
-        authorize(principal.as_ref(), "produce to or consume from", &topic)
-            .map_err(|e| status(code_of(&e), e.to_string()))?;
+        authorize(
+            &self.broker,
+            principal.as_ref(),
+            &[Action::Produce, Action::Consume],
+            &topic,
+        )
+        .await
+        .map_err(|e| status(code_of(&e), e.to_string()))?;
         let partitions = self
             .broker
             .partitions(&topic)
@@ -215,7 +222,7 @@ impl pb::producer_server::Producer for BrokerService {
                     return;
                 }
             };
-            if let Err(e) = authorize(principal.as_ref(), "produce to", &topic) {
+            if let Err(e) = authorize(&broker, principal.as_ref(), &[Action::Produce], &topic).await {
                 let _ = tx.send(Ok(produce_error(broker_error(&e, None)))).await;
                 return;
             }
@@ -263,6 +270,10 @@ impl pb::producer_server::Producer for BrokerService {
             }
             let mut pending = FuturesOrdered::new();
             let mut reading = true;
+            // Over a publish rate (the topic's or this producer's), the stream is not read
+            // until then: flow control makes the client's sends wait, none fails.
+            let producer_limiter = crate::rate::Limiter::new(loaded.topic.limits().clients.publish_rate_per_producer);
+            let mut resume_at: Option<tokio::time::Instant> = None;
             // Once the client is gone, the sends already started are still driven to the
             // end (never dropped half-way), so deduplication learns where they landed.
             let mut client_gone = false;
@@ -319,7 +330,15 @@ impl pb::producer_server::Producer for BrokerService {
                     // The topic was unloaded (handed over): stop taking sends; the stream
                     // ends once those in flight are answered and the client reconnects.
                     _ = &mut closed, if reading => reading = false,
-                    msg = inbound.message(), if reading && pending.len() < MAX_PENDING_SENDS => match msg {
+                    _ = tokio::time::sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)), if resume_at.is_some() => {
+                        // Another producer may have used the topic's budget meanwhile.
+                        let wait = crate::rate::wait_all(
+                            &[loaded.topic.publish_limiter(), producer_limiter.as_ref()],
+                            std::time::Instant::now(),
+                        );
+                        resume_at = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+                    }
+                    msg = inbound.message(), if reading && resume_at.is_none() && pending.len() < MAX_PENDING_SENDS => match msg {
                         Ok(Some(pb::ProduceRequest { request: Some(pb::produce_request::Request::Send(send)) })) => {
                             let count = send.messages.len() as u32;
                             let messages: Vec<StoredMessage> = send
@@ -335,6 +354,14 @@ impl pb::producer_server::Producer for BrokerService {
                             let seq = send.sequence_id;
                             let bytes: u64 = messages.iter().map(|m| m.payload.len() as u64).sum();
                             let started = std::time::Instant::now();
+                            let limiters = [loaded.topic.publish_limiter(), producer_limiter.as_ref()];
+                            if limiters.iter().any(Option::is_some) {
+                                for l in limiters.iter().flatten() {
+                                    l.take(u64::from(count), bytes, started);
+                                }
+                                let wait = crate::rate::wait_all(&limiters, started);
+                                resume_at = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+                            }
                             // u64::MAX is never stored: the SDK resumes at the last id + 1.
                             let publish = (seq != u64::MAX).then(|| loaded.topic.publish(&name, seq, messages));
                             pending.push_back(async move {
@@ -433,7 +460,7 @@ impl pb::consumer_server::Consumer for BrokerService {
                 Ok(v) => v,
                 Err(e) => return fail(e).await,
             };
-            if let Err(e) = authorize(principal.as_ref(), "consume from", &topic) {
+            if let Err(e) = authorize(&broker, principal.as_ref(), &[Action::Consume], &topic).await {
                 return fail(broker_error(&e, None)).await;
             }
             let initial = if sub.initial_position == pb::InitialPosition::Earliest as i32 {
@@ -598,11 +625,10 @@ pub struct ServeOptions {
 }
 
 /// The interceptor of every public service: with auth on, verifies the request's token
-/// and stores its [`Principal`] (UNAUTHENTICATED otherwise, with the reason); `admin`
-/// services then take superuser roles only.
+/// and stores its [`Principal`] (UNAUTHENTICATED otherwise, with the reason). What the
+/// principal may do is checked by each handler ([`crate::authz`]).
 fn authenticate(
     auth: Option<Arc<strata_net::auth::Verifier>>,
-    admin: bool,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut req: Request<()>| {
         let Some(v) = &auth else {
@@ -611,31 +637,19 @@ fn authenticate(
         let p = v
             .principal(&req)
             .map_err(|s| status(pb::ErrorCode::Unauthenticated, s.message().to_string()))?;
-        if admin && !p.is_superuser() {
-            let e = permission_denied(&p, "admin", "the admin API");
-            return Err(status(code_of(&e), e.to_string()));
-        }
         req.extensions_mut().insert(p);
         Ok(req)
     }
 }
 
-/// A refusal naming the role, action and resource, written to the audit log.
-fn permission_denied(p: &Principal, action: &str, resource: &str) -> BrokerError {
-    tracing::warn!(target: "strata::audit", role = %p.role, action, resource, "permission denied");
-    BrokerError::PermissionDenied(format!(
-        "role {:?} may not {action} {resource}: only superuser roles may, until permissions are granted",
-        p.role
-    ))
-}
-
-/// Whether the caller (`None`: auth off) may do `action` on `topic`.
-fn authorize(p: Option<&Principal>, action: &str, topic: &TopicName) -> Result<(), BrokerError> {
-    match p {
-        None => Ok(()),
-        Some(p) if p.is_superuser() => Ok(()),
-        Some(p) => Err(permission_denied(p, action, &format!("topic {topic}"))),
-    }
+/// Whether the caller (`None`: auth off) may do one of `any_of` on `topic`.
+async fn authorize(
+    broker: &Broker,
+    p: Option<&Principal>,
+    any_of: &[Action],
+    topic: &TopicName,
+) -> Result<(), BrokerError> {
+    crate::authz::check(&**broker.store(), p, any_of, &Resource::Topic(topic.clone())).await
 }
 
 /// [`serve`] with TLS and authentication as `opts` say.
@@ -658,23 +672,23 @@ pub async fn serve_with(
     let server = strata_net::server::builder(net.max_streams_per_connection)
         .add_service(InterceptedService::new(
             pb::lookup_server::LookupServer::new(svc.clone()),
-            authenticate(auth.clone(), false),
+            authenticate(auth.clone()),
         ))
         .add_service(InterceptedService::new(
             pb::admin_server::AdminServer::new(crate::admin::AdminService::new(broker.clone())),
-            authenticate(auth.clone(), true),
+            authenticate(auth.clone()),
         ))
         .add_service(InterceptedService::new(
             pb::producer_server::ProducerServer::new(svc.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            authenticate(auth.clone(), false),
+            authenticate(auth.clone()),
         ))
         .add_service(InterceptedService::new(
             pb::consumer_server::ConsumerServer::new(svc)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            authenticate(auth, false),
+            authenticate(auth),
         ))
         .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
     let handover = async {

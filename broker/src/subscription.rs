@@ -55,6 +55,8 @@ pub struct Subscription {
     topic: Arc<Topic>,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// The dispatch rate limit (all consumers together), if any.
+    limiter: Option<crate::rate::Limiter>,
 }
 
 /// Refuses a seek to a position no entry of the topic has or will next have: past the
@@ -145,6 +147,7 @@ impl Subscription {
             None => l.first(),
         };
         let limits = topic.unacked_limits();
+        let topic_limits = topic.limits().clients;
         Arc::new(Self {
             name,
             topic,
@@ -158,6 +161,7 @@ impl Subscription {
                 next_consumer: 1,
             }),
             wake: Notify::new(),
+            limiter: crate::rate::Limiter::new(topic_limits.dispatch_rate_per_subscription),
         })
     }
 
@@ -337,6 +341,15 @@ impl Subscription {
         let ml = self.topic.managed_ledger().clone();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
+            // Over its dispatch rate, the subscription waits (acks and consumers still
+            // come and go: they only take the lock).
+            if let Some(l) = &self.limiter {
+                let wait = l.wait(std::time::Instant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
             let (need_read, read_from) = {
                 let mut g = self.inner.lock().await;
                 g.dispatcher.expire(std::time::Instant::now());
@@ -344,6 +357,12 @@ impl Subscription {
                     let Inner { dispatcher, fresh, .. } = &mut *g;
                     dispatcher.dispatch(fresh)
                 };
+                if let Some(l) = &self.limiter {
+                    let (msgs, bytes) = out.values().flatten().fold((0u64, 0u64), |(m, b), d| {
+                        (m + 1, b + d.message.message.payload.len() as u64)
+                    });
+                    l.take(msgs, bytes, std::time::Instant::now());
+                }
                 for (c, deliveries) in out {
                     if let Some(tx) = g.consumers.get(&c) {
                         let _ = tx.send(deliveries);

@@ -45,6 +45,15 @@ pub struct ClientLimits {
     pub max_subscriptions: usize,
     /// Consumers of one subscription connected at once.
     pub max_consumers_per_subscription: usize,
+    /// Publish rate of the topic (each partition of a partitioned one), all producers
+    /// together; unlimited by default.
+    pub publish_rate_per_topic: crate::rate::Rate,
+    /// Publish rate of each producer.
+    pub publish_rate_per_producer: crate::rate::Rate,
+    /// Dispatch rate of each subscription (to all its consumers together).
+    pub dispatch_rate_per_subscription: crate::rate::Rate,
+    /// Topics of one namespace, each partition counting one (0: unlimited).
+    pub max_topics_per_namespace: u64,
 }
 
 impl Default for ClientLimits {
@@ -54,6 +63,10 @@ impl Default for ClientLimits {
             max_producers: 1_000,
             max_subscriptions: 1_000,
             max_consumers_per_subscription: 1_000,
+            publish_rate_per_topic: Default::default(),
+            publish_rate_per_producer: Default::default(),
+            dispatch_rate_per_subscription: Default::default(),
+            max_topics_per_namespace: 0,
         }
     }
 }
@@ -109,6 +122,8 @@ pub struct Topic {
     /// Names of the producers connected now.
     producers: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
     counters: crate::metrics::TopicCounters,
+    /// The topic's publish rate limit, shared by its producers.
+    publish_limiter: Option<crate::rate::Limiter>,
 }
 
 /// Holds a producer name on its topic while alive (see [`Topic::producer_connected`]).
@@ -149,6 +164,7 @@ impl Topic {
             dedup,
             producers: Default::default(),
             counters: Default::default(),
+            publish_limiter: crate::rate::Limiter::new(limits.clients.publish_rate_per_topic),
         }
     }
 
@@ -311,6 +327,11 @@ impl Topic {
     /// The batch size limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The topic's publish rate limit (all producers together), if any.
+    pub fn publish_limiter(&self) -> Option<&crate::rate::Limiter> {
+        self.publish_limiter.as_ref()
     }
 
     /// How much each consumer of this topic may hold unacknowledged.

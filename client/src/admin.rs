@@ -81,6 +81,54 @@ pub type ClusterInfo = pb::ClusterInfo;
 /// A namespace bundle (hash range) and its owner; see [`ClusterInfo`]'s example.
 pub type BundleInfo = pb::BundleInfo;
 
+/// What a role may be granted on a [`Resource`]: `Produce`, `Consume` or `Admin` (which
+/// includes both).
+pub type AuthAction = pb::AuthAction;
+/// A role and what it was granted, as [`Admin::permissions`] lists them.
+pub type Permission = pb::Permission;
+
+/// What a grant is on; a grant covers everything below its resource.
+///
+/// ```no_run
+/// # async fn example(admin: strata_client::Admin) -> strata_client::Result<()> {
+/// use strata_client::{AuthAction, Resource};
+/// // The `orders-app` role may publish to every topic of acme/payments ...
+/// let ns = Resource::Namespace("acme/payments".into());
+/// admin.grant_permission(&ns, "orders-app", &[AuthAction::Produce]).await?;
+/// // ... and `billing` may read one topic.
+/// let topic = Resource::Topic("acme/payments/transfers".into());
+/// admin.grant_permission(&topic, "billing", &[AuthAction::Consume]).await?;
+/// for p in admin.permissions(&ns).await? {
+///     println!("{}: {:?}", p.role, p.actions());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A tenant: its namespaces and topics.
+    Tenant(String),
+    /// `tenant/namespace`: its topics.
+    Namespace(String),
+    /// A topic (a partitioned topic: its partitions).
+    Topic(String),
+}
+
+impl Resource {
+    fn request(&self, role: &str, actions: &[AuthAction]) -> pb::PermissionRequest {
+        let mut r = pb::PermissionRequest {
+            role: role.to_string(),
+            actions: actions.iter().map(|&a| a as i32).collect(),
+            ..Default::default()
+        };
+        match self {
+            Resource::Tenant(t) => r.tenant = t.clone(),
+            Resource::Namespace(n) => r.namespace = n.clone(),
+            Resource::Topic(t) => r.topic = t.clone(),
+        }
+        r
+    }
+}
+
 /// Administers tenants, namespaces, topics and subscriptions. Errors carry the broker's
 /// [`ErrorCode`](crate::ErrorCode): `ALREADY_EXISTS`, `NOT_FOUND`, `NOT_EMPTY`, ….
 ///
@@ -469,5 +517,35 @@ impl Admin {
         })
         .await
         .map(|l| l.names)
+    }
+
+    /// Adds `actions` to what `role` may do on `on`. Needs `admin` on the resource above
+    /// (the namespace of a topic, the tenant of a namespace) or, for a tenant, a superuser
+    /// role. NOT_FOUND when the tenant or namespace does not exist.
+    pub async fn grant_permission(&self, on: &Resource, role: &str, actions: &[AuthAction]) -> Result<()> {
+        self.call(on.request(role, actions), |mut c, r| async move {
+            c.grant_permission(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Takes `actions` from `role` on `on`; every action when `actions` is empty.
+    pub async fn revoke_permission(&self, on: &Resource, role: &str, actions: &[AuthAction]) -> Result<()> {
+        self.call(on.request(role, actions), |mut c, r| async move {
+            c.revoke_permission(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The roles granted something on `on` itself (not what they inherit from above).
+    pub async fn permissions(&self, on: &Resource) -> Result<Vec<Permission>> {
+        self.call(
+            on.request("", &[]),
+            |mut c, r| async move { c.list_permissions(r).await },
+        )
+        .await
+        .map(|l| l.permissions)
     }
 }

@@ -18,6 +18,8 @@
 //! - `/strata/v1/autorecovery/locks/<ledger-id>`  ephemeral, the worker re-replicating it
 //! - `/strata/v1/decommission/<address>`  JSON `Decommission`: a bookie being (or done being)
 //!   drained
+//! - `/strata/v1/permissions/tenants/<tenant>`, `.../namespaces/<tenant>/<ns>`,
+//!   `.../topics/<tenant>/<ns>/<topic>`  JSON grants: role to actions (broker `authz`)
 
 /// Root of every Strata key.
 pub const ROOT: &str = "/strata/v1";
@@ -175,4 +177,19 @@ pub fn decommission(address: &str) -> String {
 /// Prefix of decommissioning states.
 pub fn decommission_prefix() -> String {
     format!("{ROOT}/decommission/")
+}
+
+/// Grants on a tenant (JSON).
+pub fn tenant_permissions(tenant: &str) -> String {
+    format!("{ROOT}/permissions/tenants/{tenant}")
+}
+
+/// Grants on a namespace (JSON).
+pub fn namespace_permissions(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/permissions/namespaces/{tenant}/{namespace}")
+}
+
+/// Grants on a topic (`path` is `tenant/namespace/topic`), JSON.
+pub fn topic_permissions(path: &str) -> String {
+    format!("{ROOT}/permissions/topics/{path}")
 }

@@ -902,10 +902,10 @@ mod tests {
             t
         };
         let (a, b) = (by_ref(&first, "a"), by_ref(&second, "b"));
-        assert!(conflicting(&b, &[a.clone()]).is_none());
+        assert!(conflicting(&b, std::slice::from_ref(&a)).is_none());
         let a2 = by_ref(&second, "a");
         assert_eq!(
-            conflicting(&a2, &[a.clone()]).unwrap().metadata.uid.as_deref(),
+            conflicting(&a2, std::slice::from_ref(&a)).unwrap().metadata.uid.as_deref(),
             Some("a")
         );
         let mut by_url = second.clone();

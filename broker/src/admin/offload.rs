@@ -5,6 +5,7 @@
 //! of a topic no broker has loaded is read from its stored ledger list.
 
 use super::{AdminService, bad_name, forwarded, to_status};
+use crate::authz::{Action, Resource};
 use crate::error::BrokerError;
 use crate::managed_ledger::{LedgerInfo, ManagedLedgerInfo, OffloadRunStatus, offload_candidates};
 use crate::offload::{ObjectKind, OffloadPolicy};
@@ -44,7 +45,9 @@ impl AdminService {
         trigger: bool,
     ) -> Result<Response<pb::OffloadStatus>, Status> {
         let fwd = r.metadata().contains_key(super::FORWARDED);
+        let p = super::who(&r);
         let t = TopicName::parse(&r.into_inner().topic).map_err(bad_name)?;
+        self.allow(p, &[Action::Admin], Resource::Topic(t.clone())).await?;
         let n = self.partitions(&t).await?;
         let mut out = pb::OffloadStatus {
             topic: t.to_string(),
