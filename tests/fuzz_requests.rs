@@ -13,6 +13,7 @@ mod common;
 use common::{Standalone, free_port};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use strata_client::{Client, InitialPosition};
 use strata_proto::v1 as pb;
@@ -21,6 +22,12 @@ use tonic::transport::Channel;
 
 /// How long one request may take to be answered (generous: a loaded 2-core machine).
 const ANSWER: Duration = Duration::from_secs(30);
+
+/// How many fuzzed requests got through validation (stored, subscribed, done), so the
+/// run shows it reached past the first checks rather than only being refused.
+static STORED: AtomicU64 = AtomicU64::new(0);
+static SUBSCRIBED: AtomicU64 = AtomicU64::new(0);
+static ADMIN_OK: AtomicU64 = AtomicU64::new(0);
 
 fn topic() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -226,11 +233,13 @@ async fn produce(ch: &Channel, reqs: Vec<pb::ProduceRequest>) {
             Err(_) => panic!("{what}: the stream did not end after the client ended its side"),
             Ok(None) => return,
             Ok(Some(Err(s))) => return check_status(&what, &s),
-            Ok(Some(Ok(r))) => {
-                if let Some(pb::produce_response::Response::Error(e)) = &r.response {
-                    check_error(&what, e);
+            Ok(Some(Ok(r))) => match &r.response {
+                Some(pb::produce_response::Response::Error(e)) => check_error(&what, e),
+                Some(pb::produce_response::Response::Receipt(_)) => {
+                    STORED.fetch_add(1, Relaxed);
                 }
-            }
+                _ => {}
+            },
         }
     }
 }
@@ -252,6 +261,9 @@ async fn consume(ch: &Channel, reqs: Vec<pb::ConsumeRequest>) {
                 Some(pb::consume_response::Response::Error(e)) => check_error(&what, e),
                 Some(pb::consume_response::Response::SeekDone(pb::SeekDone { error: Some(e) })) => {
                     check_error(&what, e)
+                }
+                Some(pb::consume_response::Response::Subscribed(_)) => {
+                    SUBSCRIBED.fetch_add(1, Relaxed);
                 }
                 _ => {}
             },
@@ -330,7 +342,9 @@ async fn admin(ch: &Channel, call: AdminCall) {
     };
     match tokio::time::timeout(ANSWER, fut).await {
         Err(_) => panic!("{what}: not answered"),
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            ADMIN_OK.fetch_add(1, Relaxed);
+        }
         Ok(Err(s)) => check_status(&what, &s),
     }
 }
@@ -380,6 +394,14 @@ fn arbitrary_requests_are_answered_and_the_node_keeps_serving() {
         s.child.try_wait().unwrap().is_none(),
         "the node exited:\n{}",
         s.log_text()
+    );
+    let (stored, subscribed, admin_ok) = (STORED.load(Relaxed), SUBSCRIBED.load(Relaxed), ADMIN_OK.load(Relaxed));
+    eprintln!(
+        "fuzzed requests that passed validation: {stored} batches stored, {subscribed} subscriptions, {admin_ok} admin calls"
+    );
+    assert!(
+        stored > 0 && subscribed > 0 && admin_ok > 0,
+        "the fuzzing never got past validation: {stored} stored, {subscribed} subscribed, {admin_ok} admin calls done"
     );
     rt.block_on(async {
         let client = Client::connect(s.url.clone()).await.unwrap();

@@ -565,6 +565,7 @@ async fn a_publish_rate_slows_producers_down_and_is_shared_by_a_topics_producers
     let sent = send_flat_out(p, Instant::now() + Duration::from_secs(12)).await;
     let times = publish_times(&client, one, sent).await;
     let n = in_window(&times, None);
+    eprintln!("one producer at 1,000 msgs/s: {n} published in 10 s");
     assert!(
         (9_000..=11_000).contains(&n),
         "{n} messages in 10 s at 1,000/s (sent {sent})"
@@ -581,6 +582,7 @@ async fn a_publish_rate_slows_producers_down_and_is_shared_by_a_topics_producers
         in_window(&times, Some("a")),
         in_window(&times, Some("b")),
     );
+    eprintln!("two producers sharing 1,000 msgs/s: {n} published in 10 s ({na} + {nb})");
     assert!(
         (9_000..=11_000).contains(&n),
         "{n} messages in 10 s from two producers at 1,000/s"
@@ -622,6 +624,7 @@ async fn a_dispatch_rate_paces_a_subscription() {
     // At 2,000/s, after a burst of 200 and at most one dispatch round (the consumer's
     // 1,000 permits) ahead: never faster than that (slower only if this machine is slow).
     let floor = Duration::from_secs_f64((total - 200 - 1_000) as f64 / 2_000.0);
+    eprintln!("{total} messages dispatched at 2,000 msgs/s in {took:?}");
     assert!(
         took >= floor,
         "{total} messages dispatched in {took:?}, faster than 2,000/s allows"

@@ -165,20 +165,27 @@ pub async fn check(store: &dyn MetadataStore, p: Option<&Principal>, any_of: &[A
             return Ok(());
         }
     }
-    Err(denied(p, any_of.first().copied().unwrap_or(Action::Admin), r))
+    Err(denied(p, any_of, r))
 }
 
-/// A refusal, written to the audit log.
-pub fn denied(p: &Principal, action: Action, r: &Resource) -> BrokerError {
-    tracing::warn!(target: "strata::audit", role = %p.role, action = action.name(), resource = %r, "permission denied");
+/// A refusal of all of `any_of`, written to the audit log.
+pub fn denied(p: &Principal, any_of: &[Action], r: &Resource) -> BrokerError {
+    let any_of = if any_of.is_empty() {
+        &[Action::Admin][..]
+    } else {
+        any_of
+    };
+    let names: Vec<&str> = any_of.iter().map(|a| a.name()).collect();
+    let verbs: Vec<&str> = any_of.iter().map(|a| a.verb()).collect();
+    tracing::warn!(target: "strata::audit", role = %p.role, action = %names.join("|"), resource = %r, "permission denied");
     let how = match r {
         Resource::Cluster => "only superuser roles may (auth.superuser_roles)".to_string(),
         _ => format!(
             "no {} (or admin) grant covers it; grant one with `strata admin permissions grant`",
-            action.name()
+            names.join(" or ")
         ),
     };
-    BrokerError::PermissionDenied(format!("role {:?} may not {} {r}: {how}", p.role, action.verb()))
+    BrokerError::PermissionDenied(format!("role {:?} may not {} {r}: {how}", p.role, verbs.join(" or ")))
 }
 
 fn check_role(role: &str) -> Result<()> {

@@ -905,7 +905,11 @@ mod tests {
         assert!(conflicting(&b, std::slice::from_ref(&a)).is_none());
         let a2 = by_ref(&second, "a");
         assert_eq!(
-            conflicting(&a2, std::slice::from_ref(&a)).unwrap().metadata.uid.as_deref(),
+            conflicting(&a2, std::slice::from_ref(&a))
+                .unwrap()
+                .metadata
+                .uid
+                .as_deref(),
             Some("a")
         );
         let mut by_url = second.clone();
