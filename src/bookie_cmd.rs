@@ -129,7 +129,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             recovery: recovery_metrics.clone(),
             journal: cfg.journal_metrics.clone(),
         };
-        tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
+        let tls = crate::http::tls(&cfg.tls)?;
+        tokio::spawn(crate::http::serve(
+            http,
+            std::sync::Arc::new(probes),
+            shutdown.clone(),
+            tls,
+        ));
     }
     tracing::info!(data_dir = %cfg.data_dir.display(), listen = %cfg.listen, journal_sync = cfg.journal_sync, "starting bookie");
     strata_bookie::run_with_metrics(cfg, listener, shutdown, recovery_metrics)
@@ -281,7 +287,13 @@ pub async fn autorecovery(args: AutoRecoveryArgs) -> anyhow::Result<()> {
             store: store.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(crate::http::serve(http, std::sync::Arc::new(probes), shutdown.clone()));
+        let tls = crate::http::tls(&cfg.tls)?;
+        tokio::spawn(crate::http::serve(
+            http,
+            std::sync::Arc::new(probes),
+            shutdown.clone(),
+            tls,
+        ));
     }
     let ledgers = strata_bookie::ledger::LedgerClient::new(
         store.clone(),

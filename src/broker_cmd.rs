@@ -105,6 +105,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         http,
         Arc::new(BrokerProbes(broker.clone())),
         http_stop.clone(),
+        crate::http::tls(&file.tls)?,
     ));
     tracing::info!(listen = %args.listen, advertised = %advertised, http = %args.http_listen, "broker ready");
     let served = strata_broker::service::serve_with(

@@ -5,7 +5,9 @@
 //! connection — so no web framework is pulled in. Requests are bounded (8 KiB of headers,
 //! 5 s to send them), and so are connections ([`MAX_CONNECTIONS`] at once; more are
 //! answered 503 and closed without being read); anything else gets a clear 4xx and the
-//! server keeps serving.
+//! server keeps serving. With `[tls] http = true` the port speaks HTTPS (HTTP/1.1 over
+//! TLS with the node's certificate, reloaded as the gRPC port's is); the handshake counts
+//! in the 5 s a client has to send its request.
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -32,10 +34,25 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 /// Connections served at once; scrapers and kubelets need a handful.
 pub const MAX_CONNECTIONS: usize = 64;
 
-pub async fn serve(listener: TcpListener, probes: Arc<dyn Probes>, shutdown: CancellationToken) {
+/// The TLS of the HTTP port (`[tls] http = true`), if on.
+pub fn tls(settings: &strata_net::tls::TlsSettings) -> anyhow::Result<Option<Arc<strata_net::server::ServerTls>>> {
+    match settings.http_files() {
+        Some(files) => Ok(Some(
+            strata_net::server::ServerTls::load(files).map_err(|e| anyhow::anyhow!("[tls] http: {e}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    probes: Arc<dyn Probes>,
+    shutdown: CancellationToken,
+    tls: Option<Arc<strata_net::server::ServerTls>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut conn, _) = tokio::select! {
+        let (conn, _) = tokio::select! {
             c = listener.accept() => match c {
                 Ok(c) => c,
                 Err(e) => {
@@ -54,37 +71,50 @@ pub async fn serve(listener: TcpListener, probes: Arc<dyn Probes>, shutdown: Can
             continue;
         };
         let probes = probes.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (status, body) = match tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn)).await {
-                Ok(Ok(head)) => respond(&head, &*probes).await,
-                Ok(Err(e)) => (400, format!("bad request: {e}\n")),
-                Err(_) => (408, "request headers not received within 5 s\n".to_string()),
-            };
-            let reason = match status {
-                200 => "OK",
-                400 => "Bad Request",
-                404 => "Not Found",
-                405 => "Method Not Allowed",
-                408 => "Request Timeout",
-                _ => "Service Unavailable",
-            };
-            let ctype = if body.starts_with("# HELP") {
-                "text/plain; version=0.0.4"
-            } else {
-                "text/plain"
-            };
-            let msg = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(msg.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            match tls {
+                None => answer(conn, &*probes).await,
+                Some(t) => match tokio::time::timeout(Duration::from_secs(5), t.accept(conn)).await {
+                    Ok(Ok(stream)) => answer(stream, &*probes).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "http TLS handshake failed"),
+                    Err(_) => tracing::debug!("http TLS handshake not done within 5 s"),
+                },
+            }
         });
     }
 }
 
-async fn read_head(conn: &mut tokio::net::TcpStream) -> Result<String, String> {
+/// Reads one request from `conn` and answers it.
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut conn: S, probes: &dyn Probes) {
+    let (status, body) = match tokio::time::timeout(Duration::from_secs(5), read_head(&mut conn)).await {
+        Ok(Ok(head)) => respond(&head, probes).await,
+        Ok(Err(e)) => (400, format!("bad request: {e}\n")),
+        Err(_) => (408, "request headers not received within 5 s\n".to_string()),
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        _ => "Service Unavailable",
+    };
+    let ctype = if body.starts_with("# HELP") {
+        "text/plain; version=0.0.4"
+    } else {
+        "text/plain"
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(msg.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> Result<String, String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {

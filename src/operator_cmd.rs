@@ -168,6 +168,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         http,
         Arc::new(OperatorProbes(state.clone())),
         http_stop.clone(),
+        None,
     ));
     tracing::info!(identity = %cfg.identity, http = %a.http_listen, "operator started");
     let result = strata_operator::run(client, cfg, state, stop).await;

@@ -71,6 +71,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let http_tls = crate::http::tls(&config.tls)?;
     let auth = config.auth.verifier().map_err(|e| anyhow::anyhow!("[auth]: {e}"))?;
     if config.broker.ensemble_size.is_some_and(|n| n != 1) {
         anyhow::bail!("broker.ensemble_size must be 1 in standalone mode (one bookie)");
@@ -156,7 +157,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     if let Some(http) = http {
         tracing::info!(http = %http.local_addr()?, "serving /healthz, /readyz and /metrics");
         let probes = Arc::new(crate::broker_cmd::BrokerProbes(broker.clone()));
-        tokio::spawn(crate::http::serve(http, probes, http_stop.clone()));
+        tokio::spawn(crate::http::serve(http, probes, http_stop.clone(), http_tls));
     }
     tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), "Strata standalone ready");
     let served = strata_broker::service::serve_with(

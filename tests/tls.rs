@@ -17,6 +17,7 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
+    der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
 }
 
 impl Ca {
@@ -28,6 +29,7 @@ impl Ca {
         let cert = params.self_signed(&key).unwrap();
         Self {
             pem: cert.pem(),
+            der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -70,6 +72,11 @@ impl Drop for Node {
 
 /// `strata standalone` with `config` (TOML); not waited for.
 fn start(dir: &Path, config: &str) -> Node {
+    start_with(dir, config, &[])
+}
+
+/// [`start`] with more command-line arguments.
+fn start_with(dir: &Path, config: &str, args: &[&str]) -> Node {
     let port = free_port();
     let cfg = write(dir, "strata.toml", config);
     let log = dir.join("standalone.log");
@@ -78,6 +85,7 @@ fn start(dir: &Path, config: &str) -> Node {
         .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
         .arg(cfg)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -284,4 +292,79 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
     let status = common::wait_exit(&mut broken.child, WAIT).expect("a bad [tls] stops the start");
     assert!(!status.success());
     assert!(broken.log().contains("/nonexistent/tls.crt"), "{}", broken.log());
+}
+
+/// GET `path` over HTTPS trusting `ca` only: the status and body, or why it failed.
+async fn https_get(addr: &str, ca: &Ca, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).map_err(|e| e.to_string())?;
+    let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    // The server closes without a TLS close_notify after answering: keep what came.
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+    Ok((
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_https_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("strata test ca");
+    let (cert, key) = ca.leaf("node", &["127.0.0.1"]);
+    let cert = write(d, "tls.crt", &cert);
+    let key = write(d, "tls.key", &key);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut node = start_with(
+        d,
+        &format!("[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nhttp = true\n"),
+        &["--http-listen", &http],
+    );
+    let ca_path = write(d, "ca.crt", &ca.pem);
+    let url = node.url.clone();
+    node.ready(async || Client::builder(url.clone()).tls_ca_file(&ca_path).build().await)
+        .await;
+    let deadline = Instant::now() + WAIT;
+    let (status, body) = loop {
+        match https_get(&http, &ca, "/healthz").await {
+            Ok(r) => break r,
+            Err(e) => assert!(Instant::now() < deadline, "{e}\n{}", node.log()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = https_get(&http, &ca, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("# HELP"), "{body}");
+    // Plain HTTP gets no answer, and a client trusting another CA fails the handshake.
+    assert_eq!(common::http_get(&http, "/healthz").await, None);
+    let e = https_get(&http, &Ca::new("other ca"), "/healthz").await.unwrap_err();
+    assert!(e.contains("handshake"), "{e}");
 }

@@ -81,6 +81,12 @@ impl ServerTls {
         }))
     }
 
+    /// Runs the TLS handshake of an accepted connection (for servers other than the gRPC
+    /// ones [`incoming`] serves, such as the HTTP port).
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        tokio_rustls::TlsAcceptor::from(self.current()).accept(tcp).await
+    }
+
     /// The configuration for a new connection, reloaded first if the files changed.
     pub fn current(&self) -> Arc<ServerConfig> {
         let mut g = self.state.lock().expect("tls state");

@@ -33,6 +33,10 @@ pub struct TlsSettings {
     pub client_key_file: Option<PathBuf>,
     /// Connect to bookies over TLS (they must serve it: their own `[tls]`).
     pub bookie_tls: bool,
+    /// Serve the HTTP port (`/healthz`, `/readyz`, `/metrics`) over TLS too, with
+    /// `cert_file` and `key_file` (HTTP/1.1; no client certificate is asked for, so
+    /// kubelet probes and scrapers only need to trust the CA).
+    pub http: bool,
 }
 
 impl TlsSettings {
@@ -45,6 +49,9 @@ impl TlsSettings {
             "client_key_file",
             &self.client_key_file,
         )?;
+        if self.http && self.cert_file.is_none() {
+            return Err("tls.http needs tls.cert_file and tls.key_file".into());
+        }
         if self.client_ca_file.is_some() && self.cert_file.is_none() {
             return Err(
                 "tls.client_ca_file needs tls.cert_file and tls.key_file (client certificates are checked over TLS)"
@@ -64,6 +71,19 @@ impl TlsSettings {
             cert: self.cert_file.clone()?,
             key: self.key_file.clone()?,
             client_ca: self.client_ca_file.clone(),
+            http1: false,
+        })
+    }
+
+    /// The files of the HTTP port's TLS, if `http` is on.
+    pub fn http_files(&self) -> Option<ServerFiles> {
+        if !self.http {
+            return None;
+        }
+        Some(ServerFiles {
+            client_ca: None,
+            http1: true,
+            ..self.server_files()?
         })
     }
 
@@ -137,6 +157,8 @@ pub struct ServerFiles {
     pub key: PathBuf,
     /// Client certificates are required and checked against this CA.
     pub client_ca: Option<PathBuf>,
+    /// For an HTTP/1.1 server (ALPN `http/1.1`) rather than gRPC (`h2`).
+    pub http1: bool,
 }
 
 impl ServerFiles {
@@ -170,7 +192,11 @@ impl ServerFiles {
                     self.key.display()
                 )
             })?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![if self.http1 {
+            b"http/1.1".to_vec()
+        } else {
+            b"h2".to_vec()
+        }];
         Ok(config)
     }
 }
