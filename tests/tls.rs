@@ -368,3 +368,56 @@ async fn the_http_port_serves_https_when_asked() {
     let e = https_get(&http, &Ca::new("other ca"), "/healthz").await.unwrap_err();
     assert!(e.contains("handshake"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_is_reached_over_tls_with_a_client_certificate() {
+    use strata_meta::testing::{Etcd, TlsFiles};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("etcd ca");
+    let (cert, key) = ca.leaf("etcd", &["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = ca.leaf("strata-node", &["strata-node"]);
+    let files = TlsFiles {
+        cert: write(d, "etcd.crt", &cert),
+        key: write(d, "etcd.key", &key),
+        ca: write(d, "ca.crt", &ca.pem),
+        client_cert: write(d, "node.crt", &client_cert),
+        client_key: write(d, "node.key", &client_key),
+    };
+    let etcd = Etcd::start_tls(&files).await;
+    assert!(etcd.url.starts_with("etcds://"), "{}", etcd.url);
+    let store = strata_meta::connect(&etcd.url).await.unwrap();
+    store
+        .put("/tls-check", "v".into(), strata_meta::Condition::Any)
+        .await
+        .unwrap();
+    assert_eq!(&store.get("/tls-check").await.unwrap().unwrap().value[..], b"v");
+
+    // Plain text, or TLS without the client certificate etcd requires: no access.
+    let host = etcd.url["etcds://".len()..].split('?').next().unwrap().to_string();
+    for url in [
+        format!("etcd://{host}"),
+        format!("etcds://{host}?ca_file={}", files.ca.display()),
+    ] {
+        let r = async { strata_meta::connect(&url).await?.get("/tls-check").await }.await;
+        assert!(r.is_err(), "{url} read etcd: {r:?}");
+    }
+    // A TLS URL without its CA, or with half an identity, is a clear error.
+    let e = strata_meta::connect(&format!("etcds://{host}")).await.err().unwrap();
+    assert!(e.to_string().contains("ca_file"), "{e}");
+    let e = strata_meta::connect(&format!(
+        "etcds://{host}?ca_file={}&cert_file={}",
+        files.ca.display(),
+        files.client_cert.display()
+    ))
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("key_file"), "{e}");
+
+    // The nodes take the same URL: a bookie registers through it.
+    let bd = d.join("bookie");
+    std::fs::create_dir_all(&bd).unwrap();
+    let _bookie = common::BookieProcess::start_with_args(&bd, "", &["--metadata-url", &etcd.url]);
+    common::wait_registered(&*store, 1).await;
+}

@@ -178,21 +178,70 @@ pub trait MetadataStore: Send + Sync {
     async fn session(&self, ttl: Duration) -> Result<Session>;
 }
 
-/// Opens a store from its URL: `etcd://h:p[,h:p…]`, `local:///path` or `memory://`.
+/// The TLS of an `etcds://` URL, from its query: `ca_file` (required: the CA etcd's
+/// certificate is checked against), and `cert_file` with `key_file` when etcd asks for
+/// client certificates (`--client-cert-auth`).
+fn etcd_tls(url: &str, query: &str) -> Result<etcd_client::TlsOptions> {
+    let bad = |why: String| MetaError::InvalidArgument(format!("metadata URL {url:?}: {why}"));
+    let (mut ca, mut cert, mut key) = (None, None, None);
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{kv:?} is not key=value")))?;
+        let slot = match k {
+            "ca_file" => &mut ca,
+            "cert_file" => &mut cert,
+            "key_file" => &mut key,
+            _ => {
+                return Err(bad(format!(
+                    "unknown parameter {k:?}; use ca_file, cert_file, key_file"
+                )));
+            }
+        };
+        *slot = Some(v.to_string());
+    }
+    let read = |what: &str, path: &str| std::fs::read(path).map_err(|e| bad(format!("cannot read {what} {path}: {e}")));
+    let ca = ca.ok_or_else(|| bad("etcds:// needs ?ca_file=/path/to/ca.crt (the CA of etcd's certificate)".into()))?;
+    let mut tls =
+        etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", &ca)?));
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read("cert_file", &c)?,
+                read("key_file", &k)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(bad("give both cert_file and key_file, or neither".into())),
+    }
+    Ok(tls)
+}
+
+/// Opens a store from its URL: `etcd://h:p[,h:p…]`, `etcds://h:p[,h:p…]?ca_file=…[&cert_file=…&key_file=…]`
+/// (etcd over TLS), `local:///path` or `memory://`.
 pub async fn connect(url: &str) -> Result<Arc<dyn MetadataStore>> {
-    if let Some(rest) = url.strip_prefix("etcd://") {
-        let endpoints: Vec<String> = rest
+    let etcd = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+        (Some(rest), _) => Some((rest, None)),
+        (_, Some(rest)) => {
+            let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+            Some((hosts, Some(etcd_tls(url, query)?)))
+        }
+        _ => None,
+    };
+    if let Some((hosts, tls)) = etcd {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoints: Vec<String> = hosts
             .trim_end_matches('/')
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(|s| format!("http://{s}"))
+            .map(|s| format!("{scheme}://{s}"))
             .collect();
         if endpoints.is_empty() {
             return Err(MetaError::InvalidArgument(format!(
                 "metadata URL {url:?} names no etcd endpoint; use etcd://host:port[,host:port…]"
             )));
         }
-        return Ok(Arc::new(etcd::EtcdStore::connect(&endpoints).await?));
+        return Ok(Arc::new(etcd::EtcdStore::connect(&endpoints, tls).await?));
     }
     if let Some(path) = url.strip_prefix("local://") {
         if path.is_empty() || !path.starts_with('/') {
@@ -211,7 +260,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn MetadataStore>> {
         return Ok(Arc::new(local::LocalStore::memory()));
     }
     Err(MetaError::InvalidArgument(format!(
-        "unknown metadata URL {url:?}; expected etcd://host:port[,host:port…], local:///path or memory://"
+        "unknown metadata URL {url:?}; expected etcd://host:port[,host:port…], etcds://host:port?ca_file=…, local:///path or memory://"
     )))
 }
 
