@@ -33,6 +33,15 @@ use tokio::sync::watch;
 /// Stored batches per producer whose positions are remembered for duplicate receipts.
 /// The SDK has at most 10,000 messages (so at most 10,000 batches) in flight.
 pub const RECENT_BATCHES: usize = 10_000;
+/// Producer names remembered per topic (as Pulsar's
+/// `brokerDeduplicationMaxNumberOfProducers`): a new name beyond it makes the least
+/// recently active producer forgotten, so clients rotating names cannot grow the state
+/// (or its snapshot) without bound.
+pub const MAX_PRODUCERS: usize = 10_000;
+/// Stored-batch positions remembered per topic, all producers together (about 32 MB):
+/// beyond it the least recently active producers' positions are dropped. Their resends
+/// are still recognised as duplicates (by sequence id), answered without a position.
+pub const MAX_RECENT_TOTAL: usize = 1_000_000;
 /// A producer not seen for this long is forgotten (Pulsar's default: 6 hours).
 pub const PRODUCER_INACTIVITY_MS: u64 = 6 * 3600 * 1000;
 /// Entries replayed at most when a topic has no snapshot.
@@ -94,26 +103,78 @@ impl Producer {
         self.progress.borrow().persisted
     }
 
-    fn record(&mut self, seq: u64, position: Position, count: u32) {
+    /// Records a stored batch; whether a position was added to `recent` (not replacing
+    /// one).
+    fn record(&mut self, seq: u64, position: Position, count: u32) -> bool {
         if self.recent.back().is_some_and(|(s, ..)| *s >= seq) {
-            return;
+            return false;
         }
-        if self.recent.len() == RECENT_BATCHES {
+        let full = self.recent.len() == RECENT_BATCHES;
+        if full {
             self.recent.pop_front();
         }
         self.recent.push_back((seq, position, count));
         self.pushed = self.pushed.max(Some(seq));
         self.progress.send_modify(|p| p.persisted = p.persisted.max(Some(seq)));
+        !full
     }
 }
 
 #[derive(Default)]
 struct Inner {
     producers: HashMap<String, Producer>,
+    /// Positions in every producer's `recent`.
+    recent_total: usize,
     /// Something changed since the last snapshot.
     dirty: bool,
     /// The topic's last position when the previous snapshot was taken.
     previous_end: Option<Position>,
+}
+
+impl Inner {
+    /// The least recently active producer other than `except`, among those `keep` selects.
+    fn least_active(&self, except: &str, keep: impl Fn(&Producer) -> bool) -> Option<String> {
+        self.producers
+            .iter()
+            .filter(|(n, p)| n.as_str() != except && keep(p))
+            .min_by_key(|(_, p)| p.last_active_ms)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Forgets producers, least recently active first, until a new one fits.
+    fn make_room_for(&mut self, name: &str) {
+        while self.producers.len() >= MAX_PRODUCERS {
+            let Some(victim) = self.least_active(name, |_| true) else {
+                break;
+            };
+            if let Some(p) = self.producers.remove(&victim) {
+                self.recent_total -= p.recent.len();
+                tracing::debug!(producer = %victim, "deduplication state full; forgot the least recently active producer");
+            }
+        }
+    }
+
+    /// Counts a position added to `recent` of `name`, dropping other producers' (least
+    /// recently active first, then this one's oldest) while over [`MAX_RECENT_TOTAL`].
+    fn added_recent(&mut self, name: &str) {
+        self.recent_total += 1;
+        while self.recent_total > MAX_RECENT_TOTAL {
+            match self.least_active(name, |p| !p.recent.is_empty()) {
+                Some(victim) => {
+                    let p = self.producers.get_mut(&victim).expect("listed");
+                    self.recent_total -= p.recent.len();
+                    p.recent.clear();
+                }
+                None => {
+                    let Some(p) = self.producers.get_mut(name) else { break };
+                    if p.recent.pop_front().is_none() {
+                        break;
+                    }
+                    self.recent_total -= 1;
+                }
+            }
+        }
+    }
 }
 
 /// One topic's deduplication state. Shared by its producers' streams.
@@ -159,7 +220,11 @@ impl Dedup {
             Some(s) => {
                 {
                     let mut inner = d.inner.lock().expect("dedup state");
-                    for (name, (seq, active)) in &s.producers {
+                    // Most recently active first, so a snapshot over the limit (an older
+                    // build's) keeps the ones that matter.
+                    let mut listed: Vec<_> = s.producers.iter().collect();
+                    listed.sort_by_key(|(_, (_, active))| std::cmp::Reverse(*active));
+                    for (name, (seq, active)) in listed.into_iter().take(MAX_PRODUCERS) {
                         let mut p = Producer::new(*active);
                         p.pushed = Some(*seq);
                         p.progress.send_modify(|g| g.persisted = Some(*seq));
@@ -204,12 +269,12 @@ impl Dedup {
             return Ok(());
         }
         let mut inner = self.inner.lock().expect("dedup state");
-        let p = inner
-            .producers
-            .entry(batch.producer_name)
-            .or_insert_with(|| Producer::new(now));
+        let name = batch.producer_name;
+        let p = Self::producer(&mut inner, &name, now);
         p.last_active_ms = p.last_active_ms.max(batch.publish_time_ms);
-        p.record(batch.sequence_id, pos, batch.messages.len() as u32);
+        if p.record(batch.sequence_id, pos, batch.messages.len() as u32) {
+            inner.added_recent(&name);
+        }
         Ok(())
     }
 
@@ -264,13 +329,16 @@ impl Dedup {
         let now = now_ms();
         let mut inner = self.inner.lock().expect("dedup state");
         inner.dirty = true;
-        Self::producer(&mut inner, producer, now).record(seq, position, count);
+        if Self::producer(&mut inner, producer, now).record(seq, position, count) {
+            inner.added_recent(producer);
+        }
     }
 
     /// The state of `producer`, created on first use (without allocating its name on
     /// the per-batch path once it exists).
     fn producer<'a>(inner: &'a mut Inner, producer: &str, now: u64) -> &'a mut Producer {
         if !inner.producers.contains_key(producer) {
+            inner.make_room_for(producer);
             inner.producers.insert(producer.to_string(), Producer::new(now));
         }
         inner.producers.get_mut(producer).expect("just inserted")
@@ -306,6 +374,7 @@ impl Dedup {
         inner
             .producers
             .retain(|_, p| now.saturating_sub(p.last_active_ms) < PRODUCER_INACTIVITY_MS);
+        inner.recent_total = inner.producers.values().map(|p| p.recent.len()).sum();
         let producers = inner
             .producers
             .iter()
@@ -398,6 +467,48 @@ mod tests {
         assert!(matches!(d.check("q", 0), Check::New), "producers are independent");
         assert_eq!(d.last_sequence("p"), Some(1));
         assert_eq!(d.last_sequence("nobody"), None);
+    }
+
+    #[test]
+    fn producer_names_and_remembered_positions_are_bounded() {
+        let d = Dedup::new("t/n/x");
+        for i in 0..MAX_PRODUCERS + 5 {
+            let n = format!("p{i}");
+            assert!(matches!(d.check(&n, 0), Check::New));
+            d.stored(&n, 0, pos(1, i as u64), 1);
+        }
+        {
+            let inner = d.inner.lock().unwrap();
+            assert_eq!(inner.producers.len(), MAX_PRODUCERS);
+            assert_eq!(inner.recent_total, MAX_PRODUCERS);
+            assert!(inner.producers.contains_key(&format!("p{}", MAX_PRODUCERS + 4)));
+        }
+        // Positions: 101 producers with a full window each pass the total.
+        let d = Dedup::new("t/n/y");
+        let producers = MAX_RECENT_TOTAL / RECENT_BATCHES + 1;
+        for i in 0..producers {
+            let n = format!("p{i}");
+            for seq in 0..RECENT_BATCHES as u64 {
+                d.check(&n, seq);
+                d.stored(&n, seq, pos(1 + i as u64, seq), 1);
+            }
+        }
+        let inner = d.inner.lock().unwrap();
+        let held: usize = inner.producers.values().map(|p| p.recent.len()).sum();
+        assert_eq!(held, inner.recent_total);
+        assert!(held <= MAX_RECENT_TOTAL, "{held} positions held");
+        drop(inner);
+        // A producer whose positions were dropped still has its resends recognised.
+        let trimmed = (0..producers)
+            .map(|i| format!("p{i}"))
+            .find(|n| d.inner.lock().unwrap().producers[n].recent.is_empty())
+            .expect("some producer's positions were dropped");
+        assert!(matches!(d.check(&trimmed, 5), Check::StoredUnknown));
+        let last = format!("p{}", producers - 1);
+        assert!(matches!(
+            d.check(&last, RECENT_BATCHES as u64 - 1),
+            Check::Stored { .. }
+        ));
     }
 
     #[tokio::test]
