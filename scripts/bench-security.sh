@@ -3,7 +3,7 @@
 # `strata standalone` processes of the same build, fsync on: one plain, one with TLS on
 # its client port and token authentication on (HS256; the producer's role is granted
 # produce on its namespace, not a superuser, so every check runs). Runs alternate
-# plain / secure, 3 each, after the disk ceiling of the same run.
+# plain / secure, 5 each, after the disk ceiling of the same run.
 # Usage: scripts/bench-security.sh [WORKDIR]   (WORKDIR on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ start() {
     ${3:+--config "$3"} 2>"$log" &
   pids+=($!)
   local deadline=$((SECONDS + 60))
-  until grep -q "standalone ready" "$log"; do
+  until grep -q "standalone ready" "$log" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || { echo "$1 did not start" >&2; cat "$log" >&2; exit 1; }
     sleep 0.1
   done
@@ -56,7 +56,7 @@ STRATA_TOKEN=$admin_token "$strata" admin permissions grant --namespace public/d
   --actions produce --url "$url_secure" "${secure_args[@]}"
 
 w1() { "$strata" perf produce --topic "public/default/w1-$1" --messages 500000 --size 1024 --inflight 1000 --json "${@:2}" 2>/dev/null | tail -1; }
-for i in 1 2 3; do
+for i in 1 2 3 4 5; do
   echo "plain  $i: $(w1 "$i" --url "$url_plain")"
   echo "secure $i: $(STRATA_TOKEN=$app_token w1 "$i" --url "$url_secure" "${secure_args[@]}")"
 done
