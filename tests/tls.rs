@@ -393,6 +393,23 @@ async fn etcd_is_reached_over_tls_with_a_client_certificate() {
         .unwrap();
     assert_eq!(&store.get("/tls-check").await.unwrap().unwrap().value[..], b"v");
 
+    // A dead member first in the list: requests move on to a live one.
+    let with_dead = etcd
+        .url
+        .replacen("etcds://", &format!("etcds://127.0.0.1:{},", free_port()), 1);
+    let failing_over = strata_meta::connect(&with_dead).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match failing_over.get("/tls-check").await {
+            Ok(v) => {
+                assert_eq!(&v.unwrap().value[..], b"v");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never reached the live member: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Plain text, or TLS without the client certificate etcd requires: no access.
     let host = etcd.url["etcds://".len()..].split('?').next().unwrap().to_string();
     for url in [

@@ -31,17 +31,16 @@ pub struct EtcdStore {
 
 impl EtcdStore {
     /// Connects to any of `endpoints` (`http://host:port`, or `https://` with `tls`).
-    pub async fn connect(endpoints: &[String], tls: Option<etcd_client::TlsOptions>) -> Result<Self> {
-        let mut opts = ConnectOptions::new()
+    pub async fn connect(endpoints: &[String], tls: Option<strata_net::tls::ClientTls>) -> Result<Self> {
+        let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        if let Some(tls) = tls {
-            opts = opts.with_tls(tls);
+        let client = match tls {
+            None => Client::connect(endpoints, Some(opts)).await,
+            Some(tls) => Client::from_channel(crate::etcd_tls::channel(endpoints, &tls)?, Some(opts)).await,
         }
-        let client = Client::connect(endpoints, Some(opts))
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("connecting to etcd at {endpoints:?}: {e}")))?;
+        .map_err(|e| MetaError::Unavailable(format!("connecting to etcd at {endpoints:?}: {e}")))?;
         Ok(Self { client })
     }
 

@@ -18,6 +18,7 @@
 //!   A watcher that falls too far behind receives [`WatchEvent::Resync`] and must re-list.
 
 pub mod etcd;
+mod etcd_tls;
 pub mod keys;
 pub mod local;
 #[cfg(feature = "testing")]
@@ -181,7 +182,7 @@ pub trait MetadataStore: Send + Sync {
 /// The TLS of an `etcds://` URL, from its query: `ca_file` (required: the CA etcd's
 /// certificate is checked against), and `cert_file` with `key_file` when etcd asks for
 /// client certificates (`--client-cert-auth`).
-fn etcd_tls(url: &str, query: &str) -> Result<etcd_client::TlsOptions> {
+fn etcd_tls(url: &str, query: &str) -> Result<strata_net::tls::ClientTls> {
     let bad = |why: String| MetaError::InvalidArgument(format!("metadata URL {url:?}: {why}"));
     let (mut ca, mut cert, mut key) = (None, None, None);
     for kv in query.split('&').filter(|s| !s.is_empty()) {
@@ -198,23 +199,17 @@ fn etcd_tls(url: &str, query: &str) -> Result<etcd_client::TlsOptions> {
                 )));
             }
         };
-        *slot = Some(v.to_string());
+        *slot = Some(std::path::PathBuf::from(v));
     }
-    let read = |what: &str, path: &str| std::fs::read(path).map_err(|e| bad(format!("cannot read {what} {path}: {e}")));
     let ca = ca.ok_or_else(|| bad("etcds:// needs ?ca_file=/path/to/ca.crt (the CA of etcd's certificate)".into()))?;
-    let mut tls =
-        etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", &ca)?));
+    let tls = strata_net::tls::ClientTls::with_ca_file(&ca).map_err(|e| bad(format!("ca_file: {e}")))?;
     match (cert, key) {
-        (Some(c), Some(k)) => {
-            tls = tls.identity(etcd_client::Identity::from_pem(
-                read("cert_file", &c)?,
-                read("key_file", &k)?,
-            ));
-        }
-        (None, None) => {}
-        _ => return Err(bad("give both cert_file and key_file, or neither".into())),
+        (Some(c), Some(k)) => tls
+            .with_identity_files(&c, &k)
+            .map_err(|e| bad(format!("cert_file / key_file: {e}"))),
+        (None, None) => Ok(tls),
+        _ => Err(bad("give both cert_file and key_file, or neither".into())),
     }
-    Ok(tls)
 }
 
 /// Opens a store from its URL: `etcd://h:p[,h:p…]`, `etcds://h:p[,h:p…]?ca_file=…[&cert_file=…&key_file=…]`
