@@ -674,13 +674,31 @@ async fn graceful_restart_hands_topics_over_without_errors() {
         "SIGTERM exit: {status}\n{}",
         c.brokers[victim].log_text()
     );
+    // Graceful means the bundles were released, not left to expire with the session
+    // (10 s): right after the exit, no ownership key names the stopped broker.
+    let store = strata_meta::connect(&c.etcd.url).await.unwrap();
+    let addr = c.brokers[victim].addr.clone();
+    let still_owned: Vec<String> = store
+        .list(&strata_meta::keys::ownership_prefix())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| String::from_utf8_lossy(&v.value).contains(&format!("\"{addr}\"")))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        still_owned.is_empty(),
+        "bundles still owned by the stopped broker {addr}: {still_owned:?}"
+    );
+    assert!(
+        c.brokers[victim].log_text().contains("bundles handed over"),
+        "{}",
+        c.brokers[victim].log_text()
+    );
     load.wait_for_more(&topics, 50, Duration::from_secs(30), &c).await;
+    // Shown, not asserted: how long a pause is depends on the machine.
     let gap = load.longest_gap_after(stopped);
     eprintln!("graceful stop: longest pause of a producer {gap:?}");
-    assert!(
-        gap < Duration::from_secs(3),
-        "producers paused {gap:?} during a graceful handover"
-    );
     let dir = c.dir.path().to_path_buf();
     c.brokers[victim].restart(&dir);
     c.brokers[victim].ready().await;
