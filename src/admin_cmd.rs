@@ -217,6 +217,89 @@ enum NamespaceOp {
     Delete { namespace: String },
     /// Namespaces of a tenant, one per line.
     List { tenant: String },
+    /// The namespace's own policies, as JSON (an absent field: the brokers' setting).
+    GetPolicies { namespace: String },
+    /// Replace the namespace's limits and rates: one not given goes back to the brokers'
+    /// setting. Topics take them when they load (`bundles unload` applies them at once).
+    SetPolicies {
+        namespace: String,
+        #[command(flatten)]
+        policies: NamespacePolicyArgs,
+    },
+}
+
+/// The limits and rates of `namespaces set-policies` (rates per second, 0 unlimited).
+#[derive(Args)]
+struct NamespacePolicyArgs {
+    /// Each topic's publish rate (per partition), its producers together.
+    #[arg(long)]
+    publish_rate_per_topic_msgs: Option<u64>,
+    #[arg(long)]
+    publish_rate_per_topic_bytes: Option<u64>,
+    /// Each producer's publish rate.
+    #[arg(long)]
+    publish_rate_per_producer_msgs: Option<u64>,
+    #[arg(long)]
+    publish_rate_per_producer_bytes: Option<u64>,
+    /// Each subscription's dispatch rate, its consumers together.
+    #[arg(long)]
+    dispatch_rate_per_subscription_msgs: Option<u64>,
+    #[arg(long)]
+    dispatch_rate_per_subscription_bytes: Option<u64>,
+    /// Topics of the namespace, each partition counting one (0 unlimited).
+    #[arg(long)]
+    max_topics: Option<u64>,
+    #[arg(long)]
+    max_producers_per_topic: Option<u64>,
+    #[arg(long)]
+    max_subscriptions_per_topic: Option<u64>,
+    #[arg(long)]
+    max_consumers_per_subscription: Option<u64>,
+}
+
+impl NamespacePolicyArgs {
+    fn policies(self) -> strata_client::NamespacePolicies {
+        strata_client::NamespacePolicies {
+            publish_rate_per_topic_msgs: self.publish_rate_per_topic_msgs,
+            publish_rate_per_topic_bytes: self.publish_rate_per_topic_bytes,
+            publish_rate_per_producer_msgs: self.publish_rate_per_producer_msgs,
+            publish_rate_per_producer_bytes: self.publish_rate_per_producer_bytes,
+            dispatch_rate_per_subscription_msgs: self.dispatch_rate_per_subscription_msgs,
+            dispatch_rate_per_subscription_bytes: self.dispatch_rate_per_subscription_bytes,
+            max_topics: self.max_topics,
+            max_producers_per_topic: self.max_producers_per_topic,
+            max_subscriptions_per_topic: self.max_subscriptions_per_topic,
+            max_consumers_per_subscription: self.max_consumers_per_subscription,
+        }
+    }
+}
+
+fn print_namespace_policies(p: &strata_client::NamespacePolicies) -> anyhow::Result<()> {
+    let mut v = serde_json::Map::new();
+    for (k, x) in [
+        ("publish_rate_per_topic_msgs", p.publish_rate_per_topic_msgs),
+        ("publish_rate_per_topic_bytes", p.publish_rate_per_topic_bytes),
+        ("publish_rate_per_producer_msgs", p.publish_rate_per_producer_msgs),
+        ("publish_rate_per_producer_bytes", p.publish_rate_per_producer_bytes),
+        (
+            "dispatch_rate_per_subscription_msgs",
+            p.dispatch_rate_per_subscription_msgs,
+        ),
+        (
+            "dispatch_rate_per_subscription_bytes",
+            p.dispatch_rate_per_subscription_bytes,
+        ),
+        ("max_topics", p.max_topics),
+        ("max_producers_per_topic", p.max_producers_per_topic),
+        ("max_subscriptions_per_topic", p.max_subscriptions_per_topic),
+        ("max_consumers_per_subscription", p.max_consumers_per_subscription),
+    ] {
+        if let Some(x) = x {
+            v.insert(k.into(), x.into());
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -405,6 +488,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             }
             NamespaceOp::Delete { namespace } => c.delete_namespace(&namespace).await?,
             NamespaceOp::List { tenant } => print_names(c.list_namespaces(&tenant).await?),
+            NamespaceOp::GetPolicies { namespace } => {
+                print_namespace_policies(&c.namespace_policies(&namespace).await?)?
+            }
+            NamespaceOp::SetPolicies { namespace, policies } => {
+                c.set_namespace_policies(&namespace, policies.policies()).await?
+            }
         },
         AdminCommand::Topics { op } => match op {
             TopicOp::Create { topic, partitions } => c.create_topic(&topic, partitions).await?,

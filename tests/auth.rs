@@ -426,6 +426,11 @@ async fn grants_on_tenants_namespaces_and_topics_allow_exactly_what_they_say() {
     denied("create_namespace", n.create_namespace("acme/z").await);
     denied("delete_namespace", n.delete_namespace("acme/c").await);
     denied("list_namespaces", n.list_namespaces("acme").await);
+    denied("namespace_policies", n.namespace_policies("acme/a").await);
+    denied(
+        "set_namespace_policies",
+        n.set_namespace_policies("acme/a", Default::default()).await,
+    );
     denied("create_topic", n.create_topic("acme/a/z", 0).await);
     denied("delete_topic", n.delete_topic(t).await);
     denied("list_topics", n.list_topics("acme/a").await);

@@ -154,6 +154,7 @@ enum AdminCall {
     Reset(String, String, Option<pb::reset_subscription_request::To>),
     Partitions(String, u32),
     Namespace(String, u32),
+    NamespacePolicies(String, [Option<u64>; 10]),
     Bundle(String, String),
     Decommission(String, bool),
     Grant(String, String, String, String, Vec<i32>),
@@ -188,6 +189,16 @@ fn admin_call() -> impl Strategy<Value = AdminCall> {
         (topic(), any::<u32>()).prop_map(|(t, n)| AdminCall::Partitions(t, n)),
         (ns.clone(), prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()])
             .prop_map(|(n, b)| AdminCall::Namespace(n, b)),
+        (
+            ns.clone(),
+            proptest::array::uniform10(proptest::option::of(prop_oneof![
+                Just(0u64),
+                Just(1u64),
+                Just(u64::MAX),
+                any::<u64>()
+            ]))
+        )
+            .prop_map(|(n, p)| AdminCall::NamespacePolicies(n, p)),
         (ns, ".{0,40}").prop_map(|(n, b)| AdminCall::Bundle(n, b)),
         (".{0,300}", any::<bool>()).prop_map(|(a, c)| AdminCall::Decommission(a, c)),
         (
@@ -321,6 +332,24 @@ async fn admin(ch: &Channel, call: AdminCall) {
                 .map(drop),
             Namespace(namespace, bundles) => c
                 .create_namespace(pb::NamespaceRequest { namespace, bundles })
+                .await
+                .map(drop),
+            NamespacePolicies(namespace, p) => c
+                .set_namespace_policies(pb::SetNamespacePoliciesRequest {
+                    namespace,
+                    policies: Some(pb::NamespacePolicies {
+                        publish_rate_per_topic_msgs: p[0],
+                        publish_rate_per_topic_bytes: p[1],
+                        publish_rate_per_producer_msgs: p[2],
+                        publish_rate_per_producer_bytes: p[3],
+                        dispatch_rate_per_subscription_msgs: p[4],
+                        dispatch_rate_per_subscription_bytes: p[5],
+                        max_topics: p[6],
+                        max_producers_per_topic: p[7],
+                        max_subscriptions_per_topic: p[8],
+                        max_consumers_per_subscription: p[9],
+                    }),
+                })
                 .await
                 .map(drop),
             Bundle(namespace, bundle) => c.unload_bundle(pb::BundleRequest { namespace, bundle }).await.map(drop),

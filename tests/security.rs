@@ -530,10 +530,15 @@ async fn publish_times(client: &Client, topic: &str, expected: u64) -> Vec<(Stri
 
 /// Messages published in the 10 s starting 1 s after the first.
 fn in_window(times: &[(String, u64)], producer: Option<&str>) -> u64 {
+    in_window_of(times, producer, 10_000)
+}
+
+/// Messages published in the `ms` milliseconds starting 1 s after the first.
+fn in_window_of(times: &[(String, u64)], producer: Option<&str>, ms: u64) -> u64 {
     let start = times[0].1 + 1_000;
     times
         .iter()
-        .filter(|(p, t)| (start..start + 10_000).contains(t) && producer.is_none_or(|x| x == p))
+        .filter(|(p, t)| (start..start + ms).contains(t) && producer.is_none_or(|x| x == p))
         .count() as u64
 }
 
@@ -629,4 +634,83 @@ async fn a_dispatch_rate_paces_a_subscription() {
         took >= floor,
         "{total} messages dispatched in {took:?}, faster than 2,000/s allows"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_policies_override_the_brokers_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let admin = client.admin();
+    admin.create_namespace("public/slow").await.unwrap();
+    let cli = |args: &[&str]| s.cli(args, None);
+    let out = cli(&[
+        "admin",
+        "namespaces",
+        "set-policies",
+        "public/slow",
+        "--publish-rate-per-topic-msgs",
+        "500",
+        "--max-topics",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["admin", "namespaces", "get-policies", "public/slow"]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("\"publish_rate_per_topic_msgs\": 500") && shown.contains("\"max_topics\": 2"),
+        "{shown}"
+    );
+
+    // The namespace's rate applies to its topics, counted by the broker's publish times.
+    let topic = "public/slow/a";
+    let p = client
+        .producer(topic)
+        .batch_max_messages(5)
+        .max_pending_messages(500)
+        .create()
+        .await
+        .unwrap();
+    let sent = send_flat_out(p, Instant::now() + Duration::from_secs(7)).await;
+    let times = publish_times(&client, topic, sent).await;
+    let n = in_window_of(&times, None, 5_000);
+    eprintln!("namespace rate 500 msgs/s: {n} published in 5 s");
+    assert!((2_250..=2_750).contains(&n), "{n} messages in 5 s at 500/s");
+
+    // Its topic count: a second topic fits, a third does not; other namespaces are free.
+    admin.create_topic("public/slow/b", 0).await.unwrap();
+    let e = client.producer("public/slow/c").create().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+    assert!(e.to_string().contains("max_topics"), "{e}");
+    for i in 0..3 {
+        admin
+            .create_topic(&format!("public/default/free-{i}"), 0)
+            .await
+            .unwrap();
+    }
+
+    // Bad values are refused by name; no flags at all go back to the brokers' settings.
+    let out = cli(&[
+        "admin",
+        "namespaces",
+        "set-policies",
+        "public/slow",
+        "--max-producers-per-topic",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_producers_per_topic"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["admin", "namespaces", "set-policies", "public/slow"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        admin.namespace_policies("public/slow").await.unwrap(),
+        Default::default()
+    );
+    client.producer("public/slow/c").create().await.unwrap();
+    let e = admin.namespace_policies("public/nope").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
 }

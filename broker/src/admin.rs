@@ -4,6 +4,7 @@
 //! Deletions refuse what still has children (NOT_EMPTY) instead of cascading, except a
 //! topic, whose deletion removes its ledgers and subscriptions.
 
+mod ns_policies;
 mod offload;
 mod permissions;
 
@@ -641,6 +642,11 @@ impl pb::admin_server::Admin for AdminService {
             ))));
         }
         let _ = self.broker.store().delete(&keys::bundles(&t, &n), Condition::Any).await;
+        let _ = self
+            .broker
+            .store()
+            .delete(&keys::namespace_policies(&t, &n), Condition::Any)
+            .await;
         self.forget(Resource::Namespace(t, n)).await;
         Ok(Response::new(pb::Empty {}))
     }
@@ -1203,6 +1209,20 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn get_offload_status(&self, r: Request<pb::TopicRequest>) -> Result<Response<pb::OffloadStatus>, Status> {
         self.offload_rpc(r, false).await
+    }
+
+    async fn get_namespace_policies(
+        &self,
+        r: Request<pb::NamespaceRequest>,
+    ) -> Result<Response<pb::NamespacePolicies>, Status> {
+        self.get_namespace_policies_rpc(r).await
+    }
+
+    async fn set_namespace_policies(
+        &self,
+        r: Request<pb::SetNamespacePoliciesRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.set_namespace_policies_rpc(r).await
     }
 
     async fn grant_permission(&self, r: Request<pb::PermissionRequest>) -> Result<Response<pb::Empty>, Status> {

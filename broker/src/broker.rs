@@ -602,6 +602,13 @@ impl Broker {
         }
     }
 
+    /// The client limits of `t`'s namespace: the brokers' settings with the namespace's
+    /// policies applied.
+    pub async fn limits_of_namespace(&self, t: &TopicName) -> Result<crate::topic::ClientLimits> {
+        let p = crate::ns_policies::load(&*self.store, t.tenant(), t.namespace()).await?;
+        Ok(p.apply(self.cfg.client_limits))
+    }
+
     /// The client port's connection limits.
     pub fn net_limits(&self) -> NetLimits {
         self.cfg.net_limits
@@ -667,7 +674,7 @@ impl Broker {
     /// in `t`'s namespace when that would pass `max_topics_per_namespace`. Checked when
     /// topics are created, so creations racing each other may pass it by a few.
     pub async fn check_topic_room(&self, t: &TopicName, adding: u64) -> Result<()> {
-        let max = self.cfg.client_limits.max_topics_per_namespace;
+        let max = self.limits_of_namespace(t).await?.max_topics_per_namespace;
         if max == 0 {
             return Ok(());
         }
@@ -679,7 +686,8 @@ impl Broker {
         if have + adding > max {
             return Err(BrokerError::LimitExceeded(format!(
                 "namespace {}/{} has {have} topics (each partition counts), and {adding} more would pass \
-                 the limit of {max} (broker setting max_topics_per_namespace)",
+                 the limit of {max} (the namespace's max_topics policy, or the broker setting \
+                 max_topics_per_namespace)",
                 t.tenant(),
                 t.namespace()
             )));
@@ -810,7 +818,17 @@ impl Broker {
                 return Err(e);
             }
         };
-        let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(ml, self.limits(), dedup)));
+        let limits = match self.limits_of_namespace(name).await {
+            Ok(clients) => crate::topic::Limits {
+                clients,
+                ..self.limits()
+            },
+            Err(e) => {
+                ml.abandon();
+                return Err(e);
+            }
+        };
+        let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(ml, limits, dedup)));
         if !self.owns(&bundle) {
             loaded.abandon().await;
             return Err(BrokerError::NotOwner(name.to_string()));

@@ -16,6 +16,7 @@ pub mod entry_format;
 pub mod error;
 pub mod managed_ledger;
 pub mod metrics;
+pub mod ns_policies;
 pub mod offload;
 pub mod owned_store;
 pub mod policies;

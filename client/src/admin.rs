@@ -34,6 +34,19 @@ pub type SubscriptionStats = pb::SubscriptionStats;
 /// # Ok(()) }
 /// ```
 pub type TopicPolicies = pb::TopicPolicies;
+/// A namespace's own limits and rates; an unset field takes the brokers' setting.
+///
+/// ```no_run
+/// # async fn example(admin: strata_client::Admin) -> strata_client::Result<()> {
+/// let policies = strata_client::NamespacePolicies {
+///     publish_rate_per_topic_msgs: Some(10_000), // each topic: 10,000 msgs/s, producers together
+///     max_topics: Some(500),                      // at most 500 topics (partitions count one each)
+///     ..Default::default()                        // the rest: the brokers' settings
+/// };
+/// admin.set_namespace_policies("acme/payments", policies).await?;
+/// # Ok(()) }
+/// ```
+pub type NamespacePolicies = pb::NamespacePolicies;
 /// A topic's tiered offload: see [`Admin::offload_status`].
 pub type OffloadStatus = pb::OffloadStatus;
 /// A bookie as [`Admin::bookies`] lists it.
@@ -547,5 +560,29 @@ impl Admin {
         )
         .await
         .map(|l| l.permissions)
+    }
+
+    /// The namespace's own policies (unset fields: the brokers' settings apply).
+    pub async fn namespace_policies(&self, namespace: &str) -> Result<NamespacePolicies> {
+        let namespace = namespace.to_string();
+        self.call(pb::NamespaceRequest { namespace, bundles: 0 }, |mut c, r| async move {
+            c.get_namespace_policies(r).await
+        })
+        .await
+    }
+
+    /// Replaces the namespace's policies as a whole (needs admin on its tenant). Topics
+    /// take them when they load: unload the namespace's bundles to apply them at once.
+    pub async fn set_namespace_policies(&self, namespace: &str, policies: NamespacePolicies) -> Result<()> {
+        let namespace = namespace.to_string();
+        self.call(
+            pb::SetNamespacePoliciesRequest {
+                namespace,
+                policies: Some(policies),
+            },
+            |mut c, r| async move { c.set_namespace_policies(r).await },
+        )
+        .await
+        .map(drop)
     }
 }

@@ -40,8 +40,9 @@ mod producer;
 mod reader;
 
 pub use admin::{
-    Admin, AuthAction, BookieStatus, BundleInfo, ClusterInfo, DecommissionStatus, OffloadStatus, Permission, ResetTo,
-    Resource, SubscriptionStart, SubscriptionStats, TopicPolicies, TopicStats, UnderReplicatedLedger,
+    Admin, AuthAction, BookieStatus, BundleInfo, ClusterInfo, DecommissionStatus, NamespacePolicies, OffloadStatus,
+    Permission, ResetTo, Resource, SubscriptionStart, SubscriptionStats, TopicPolicies, TopicStats,
+    UnderReplicatedLedger,
 };
 pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, SubscriptionType};
 pub use error::{Error, ErrorCode, Result};

@@ -193,3 +193,8 @@ pub fn namespace_permissions(tenant: &str, namespace: &str) -> String {
 pub fn topic_permissions(path: &str) -> String {
     format!("{ROOT}/permissions/topics/{path}")
 }
+
+/// Policies of a namespace, JSON.
+pub fn namespace_policies(tenant: &str, namespace: &str) -> String {
+    format!("{ROOT}/policies/namespaces/{tenant}/{namespace}")
+}
