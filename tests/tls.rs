@@ -34,6 +34,22 @@ impl Ca {
         }
     }
 
+    /// A TLS client configuration trusting this CA only (HTTP/2), presenting no
+    /// certificate.
+    fn client_config(&self) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        std::sync::Arc::new(cfg)
+    }
+
     /// A leaf certificate for `names` (PEM certificate, PEM key).
     fn leaf(&self, cn: &str, names: &[&str]) -> (String, String) {
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
@@ -437,4 +453,71 @@ async fn etcd_is_reached_over_tls_with_a_client_certificate() {
     std::fs::create_dir_all(&bd).unwrap();
     let _bookie = common::BookieProcess::start_with_args(&bd, "", &["--metadata-url", &etcd.url]);
     common::wait_registered(&*store, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_and_bookies_talk_over_mutual_tls() {
+    use common::{BookieProcess, BrokerProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("cluster ca");
+    let ca_file = write(d, "ca.crt", &ca.pem);
+    let (cert, key) = ca.leaf("node", &["127.0.0.1", "localhost"]);
+    let (cert, key) = (write(d, "node.crt", &cert), write(d, "node.key", &key));
+    // Every node serves TLS, requires a client certificate of the cluster's CA, and
+    // presents its own to the bookies it reaches.
+    let tls = format!(
+        "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {ca_file:?}\nca_file = {ca_file:?}\n\
+         client_cert_file = {cert:?}\nclient_key_file = {key:?}\nbookie_tls = true\n"
+    );
+    let etcd = strata_meta::testing::Etcd::start().await;
+    let mut bookies = Vec::new();
+    for i in 0..2 {
+        let bd = d.join(format!("bookie{i}"));
+        std::fs::create_dir_all(&bd).unwrap();
+        bookies.push(BookieProcess::start_with_args(
+            &bd,
+            &tls,
+            &["--metadata-url", &etcd.url],
+        ));
+    }
+    let store = strata_meta::connect(&etcd.url).await.unwrap();
+    common::wait_registered(&*store, 2).await;
+    let mut broker = BrokerProcess::start(
+        d,
+        &etcd.url,
+        &format!("ensemble_size = 2\nwrite_quorum = 2\nack_quorum = 2\n{tls}"),
+    );
+    broker.ready().await;
+
+    // Clients need a certificate too; with one, a round trip goes through the bookies.
+    let url = format!("https://{}", broker.addr);
+    let client = Client::builder(url.clone())
+        .tls_ca_file(&ca_file)
+        .tls_client_cert_files(&cert, &key)
+        .build()
+        .await
+        .unwrap();
+    round_trip(&client, "public/default/over-mtls", "stored over mutual TLS").await;
+
+    // A bookie refuses a peer without a certificate of the cluster's CA.
+    for b in &bookies {
+        let config = ca.client_config();
+        let tcp = tokio::net::TcpStream::connect(&b.addr).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let refused = async {
+            let mut s = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            // TLS 1.3: the refusal of a missing certificate comes with the first read.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+            let mut buf = [0u8; 64];
+            s.read(&mut buf).await
+        }
+        .await;
+        assert!(
+            refused.is_err(),
+            "bookie {} served a peer without a certificate: {refused:?}",
+            b.addr
+        );
+    }
 }
