@@ -6,8 +6,8 @@
 //! 5 s to send them), and so are connections ([`MAX_CONNECTIONS`] at once; more are
 //! answered 503 and closed without being read); anything else gets a clear 4xx and the
 //! server keeps serving. With `[tls] http = true` the port speaks HTTPS (HTTP/1.1 over
-//! TLS with the node's certificate, reloaded as the gRPC port's is); the handshake counts
-//! in the 5 s a client has to send its request.
+//! TLS with the node's certificate, reloaded as the gRPC port's is); a client has 5 s for
+//! the handshake, then 5 s for its request.
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;

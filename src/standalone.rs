@@ -66,6 +66,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             "[bookie.tls] is not used in standalone mode (its bookie is internal, on loopback); set [tls] for the client port"
         );
     }
+    if config.bookie.auth != strata_net::auth::AuthSettings::default() {
+        anyhow::bail!(
+            "[bookie.auth] is not used in standalone mode (its bookie is internal, not on the network); set [auth] for the client port"
+        );
+    }
     let tls = match config.tls.server_files() {
         Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(anyhow::Error::msg)?),
         None => None,
