@@ -112,16 +112,19 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     let recovery_metrics = std::sync::Arc::new(strata_bookie::autorecovery::Metrics::default());
+    // Opened once, for the bookie and its probes (an embedded local:// store can only be
+    // opened once per process).
+    let store = match &cfg.metadata_url {
+        Some(url) => Some(
+            strata_meta::connect(url)
+                .await
+                .with_context(|| format!("metadata store {url}"))?,
+        ),
+        None => None,
+    };
     if let Some(addr) = &args.http_listen {
         let http = crate::http::bind(addr).await?;
-        let store = match &cfg.metadata_url {
-            Some(url) => Some(
-                strata_meta::connect(url)
-                    .await
-                    .with_context(|| format!("metadata store {url}"))?,
-            ),
-            None => None,
-        };
+        let store = store.clone();
         let probes = BookieProbes {
             listen: cfg.listen.clone(),
             advertised: cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone()),
@@ -138,7 +141,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
     tracing::info!(data_dir = %cfg.data_dir.display(), listen = %cfg.listen, journal_sync = cfg.journal_sync, "starting bookie");
-    strata_bookie::run_with_metrics(cfg, listener, shutdown, recovery_metrics)
+    strata_bookie::run_with_store(cfg, listener, shutdown, recovery_metrics, store)
         .await
         .context("bookie failed")
 }

@@ -505,3 +505,23 @@ async fn sigterm_finishes_in_flight_adds_and_exits_zero() {
         assert_eq!(got[0].payload, payload(1, e, 4096));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bookie_on_an_embedded_metadata_store_serves_its_probes() {
+    // The probes and the bookie share one store: an embedded one opens once per process.
+    let dir = tempfile::tempdir().unwrap();
+    let meta = format!("local://{}", dir.path().join("meta").display());
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let mut b = BookieProcess::start_with_args(dir.path(), "", &["--metadata-url", &meta, "--http-listen", &http]);
+    b.ready().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(b.is_running(), "bookie exited:\n{}", b.log_text());
+        if let Some((200, body)) = common::http_get(&http, "/readyz").await {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready:\n{}", b.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -28,5 +28,5 @@ pub mod write_cache;
 
 pub use config::BookieConfig;
 pub use error::{BookieError, Result};
-pub use service::{run, run_with_metrics};
+pub use service::{run, run_with_metrics, run_with_store};
 pub use storage::Storage;

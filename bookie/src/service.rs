@@ -292,6 +292,18 @@ pub async fn run_with_metrics(
         ),
         None => None,
     };
+    run_with_store(cfg, listener, shutdown, autorecovery, metadata).await
+}
+
+/// [`run_with_metrics`] on a metadata store the caller opened (from `cfg.metadata_url`),
+/// so the process can share it (an embedded `local://` store opens once).
+pub async fn run_with_store(
+    cfg: BookieConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    autorecovery: Arc<crate::autorecovery::Metrics>,
+    metadata: Option<Arc<dyn strata_meta::MetadataStore>>,
+) -> Result<()> {
     let advertised = cfg.advertised_address.clone().unwrap_or_else(|| cfg.listen.clone());
     let tls = match cfg.tls.server_files() {
         Some(files) => Some(strata_net::server::ServerTls::load(files).map_err(BookieError::InvalidArgument)?),
