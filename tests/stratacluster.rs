@@ -796,3 +796,107 @@ async fn the_autoscaler_adds_a_broker_under_load_and_removes_it_after_the_window
         "{notes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_cluster_takes_only_tokens_and_the_operator_uses_its_own() {
+    let env = Env::start("secure").await;
+    let kubelet = Kubelet::start(env.client.clone(), &env.ns, &env.dir.path().join("kubelet"));
+    let op = operator(&env, Some(&kubelet), &[]);
+    env.kube.apply(&cluster_yaml(
+        &env.ns,
+        "  image: strata:test
+  metadataStore:
+    managed:
+      replicas: 1
+  bookies:
+    replicas: 1
+    storage:
+      size: 1Gi
+  brokers:
+    replicas: 1
+  replication:
+    ensembleSize: 1
+    writeQuorum: 1
+    ackQuorum: 1
+  security:
+    auth:
+      enabled: true
+      superuserRoles: [ops]
+",
+    ));
+    let sc = cluster_where(&env, Some(&kubelet), "the secured cluster ready", ready).await;
+    // The operator made the keys; brokers and bookies run with [auth].
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.api();
+    let data = secrets.get("demo-auth").await.unwrap().data.unwrap();
+    for file in ["secret", "node.token", "operator.token", "admin.token"] {
+        assert!(data.contains_key(file), "demo-auth has no {file}");
+    }
+    let admin_token = String::from_utf8(data["admin.token"].0.clone()).unwrap();
+    let cms: Api<ConfigMap> = env.api();
+    for (cm, file) in [
+        ("demo-broker-config", "broker.toml"),
+        ("demo-bookie-config", "bookie.toml"),
+    ] {
+        let toml = cms.get(cm).await.unwrap().data.unwrap()[file].clone();
+        assert!(
+            toml.contains("[auth]") && toml.contains(r#""strata-operator", "admin", "ops"]"#),
+            "{toml}"
+        );
+    }
+
+    // Without a token: refused.
+    let url = kubelet.map(sc.status.as_ref().unwrap().service_url.as_deref().unwrap());
+    let anonymous = Client::builder(url.clone()).build().await.unwrap();
+    let e = anonymous.admin().list_tenants().await.unwrap_err();
+    assert_eq!(e.code(), Some(strata_client::ErrorCode::Unauthenticated), "{e}");
+
+    // The operator reconciles a Topic with its own token.
+    env.kube.apply(&format!(
+        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {}\nspec:\n  clusterRef:\n    name: demo\n  partitions: 2\n",
+        env.ns
+    ));
+    let topics: Api<Topic> = env.api();
+    eventually(
+        "Topic orders ready on the secured cluster",
+        || op.log_text(),
+        || async {
+            let t = topics.get_opt("orders").await.ok().flatten()?;
+            t.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The admin token of the Secret works for people and tools.
+    let client = Client::builder(url).token(&admin_token).build().await.unwrap();
+    assert_eq!(
+        client
+            .admin()
+            .topic_stats("public/default/orders")
+            .await
+            .unwrap()
+            .partitions,
+        2
+    );
+    let consumer = client
+        .consumer("public/default/orders")
+        .subscription("s")
+        .initial_position(InitialPosition::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    client
+        .producer("public/default/orders")
+        .create()
+        .await
+        .unwrap()
+        .send("secured")
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"secured");
+}

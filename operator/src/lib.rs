@@ -352,8 +352,48 @@ async fn check_cluster_ref(
     }
 }
 
-async fn connect(ctx: &Context, url: &str) -> Result<Arc<dyn StrataAdmin>, strata::AdminError> {
-    ctx.connector.connect(url).await
+/// An admin client of the Strata cluster at `url`, with the operator's token when `url` is
+/// the service of a StrataCluster with auth on.
+pub(crate) async fn connect(ctx: &Context, url: &str) -> Result<Arc<dyn StrataAdmin>, strata::AdminError> {
+    let token = token_for(ctx, url).await?;
+    ctx.connector.connect(url, token.as_deref()).await
+}
+
+/// The operator's token for `url`: the `operator.token` of the auth Secret of the
+/// StrataCluster whose service it is, if that cluster has auth on.
+async fn token_for(ctx: &Context, url: &str) -> Result<Option<String>, strata::AdminError> {
+    let Some((name, ns)) = cluster::cluster_of_service_url(url) else {
+        return Ok(None);
+    };
+    let clusters: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    match clusters.get_opt(&name).await {
+        Ok(Some(sc)) if sc.spec.auth_enabled() => {}
+        _ => return Ok(None),
+    }
+    let secret_name = cluster::render::names::auth_secret(&name);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| strata::AdminError::Unreachable(format!("reading Secret {ns}/{secret_name}: {e}")))?
+        .ok_or_else(|| {
+            strata::AdminError::Unreachable(format!(
+                "Secret {ns}/{secret_name} does not exist yet (the StrataCluster's reconcile creates it)"
+            ))
+        })?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(cluster::render::OPERATOR_TOKEN))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            strata::AdminError::Unreachable(format!(
+                "Secret {ns}/{secret_name} holds no {}; delete it to have it made again",
+                cluster::render::OPERATOR_TOKEN
+            ))
+        })?;
+    Ok(Some(token))
 }
 
 // ------------------------------------------------------------------------------- Topic

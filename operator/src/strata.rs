@@ -122,14 +122,15 @@ impl BookieDrain {
     }
 }
 
-/// Finds the cluster behind a service URL.
+/// Finds the cluster behind a service URL; `token` is sent with every call when the
+/// cluster has authentication on.
 pub trait Connector: Send + Sync {
-    fn connect(&self, url: &str) -> BoxFuture<'_, AdminResult<Arc<dyn StrataAdmin>>>;
+    fn connect<'a>(&'a self, url: &'a str, token: Option<&'a str>) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>>;
 }
 
-/// The real thing: SDK clients, one per service URL, kept while they work.
+/// The real thing: SDK clients, one per service URL and token, kept while they work.
 pub struct SdkConnector {
-    clients: Mutex<HashMap<String, strata_client::Client>>,
+    clients: Mutex<HashMap<(String, Option<String>), strata_client::Client>>,
     connect_timeout: Duration,
     operation_timeout: Duration,
     /// `host:port` → `address:port` to connect to instead (`--resolve`), for an operator
@@ -166,23 +167,21 @@ impl SdkConnector {
 }
 
 impl Connector for SdkConnector {
-    fn connect(&self, url: &str) -> BoxFuture<'_, AdminResult<Arc<dyn StrataAdmin>>> {
-        let url = self.resolved(url);
+    fn connect<'a>(&'a self, url: &'a str, token: Option<&'a str>) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>> {
+        let key = (self.resolved(url), token.map(str::to_string));
         Box::pin(async move {
-            let cached = self.clients.lock().expect("client cache").get(&url).cloned();
+            let cached = self.clients.lock().expect("client cache").get(&key).cloned();
             let client = match cached {
                 Some(c) => c,
                 None => {
-                    let c = strata_client::Client::builder(url.clone())
+                    let mut b = strata_client::Client::builder(key.0.clone())
                         .connect_timeout(self.connect_timeout)
-                        .operation_timeout(self.operation_timeout)
-                        .build()
-                        .await
-                        .map_err(|e| AdminError::Unreachable(e.to_string()))?;
-                    self.clients
-                        .lock()
-                        .expect("client cache")
-                        .insert(url.clone(), c.clone());
+                        .operation_timeout(self.operation_timeout);
+                    if let Some(t) = token {
+                        b = b.token(t);
+                    }
+                    let c = b.build().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
+                    self.clients.lock().expect("client cache").insert(key, c.clone());
                     c
                 }
             };
@@ -541,7 +540,11 @@ pub mod fake {
     }
 
     impl Connector for Arc<FakeCluster> {
-        fn connect(&self, _url: &str) -> BoxFuture<'_, AdminResult<Arc<dyn StrataAdmin>>> {
+        fn connect<'a>(
+            &'a self,
+            _url: &'a str,
+            _token: Option<&'a str>,
+        ) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>> {
             let c = self.clone() as Arc<dyn StrataAdmin>;
             Box::pin(async move { Ok(c) })
         }

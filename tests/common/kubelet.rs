@@ -10,7 +10,7 @@
 //!   Service's `<svc>.<ns>.svc[.cluster.local]` to a proxy that forwards each connection
 //!   to a ready pod the Service selects (kube-proxy).
 //! - The container's command, args and env are used as rendered: `$(VAR)` expansion,
-//!   `fieldRef` (pod name, namespace, pod IP), ConfigMap volumes written to a directory
+//!   `fieldRef` (pod name, namespace, pod IP), ConfigMap and Secret volumes written to a directory
 //!   and volume claim templates as a directory per PersistentVolumeClaim (mount paths
 //!   mapped to them). Claims are created as the StatefulSet controller does
 //!   (`<template>-<pod>`) and never deleted by it; a claim deleted and created again is a
@@ -30,7 +30,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolumeClaim, Pod as KubePod, PodTemplateSpec, Service,
+    ConfigMap, Container, PersistentVolumeClaim, Pod as KubePod, PodTemplateSpec, Secret, Service,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -299,6 +299,12 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// What pods mount: the namespace's ConfigMaps and Secrets.
+struct Mounted {
+    configmaps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
+}
+
 /// Starts the process of `pod` (again).
 fn spawn(
     inner: &Inner,
@@ -306,8 +312,9 @@ fn spawn(
     name: &str,
     pod: &Pod,
     sts_names: &[(String, Ipv4Addr, String)],
-    configmaps: &[ConfigMap],
+    objects: &Mounted,
 ) -> Child {
+    let configmaps = &objects.configmaps;
     let ns = &inner.ns;
     let c = &pod.container;
     let ip = pod.ip.to_string();
@@ -329,6 +336,7 @@ fn spawn(
     let pod_dir = inner.dir.join(name);
     std::fs::create_dir_all(&pod_dir).unwrap();
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    let mut cm_dirs: Vec<PathBuf> = Vec::new();
     let volumes = pod
         .template
         .spec
@@ -348,6 +356,22 @@ fn spawn(
                 std::fs::create_dir_all(&d).unwrap();
                 for (file, text) in cm.data.clone().unwrap_or_default() {
                     std::fs::write(d.join(file), map(&text)).unwrap();
+                }
+                cm_dirs.push(d.clone());
+                d
+            }
+            Some(v) if v.secret.is_some() => {
+                let secret_name = v.secret.as_ref().unwrap().secret_name.clone().unwrap_or_default();
+                let secret = objects
+                    .secrets
+                    .iter()
+                    .find(|s| s.name_any() == secret_name)
+                    .unwrap_or_else(|| panic!("pod {name} mounts Secret {secret_name}, which does not exist"));
+                let d = pod_dir.join(format!("secret-{}", m.name));
+                let _ = std::fs::remove_dir_all(&d);
+                std::fs::create_dir_all(&d).unwrap();
+                for (file, bytes) in secret.data.clone().unwrap_or_default() {
+                    std::fs::write(d.join(file), &bytes.0).unwrap();
                 }
                 d
             }
@@ -371,6 +395,13 @@ fn spawn(
         }
         s
     };
+    // Paths in mounted config files (a Secret's files named in a TOML) are mapped too.
+    for d in &cm_dirs {
+        for f in std::fs::read_dir(d).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            std::fs::write(f.path(), unmount(text)).unwrap();
+        }
+    }
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for e in c.env.clone().unwrap_or_default() {
         let v = match (&e.value, &e.value_from) {
@@ -577,7 +608,13 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
         }
     }
     inner.state.lock().unwrap().claims = claims;
-    let cms = cm_api.list(&ListParams::default()).await?.items;
+    let cms = Mounted {
+        configmaps: cm_api.list(&ListParams::default()).await?.items,
+        secrets: Api::<Secret>::namespaced(inner.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items,
+    };
     let svcs = svc_api.list(&ListParams::default()).await?.items;
 
     // Processes: reap exits, finish terminations, restart crashed pods.
@@ -860,7 +897,7 @@ async fn step(inner: &Arc<Inner>) -> Result<(), kube::Error> {
 
 /// Runs pods without an owner once (init containers, then the container) and writes
 /// their phase; forgets (and stops) those deleted from the API.
-async fn bare_pods(inner: &Arc<Inner>, cms: &[ConfigMap]) -> Result<(), kube::Error> {
+async fn bare_pods(inner: &Arc<Inner>, cms: &Mounted) -> Result<(), kube::Error> {
     let api: Api<KubePod> = Api::namespaced(inner.client.clone(), &inner.ns);
     let listed: Vec<KubePod> = api
         .list(&ListParams::default())

@@ -92,7 +92,46 @@ pub struct StrataClusterSpec {
     /// docs/storage.md); unset: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload: Option<Offload>,
+    /// Authentication and authorization of the cluster (docs/security.md); unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
 }
+
+/// The cluster's security settings.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Security {
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+/// Token authentication with default-deny authorization. The operator keeps the keys in
+/// the Secret `<cluster>-auth`, creating it if absent: `secret` (the HS256 signing key),
+/// `node.token` (role `strata-node`: brokers and bookies), `operator.token` (role
+/// `strata-operator`) and `admin.token` (role `admin`, for people and tools). Those three
+/// roles are superusers; grant others with `strata admin permissions`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// Require a valid token on every request to brokers and bookies.
+    #[serde(default)]
+    pub enabled: bool,
+    /// More superuser roles (besides `strata-node`, `strata-operator` and `admin`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superuser_roles: Vec<String>,
+}
+
+impl StrataClusterSpec {
+    /// Whether token authentication is on.
+    pub fn auth_enabled(&self) -> bool {
+        self.security.as_ref().is_some_and(|s| s.auth.enabled)
+    }
+}
+
+/// The roles the operator's Secret holds tokens for; all superusers.
+pub const NODE_ROLE: &str = "strata-node";
+pub const OPERATOR_ROLE: &str = "strata-operator";
+pub const ADMIN_ROLE: &str = "admin";
 
 /// The brokers' `[offload]` section (docs/storage.md) in camelCase; credentials come from
 /// a Secret, never from the resource.
@@ -774,6 +813,20 @@ pub fn service_url(name: &str, namespace: &str) -> String {
         render::names::broker(name),
         render::BROKER_PORT
     )
+}
+
+/// The StrataCluster (name, namespace) whose [`service_url`] `url` is, if it is one.
+pub fn cluster_of_service_url(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', ':']).next()?;
+    let host = host.strip_suffix(".cluster.local").unwrap_or(host);
+    let mut parts = host.split('.');
+    let (svc, ns, tail) = (parts.next()?, parts.next()?, parts.next()?);
+    if tail != "svc" || parts.next().is_some() {
+        return None;
+    }
+    let name = svc.strip_suffix("-broker")?;
+    (!name.is_empty()).then(|| (name.to_string(), ns.to_string()))
 }
 
 #[cfg(test)]

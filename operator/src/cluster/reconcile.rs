@@ -19,11 +19,11 @@ use crate::common::Note;
 use crate::conditions;
 use crate::{Context, Error, MANAGER, condition_pairs, key_of, write_status};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
@@ -170,6 +170,35 @@ async fn apply_sts_tier(
     Ok((Some(applied), done))
 }
 
+/// 64 random hex characters (a printable HS256 key: no trailing newline to be trimmed).
+fn new_signing_key() -> Result<String, Error> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::Strata(format!("cannot read /dev/urandom for a signing key: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Creates the cluster's auth Secret (signing key and tokens) unless it exists. An
+/// existing one is never changed: rotating the key is deleting the Secret (every token
+/// made with it then stops working, and the pods restart with the new one).
+async fn ensure_auth_secret(ctx: &Context, sc: &StrataCluster) -> Result<(), Error> {
+    let ns = sc.namespace().unwrap_or_default();
+    let name = render::names::auth_secret(&sc.name_any());
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = render::auth_secret(sc, &new_signing_key()?).map_err(Error::Strata)?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another reconcile made it first.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = sc.namespace().unwrap_or_default();
     let name = sc.name_any();
@@ -214,6 +243,9 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
         }
     };
 
+    if sc.spec.auth_enabled() {
+        ensure_auth_secret(ctx, sc).await?;
+    }
     let apis = Apis {
         sts: Api::namespaced(ctx.client.clone(), &ns),
         deploy: Api::namespaced(ctx.client.clone(), &ns),
@@ -584,7 +616,7 @@ async fn scale_bookies(
     let ordinal = |pod: &str| -> i32 { pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(i32::MAX) };
     pending.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
     let keep_live = live_n.unwrap_or(spec).max(spec);
-    let admin = match ctx.connector.connect(url).await {
+    let admin = match crate::connect(ctx, url).await {
         Ok(a) => a,
         Err(e) => {
             status.decommissioning = pending;
@@ -708,7 +740,7 @@ async fn autoscale_brokers(
         return (min, st);
     };
     let current_clamped = current.clamp(min, max);
-    let load = match ctx.connector.connect(url).await {
+    let load = match crate::connect(ctx, url).await {
         Ok(admin) => admin.broker_loads().await,
         Err(e) => Err(e),
     };

@@ -50,6 +50,79 @@ pub mod names {
     pub fn broker_config(cluster: &str) -> String {
         format!("{cluster}-broker-config")
     }
+    /// The Secret of the cluster's signing key and tokens (auth on).
+    pub fn auth_secret(cluster: &str) -> String {
+        format!("{cluster}-auth")
+    }
+}
+
+/// The file of the operator's token in the auth Secret.
+pub const OPERATOR_TOKEN: &str = "operator.token";
+
+/// A new auth Secret for `sc`: `key` (the HS256 signing key, printable) and a token for
+/// each of the node, operator and admin roles.
+pub fn auth_secret(sc: &StrataCluster, key: &str) -> Result<k8s_openapi::api::core::v1::Secret, String> {
+    use k8s_openapi::ByteString;
+    let signing = strata_net::auth::SigningKey::Secret(key.as_bytes().to_vec());
+    let token = |role: &str| {
+        let claims = strata_net::auth::Claims {
+            sub: role.into(),
+            exp: None,
+            iat: None,
+            aud: None,
+            iss: None,
+        };
+        strata_net::auth::create(&signing, &claims, None)
+    };
+    let mut data = BTreeMap::new();
+    data.insert("secret".to_string(), ByteString(key.as_bytes().to_vec()));
+    for (file, role) in [
+        ("node.token", super::NODE_ROLE),
+        (OPERATOR_TOKEN, super::OPERATOR_ROLE),
+        ("admin.token", super::ADMIN_ROLE),
+    ] {
+        data.insert(file.to_string(), ByteString(token(role)?.into_bytes()));
+    }
+    Ok(k8s_openapi::api::core::v1::Secret {
+        metadata: typed(meta(sc, &names::auth_secret(&sc.name_any()), "auth")),
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// Where brokers and bookies find the auth Secret's files.
+pub const AUTH_DIR: &str = "/etc/strata-auth";
+
+/// The `[auth]` section of brokers and bookies, if auth is on.
+fn auth_toml(sc: &StrataCluster) -> String {
+    let Some(s) = sc.spec.security.as_ref().filter(|s| s.auth.enabled) else {
+        return String::new();
+    };
+    let mut roles = vec![
+        super::NODE_ROLE.to_string(),
+        super::OPERATOR_ROLE.to_string(),
+        super::ADMIN_ROLE.to_string(),
+    ];
+    roles.extend(s.auth.superuser_roles.iter().cloned());
+    let roles: Vec<String> = roles
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("string"))
+        .collect();
+    format!(
+        "\n[auth]\nenabled = true\nsecret_file = \"{AUTH_DIR}/secret\"\nsuperuser_roles = [{}]\ntoken_file = \"{AUTH_DIR}/node.token\"\n",
+        roles.join(", ")
+    )
+}
+
+/// The auth Secret's volume and mount, if auth is on.
+fn auth_volume(sc: &StrataCluster) -> Option<(Value, Value)> {
+    sc.spec.auth_enabled().then(|| {
+        (
+            json!({ "name": "auth", "secret": { "secretName": names::auth_secret(&sc.name_any()) } }),
+            json!({ "name": "auth", "mountPath": AUTH_DIR, "readOnly": true }),
+        )
+    })
 }
 
 /// One component's objects.
@@ -161,6 +234,7 @@ pub fn broker_toml(sc: &StrataCluster, plan: &Plan) -> String {
             out.push('\n');
         }
     }
+    out.push_str(&auth_toml(sc));
     out
 }
 
@@ -175,6 +249,7 @@ pub fn bookie_toml(sc: &StrataCluster) -> String {
         out.push_str(&l);
         out.push('\n');
     }
+    out.push_str(&auth_toml(sc));
     out
 }
 
@@ -459,14 +534,17 @@ fn bookie_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<StatefulS
     c.insert("livenessProbe".into(), http_probe("/healthz", "http", 10, 6));
     // Journal replay after a crash can take a while: liveness waits for it (30 min).
     c.insert("startupProbe".into(), http_probe("/healthz", "http", 10, 180));
-    c.insert(
-        "volumeMounts".into(),
-        json!([
-            { "name": "config", "mountPath": "/etc/strata", "readOnly": true },
-            { "name": "data", "mountPath": "/var/lib/strata" },
-        ]),
-    );
-    let volumes = json!([{ "name": "config", "configMap": { "name": names::bookie_config(&cluster) } }]);
+    let mut mounts = vec![
+        json!({ "name": "config", "mountPath": "/etc/strata", "readOnly": true }),
+        json!({ "name": "data", "mountPath": "/var/lib/strata" }),
+    ];
+    let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names::bookie_config(&cluster) } })];
+    if let Some((v, m)) = auth_volume(sc) {
+        volumes.push(v);
+        mounts.push(m);
+    }
+    c.insert("volumeMounts".into(), Value::Array(mounts));
+    let volumes = Value::Array(volumes);
     let template = pod_template(
         sc,
         "bookie",
@@ -551,11 +629,14 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
     );
     c.insert("readinessProbe".into(), http_probe("/readyz", "http", 5, 3));
     c.insert("livenessProbe".into(), http_probe("/healthz", "http", 10, 6));
-    c.insert(
-        "volumeMounts".into(),
-        json!([{ "name": "config", "mountPath": "/etc/strata", "readOnly": true }]),
-    );
-    let volumes = json!([{ "name": "config", "configMap": { "name": names::broker_config(&cluster) } }]);
+    let mut mounts = vec![json!({ "name": "config", "mountPath": "/etc/strata", "readOnly": true })];
+    let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names::broker_config(&cluster) } })];
+    if let Some((v, m)) = auth_volume(sc) {
+        volumes.push(v);
+        mounts.push(m);
+    }
+    c.insert("volumeMounts".into(), Value::Array(mounts));
+    let volumes = Value::Array(volumes);
     // A stopping broker hands its bundles over (closing topics cleanly) before it exits.
     let template = pod_template(
         sc,
@@ -717,6 +798,95 @@ mod tests {
             r.bookies.service.spec.as_ref().unwrap().cluster_ip.as_deref(),
             Some("None")
         );
+    }
+
+    #[test]
+    fn auth_renders_the_auth_section_the_secret_volume_and_valid_tokens() {
+        let plan_of = |sc: &StrataCluster| super::super::validate(&sc.spec, "demo", "prod").unwrap();
+        let plain = cluster(spec());
+        assert!(!broker_toml(&plain, &plan_of(&plain)).contains("[auth]"));
+        let mut s = spec();
+        s.security = Some(super::super::Security {
+            auth: super::super::Auth {
+                enabled: true,
+                superuser_roles: vec!["ops".into()],
+            },
+        });
+        let sc = cluster(s);
+        let plan = plan_of(&sc);
+        for toml in [broker_toml(&sc, &plan), bookie_toml(&sc)] {
+            let section = toml.split("[auth]").nth(1).expect("an [auth] section");
+            assert!(section.contains("enabled = true"), "{toml}");
+            assert!(section.contains("secret_file = \"/etc/strata-auth/secret\""), "{toml}");
+            assert!(
+                section.contains("token_file = \"/etc/strata-auth/node.token\""),
+                "{toml}"
+            );
+            assert!(
+                section.contains(r#"superuser_roles = ["strata-node", "strata-operator", "admin", "ops"]"#),
+                "{toml}"
+            );
+        }
+        let r = render(&sc, &plan, 3, 2);
+        for spec in [
+            serde_json::to_value(&r.bookies.workload.spec).unwrap()["template"]["spec"].clone(),
+            serde_json::to_value(&r.brokers.workload.spec).unwrap()["template"]["spec"].clone(),
+        ] {
+            assert!(
+                spec["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["secret"]["secretName"] == "demo-auth"),
+                "{spec}"
+            );
+            assert!(
+                spec["containers"][0]["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["mountPath"] == AUTH_DIR),
+                "{spec}"
+            );
+        }
+        // The Secret's tokens verify with its key, each with its role.
+        let secret = auth_secret(&sc, "0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            secret.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "StrataCluster"
+        );
+        let data = secret.data.unwrap();
+        let dir = std::env::temp_dir().join(format!("strata-auth-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), &data["secret"].0).unwrap();
+        let verifier = strata_net::auth::AuthSettings {
+            enabled: true,
+            secret_file: Some(dir.join("secret")),
+            ..Default::default()
+        }
+        .verifier()
+        .unwrap()
+        .unwrap();
+        for (file, role) in [
+            ("node.token", "strata-node"),
+            ("operator.token", "strata-operator"),
+            ("admin.token", "admin"),
+        ] {
+            let t = String::from_utf8(data[file].0.clone()).unwrap();
+            assert_eq!(verifier.verify(&t).unwrap().sub, role);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(
+            super::super::cluster_of_service_url(&super::super::service_url("demo", "prod")),
+            Some(("demo".into(), "prod".into()))
+        );
+        for other in [
+            "http://demo.prod.svc:6650",
+            "http://10.0.0.1:6650",
+            "http://x-broker.prod.example.com:6650",
+        ] {
+            assert_eq!(super::super::cluster_of_service_url(other), None, "{other}");
+        }
     }
 
     #[test]
