@@ -127,6 +127,8 @@ fn lint_and_template_succeed_for_every_value_set_with_current_apis_and_least_pri
         assert_eq!(dashboards.len(), 1, "{name}");
         match name {
             "default" => {
+                assert!(spec["security"].is_null(), "auth is off unless asked");
+                assert!(pod["spec"]["containers"][0]["env"].is_null());
                 assert_eq!(op["spec"]["replicas"].as_i64(), Some(2));
                 assert_eq!(spec["bookies"]["replicas"].as_i64(), Some(3));
                 assert!(spec["metadataStore"]["managed"].is_mapping());
@@ -149,6 +151,13 @@ fn lint_and_template_succeed_for_every_value_set_with_current_apis_and_least_pri
                 assert_eq!(spec["brokers"]["autoscaling"]["maxReplicas"].as_i64(), Some(9));
                 assert!(spec["bookies"]["podTemplate"]["affinity"]["podAntiAffinity"].is_mapping());
                 assert_eq!(spec["imagePullSecrets"][0].as_str(), Some("registry-credentials"));
+                // Auth on in production; the test pod uses the operator-made admin token.
+                assert_eq!(spec["security"]["auth"]["enabled"].as_bool(), Some(true));
+                for c in [&pod["spec"]["initContainers"][0], &pod["spec"]["containers"][0]] {
+                    let token = &c["env"][0];
+                    assert_eq!(token["name"].as_str(), Some("STRATA_TOKEN"), "{c:?}");
+                    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("prod-auth"));
+                }
             }
             "external-metadata" => {
                 let m = &spec["metadataStore"];

@@ -83,3 +83,15 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
+
+{{/* With cluster.security.auth on: the admin token of the operator's Secret, as STRATA_TOKEN. */}}
+{{- define "strata.testToken" -}}
+{{- if ((.Values.cluster.security).auth).enabled }}
+env:
+  - name: STRATA_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "strata.clusterName" . }}-auth
+        key: admin.token
+{{- end }}
+{{- end }}
