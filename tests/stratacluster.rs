@@ -872,7 +872,7 @@ async fn with_auth_on_the_cluster_takes_only_tokens_and_the_operator_uses_its_ow
     .await;
 
     // The admin token of the Secret works for people and tools.
-    let client = Client::builder(url).token(&admin_token).build().await.unwrap();
+    let client = Client::builder(url.clone()).token(&admin_token).build().await.unwrap();
     assert_eq!(
         client
             .admin()
@@ -899,4 +899,36 @@ async fn with_auth_on_the_cluster_takes_only_tokens_and_the_operator_uses_its_ow
         .unwrap();
     let m = tokio::time::timeout(WAIT, consumer.receive()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"secured");
+
+    // Rotation: deleting the Secret makes a new key, and the pods roll onto it.
+    secrets.delete("demo-auth", &Default::default()).await.unwrap();
+    let new_admin = eventually(
+        "a new auth Secret",
+        || op.log_text(),
+        || async {
+            let s = secrets.get_opt("demo-auth").await.ok().flatten()?;
+            let t = String::from_utf8(s.data?.get("admin.token")?.0.clone()).ok()?;
+            (t != admin_token).then_some(t)
+        },
+    )
+    .await;
+    eventually(
+        "the cluster taking the new key",
+        || format!("{}\n{:?}", op.log_text(), kubelet.history()),
+        || async {
+            let c = Client::builder(url.clone()).token(&new_admin).build().await.ok()?;
+            c.admin().topic_stats("public/default/orders").await.ok().map(drop)
+        },
+    )
+    .await;
+    let e = Client::builder(url)
+        .token(&admin_token)
+        .build()
+        .await
+        .unwrap()
+        .admin()
+        .list_tenants()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(strata_client::ErrorCode::Unauthenticated), "{e}");
 }

@@ -567,6 +567,9 @@ pub struct Plan {
     pub metadata_url: String,
     /// `Some` when the operator runs etcd.
     pub managed_metadata: Option<ManagedMetadata>,
+    /// A hash of the auth Secret's signing key (auth on), part of the pods' config hash:
+    /// a new key (the Secret deleted and made again) rolls brokers and bookies onto it.
+    pub auth_key_hash: Option<String>,
 }
 
 /// The parsed value of a Kubernetes quantity, in units (bytes for storage); `None` if it is
@@ -785,6 +788,7 @@ pub fn validate(spec: &StrataClusterSpec, name: &str, namespace: &str) -> Result
             ack_quorum,
             metadata_url,
             managed_metadata: managed,
+            auth_key_hash: None,
         })
     } else {
         Err(errors)

@@ -180,23 +180,38 @@ fn new_signing_key() -> Result<String, Error> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Creates the cluster's auth Secret (signing key and tokens) unless it exists. An
-/// existing one is never changed: rotating the key is deleting the Secret (every token
-/// made with it then stops working, and the pods restart with the new one).
-async fn ensure_auth_secret(ctx: &Context, sc: &StrataCluster) -> Result<(), Error> {
+/// Creates the cluster's auth Secret (signing key and tokens) unless it exists, and
+/// returns a hash of its key. An existing Secret is never changed: rotating the key is
+/// deleting the Secret (every token made with it then stops working, and the key's new
+/// hash rolls the pods onto the new one).
+async fn ensure_auth_secret(ctx: &Context, sc: &StrataCluster) -> Result<String, Error> {
     let ns = sc.namespace().unwrap_or_default();
     let name = render::names::auth_secret(&sc.name_any());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(());
-    }
-    let secret = render::auth_secret(sc, &new_signing_key()?).map_err(Error::Strata)?;
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(()),
-        // Another reconcile made it first.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    let secret = match api.get_opt(&name).await? {
+        Some(s) => s,
+        None => {
+            let new = render::auth_secret(sc, &new_signing_key()?).map_err(Error::Strata)?;
+            match api.create(&PostParams::default(), &new).await {
+                Ok(s) => s,
+                // Another reconcile made it first.
+                Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("secret"))
+        .map(|k| k.0.clone())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Error::Strata(format!(
+                "Secret {ns}/{name} holds no `secret`; delete it to have it made again"
+            ))
+        })?;
+    Ok(render::hash(&String::from_utf8_lossy(&key)))
 }
 
 async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -244,7 +259,7 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     };
 
     if sc.spec.auth_enabled() {
-        ensure_auth_secret(ctx, sc).await?;
+        plan.auth_key_hash = Some(ensure_auth_secret(ctx, sc).await?);
     }
     let apis = Apis {
         sts: Api::namespaced(ctx.client.clone(), &ns),

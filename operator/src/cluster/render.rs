@@ -56,6 +56,14 @@ pub mod names {
     }
 }
 
+/// The pods' config hash: their config file and, with auth on, the signing key's hash.
+fn config_hash(toml: &str, plan: &Plan) -> String {
+    match &plan.auth_key_hash {
+        None => hash(toml),
+        Some(k) => hash(&format!("{toml}\n{k}")),
+    }
+}
+
 /// The file of the operator's token in the auth Secret.
 pub const OPERATOR_TOKEN: &str = "operator.token";
 
@@ -549,7 +557,7 @@ fn bookie_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<StatefulS
         sc,
         "bookie",
         &b.pod_template,
-        Some(hash(&toml)),
+        Some(config_hash(&toml, plan)),
         Value::Object(c),
         volumes,
         60,
@@ -642,7 +650,7 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
         sc,
         "broker",
         &b.pod_template,
-        Some(hash(&toml)),
+        Some(config_hash(&toml, plan)),
         Value::Object(c),
         volumes,
         60,
