@@ -753,3 +753,92 @@ async fn the_example_rbac_is_all_the_operator_needs() {
     assert_eq!(e.code(), Some(ErrorCode::TopicNotFound), "{e}");
     assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_secret_lets_the_operator_manage_a_cluster_with_auth_on() {
+    use strata_client::{AuthAction, Resource};
+    use strata_net::auth::{Claims, SigningKey};
+    let ns = "secured";
+    let env = Env::start(ns).await;
+    // A Strata with token authentication; the operator's role is not a superuser, only
+    // admin of public/default.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, [5u8; 32]).unwrap();
+    let key = SigningKey::secret_file(&secret).unwrap();
+    let token = |role: &str| {
+        let claims = Claims {
+            sub: role.into(),
+            exp: None,
+            iat: None,
+            aud: None,
+            iss: None,
+        };
+        strata_net::auth::create(&key, &claims, None).unwrap()
+    };
+    let mut strata = Standalone::spawn(
+        dir.path(),
+        free_port(),
+        Some(&format!(
+            "[auth]\nenabled = true\nsecret_file = {:?}\nsuperuser_roles = [\"admin\"]\n",
+            secret.to_str().unwrap()
+        )),
+        &[],
+    );
+    let admin_token = token("admin");
+    let deadline = Instant::now() + WAIT;
+    let admin = loop {
+        assert!(strata.child.try_wait().unwrap().is_none(), "{}", strata.log_text());
+        if let Ok(c) = Client::builder(strata.url.clone()).token(&admin_token).build().await
+            && c.admin().list_tenants().await.is_ok()
+        {
+            break c.admin();
+        }
+        assert!(Instant::now() < deadline, "not ready:\n{}", strata.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    admin
+        .grant_permission(
+            &Resource::Namespace("public/default".into()),
+            "k8s-operator",
+            &[AuthAction::Admin],
+        )
+        .await
+        .unwrap();
+    env.kube.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: strata-token\n  namespace: {ns}\nstringData:\n  token: {}\n",
+        token("k8s-operator")
+    ));
+    let _op = OperatorProcess::start(&env.kube, "op-1", &[]);
+    let api: Api<Topic> = Api::namespaced(env.client.clone(), ns);
+    let url = strata.url.clone();
+
+    // Without a token the cluster refuses the operator, and the condition says so.
+    env.kube.apply(&topic_yaml(ns, "anonymous", &url, ""));
+    let t = topic_where(&api, "anonymous", "refused without a token", |t| {
+        topic_cond(t, "Ready").is_some_and(|c| c.status == "False" && c.message.contains("UNAUTHENTICATED"))
+    })
+    .await;
+    assert!(!ready(&t));
+
+    // With its token Secret, the Topic is made, and a Subscription of it uses the same token.
+    env.kube.apply(&topic_yaml(
+        ns,
+        "orders",
+        &url,
+        "  partitions: 2\n  tokenSecretRef:\n    name: strata-token\n",
+    ));
+    topic_where(&api, "orders", "orders ready with its token", ready).await;
+    assert_eq!(admin.topic_stats("public/default/orders").await.unwrap().partitions, 2);
+    env.kube.apply(&format!(
+        "apiVersion: strata.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: audit\n  namespace: {ns}\nspec:\n  topic: orders\n"
+    ));
+    eventually("subscription audit made with the Topic's token", || async {
+        let subs = admin
+            .list_subscriptions("public/default/orders-partition-0")
+            .await
+            .ok()?;
+        subs.iter().any(|s| s == "audit").then_some(())
+    })
+    .await;
+}

@@ -25,6 +25,19 @@ pub struct ClusterRef {
     pub name: String,
 }
 
+/// A key of a Secret in the resource's namespace holding a token (`strata token create`)
+/// the operator sends to a cluster with authentication on.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key holding the token; default `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// What deleting the resource does to what it manages in Strata.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {

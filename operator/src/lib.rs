@@ -359,6 +359,37 @@ pub(crate) async fn connect(ctx: &Context, url: &str) -> Result<Arc<dyn StrataAd
     ctx.connector.connect(url, token.as_deref()).await
 }
 
+/// [`connect`] with the token a resource of namespace `ns` names, if it names one.
+async fn connect_as(
+    ctx: &Context,
+    url: &str,
+    token_ref: Option<&common::TokenSecretRef>,
+    ns: &str,
+) -> Result<Arc<dyn StrataAdmin>, strata::AdminError> {
+    let Some(r) = token_ref else {
+        return connect(ctx, url).await;
+    };
+    let key = r.key.as_deref().unwrap_or("token");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| strata::AdminError::Unreachable(format!("reading Secret {ns}/{}: {e}", r.name)))?
+        .ok_or_else(|| {
+            strata::AdminError::Unreachable(format!("Secret {ns}/{} (tokenSecretRef) does not exist", r.name))
+        })?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            strata::AdminError::Unreachable(format!("Secret {ns}/{} has no key {key:?} (tokenSecretRef)", r.name))
+        })?;
+    ctx.connector.connect(url, Some(&token)).await
+}
+
 /// The operator's token for `url`: the `operator.token` of the auth Secret of the
 /// StrataCluster whose service it is, if that cluster has auth on.
 async fn token_for(ctx: &Context, url: &str) -> Result<Option<String>, strata::AdminError> {
@@ -493,7 +524,7 @@ async fn apply_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
                 failed: None,
             }
         }
-        Ok(url) => match connect(ctx, &url).await {
+        Ok(url) => match connect_as(ctx, &url, t.spec.token_secret_ref.as_ref(), &ns).await {
             Ok(admin) => topic::sync(t, &*admin).await,
             Err(e) => {
                 let mut status = t.status.clone().unwrap_or_default();
@@ -547,7 +578,14 @@ async fn cleanup_topic(t: &Topic, ctx: &Context) -> Result<Action, Error> {
         &t.spec.cluster_ref,
         &t.namespace().unwrap_or_default(),
     ) {
-        Ok(url) => connect(ctx, &url).await.ok(),
+        Ok(url) => connect_as(
+            ctx,
+            &url,
+            t.spec.token_secret_ref.as_ref(),
+            &t.namespace().unwrap_or_default(),
+        )
+        .await
+        .ok(),
         Err(_) => None,
     };
     let result = topic::cleanup(t, admin.as_deref()).await;
@@ -619,6 +657,7 @@ async fn resolve_target(s: &Subscription, ctx: &Context) -> Result<subscription:
         return Ok(subscription::Target {
             topic,
             service_url: url,
+            token_secret_ref: spec.token_secret_ref.clone(),
         });
     }
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
@@ -662,9 +701,16 @@ async fn resolve_target(s: &Subscription, ctx: &Context) -> Result<subscription:
             .map_err(|e| ("TopicNotReady", format!("Topic {}: {e}", spec.topic), true))?,
         },
     };
+    // The Subscription's own token, else the Topic's when its cluster is the Topic's.
+    let token_secret_ref = spec.token_secret_ref.clone().or_else(|| {
+        (spec.service_url.is_none() && spec.cluster_ref.is_none())
+            .then(|| t.spec.token_secret_ref.clone())
+            .flatten()
+    });
     Ok(subscription::Target {
         topic,
         service_url: url,
+        token_secret_ref,
     })
 }
 
@@ -689,7 +735,14 @@ async fn apply_subscription(s: &Subscription, ctx: &Context) -> Result<Action, E
                     checkpoint: false,
                 }
             }
-            Ok(target) => match connect(ctx, &target.service_url).await {
+            Ok(target) => match connect_as(
+                ctx,
+                &target.service_url,
+                target.token_secret_ref.as_ref(),
+                &current.namespace().unwrap_or_default(),
+            )
+            .await
+            {
                 Ok(admin) => subscription::sync(&current, &target, &*admin).await,
                 Err(e) => {
                     let mut status = current.status.clone().unwrap_or_default();
@@ -741,7 +794,17 @@ async fn cleanup_subscription(s: &Subscription, ctx: &Context) -> Result<Action,
         .or_else(|| s.spec.service_url.clone())
         .or_else(|| s.status.as_ref().and_then(|st| st.service_url.clone()));
     let admin = match url {
-        Some(u) => connect(ctx, &u).await.ok(),
+        Some(u) => connect_as(
+            ctx,
+            &u,
+            target
+                .as_ref()
+                .and_then(|t| t.token_secret_ref.as_ref())
+                .or(s.spec.token_secret_ref.as_ref()),
+            &s.namespace().unwrap_or_default(),
+        )
+        .await
+        .ok(),
         None => None,
     };
     match subscription::cleanup(s, target.as_ref(), admin.as_deref()).await {

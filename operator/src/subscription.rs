@@ -63,6 +63,11 @@ pub struct SubscriptionSpec {
     /// A StrataCluster in this namespace, instead of `serviceUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<ClusterRef>,
+    /// The token the operator sends to the `serviceUrl` cluster when it has authentication
+    /// on (its role needs `consume` on the topic); default: the Topic resource's. A
+    /// StrataCluster's own operator token is used without either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<crate::common::TokenSecretRef>,
     /// The subscription's name; default `<metadata.name>`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[A-Za-z0-9_.=:-]+$"), length(max = 255))]
@@ -230,6 +235,8 @@ pub fn reset_of(r: &ResetSpec) -> Result<(ResetTo, String), SpecError> {
 pub struct Target {
     pub topic: String,
     pub service_url: String,
+    /// The token to send, if the resources name one.
+    pub token_secret_ref: Option<crate::common::TokenSecretRef>,
 }
 
 /// The outcome of one sync.
@@ -560,6 +567,7 @@ mod tests {
         Target {
             topic: TOPIC.into(),
             service_url: "http://strata:6650".into(),
+            token_secret_ref: None,
         }
     }
 

@@ -61,6 +61,11 @@ pub struct TopicSpec {
     /// A StrataCluster in this namespace, instead of `serviceUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<ClusterRef>,
+    /// The token the operator sends to the `serviceUrl` cluster when it has authentication
+    /// on (its role needs `admin` on the topic). A StrataCluster's own operator token is
+    /// used without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<crate::common::TokenSecretRef>,
     /// The topic, `tenant/namespace/topic` or `persistent://tenant/namespace/topic`;
     /// default `public/default/<metadata.name>`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
