@@ -675,6 +675,11 @@ impl Broker {
     /// topics are created, so creations racing each other may pass it by a few.
     pub async fn check_topic_room(&self, t: &TopicName, adding: u64) -> Result<()> {
         let max = self.limits_of_namespace(t).await?.max_topics_per_namespace;
+        self.check_topic_room_within(t, adding, max).await
+    }
+
+    /// [`Self::check_topic_room`] against a known limit `max` (0: unlimited).
+    async fn check_topic_room_within(&self, t: &TopicName, adding: u64, max: u64) -> Result<()> {
         if max == 0 {
             return Ok(());
         }
@@ -764,6 +769,8 @@ impl Broker {
                 n - 1
             )));
         }
+        // The namespace's limits, read once: the topic count below and the topic's own.
+        let clients = self.limits_of_namespace(name).await?;
         if !self.topic_exists(name).await? {
             if !create {
                 return Err(BrokerError::TopicNotFound(name.to_string()));
@@ -787,7 +794,8 @@ impl Broker {
                     name.namespace()
                 )));
             }
-            self.check_topic_room(name, 1).await?;
+            self.check_topic_room_within(name, 1, clients.max_topics_per_namespace)
+                .await?;
         }
         // Own the topic's bundle (an ephemeral key on our session), then open the ledger:
         // recovery fences the previous owner's last ledger before we append.
@@ -818,15 +826,9 @@ impl Broker {
                 return Err(e);
             }
         };
-        let limits = match self.limits_of_namespace(name).await {
-            Ok(clients) => crate::topic::Limits {
-                clients,
-                ..self.limits()
-            },
-            Err(e) => {
-                ml.abandon();
-                return Err(e);
-            }
+        let limits = crate::topic::Limits {
+            clients,
+            ..self.limits()
         };
         let loaded = Arc::new(LoadedTopic::new(Topic::with_dedup(ml, limits, dedup)));
         if !self.owns(&bundle) {

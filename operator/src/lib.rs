@@ -370,23 +370,7 @@ async fn connect_as(
         return connect(ctx, url).await;
     };
     let key = r.key.as_deref().unwrap_or("token");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| strata::AdminError::Unreachable(format!("reading Secret {ns}/{}: {e}", r.name)))?
-        .ok_or_else(|| {
-            strata::AdminError::Unreachable(format!("Secret {ns}/{} (tokenSecretRef) does not exist", r.name))
-        })?;
-    let token = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            strata::AdminError::Unreachable(format!("Secret {ns}/{} has no key {key:?} (tokenSecretRef)", r.name))
-        })?;
+    let token = secret_token(ctx, ns, &r.name, key, "named by tokenSecretRef").await?;
     ctx.connector.connect(url, Some(&token)).await
 }
 
@@ -401,30 +385,40 @@ async fn token_for(ctx: &Context, url: &str) -> Result<Option<String>, strata::A
         Ok(Some(sc)) if sc.spec.auth_enabled() => {}
         _ => return Ok(None),
     }
-    let secret_name = cluster::render::names::auth_secret(&name);
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = cluster::render::names::auth_secret(&name);
+    secret_token(
+        ctx,
+        &ns,
+        &secret,
+        cluster::render::OPERATOR_TOKEN,
+        "made by the StrataCluster's reconcile; delete it to have it made again",
+    )
+    .await
+    .map(Some)
+}
+
+/// The token in key `key` of Secret `ns/name` (`about` says where the Secret comes from,
+/// for the error).
+async fn secret_token(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    key: &str,
+    about: &str,
+) -> Result<String, strata::AdminError> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret = secrets
-        .get_opt(&secret_name)
+        .get_opt(name)
         .await
-        .map_err(|e| strata::AdminError::Unreachable(format!("reading Secret {ns}/{secret_name}: {e}")))?
-        .ok_or_else(|| {
-            strata::AdminError::Unreachable(format!(
-                "Secret {ns}/{secret_name} does not exist yet (the StrataCluster's reconcile creates it)"
-            ))
-        })?;
-    let token = secret
+        .map_err(|e| strata::AdminError::Unreachable(format!("reading Secret {ns}/{name}: {e}")))?
+        .ok_or_else(|| strata::AdminError::Unreachable(format!("Secret {ns}/{name} ({about}) does not exist")))?;
+    secret
         .data
         .as_ref()
-        .and_then(|d| d.get(cluster::render::OPERATOR_TOKEN))
+        .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            strata::AdminError::Unreachable(format!(
-                "Secret {ns}/{secret_name} holds no {}; delete it to have it made again",
-                cluster::render::OPERATOR_TOKEN
-            ))
-        })?;
-    Ok(Some(token))
+        .ok_or_else(|| strata::AdminError::Unreachable(format!("Secret {ns}/{name} ({about}) has no key {key:?}")))
 }
 
 // ------------------------------------------------------------------------------- Topic
