@@ -24,6 +24,12 @@ pub struct BrokerArgs {
     /// cluster [default: the --listen address].
     #[arg(long, env = "STRATA_ADVERTISED_ADDRESS")]
     advertised_address: Option<String>,
+    /// Advertise `<a-b-c-d>.<DOMAIN>:<port>` instead of the IP address of
+    /// --advertised-address: the name Kubernetes DNS gives a pod behind the headless
+    /// Service `DOMAIN` (`<service>.<namespace>.svc`), so that one TLS certificate for
+    /// `*.<DOMAIN>` names every broker.
+    #[arg(long, env = "STRATA_ADVERTISED_IP_DOMAIN", value_name = "DOMAIN")]
+    advertised_ip_domain: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:8080", env = "STRATA_HTTP_LISTEN")]
     http_listen: String,
@@ -73,6 +79,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let advertised = match &args.advertised_address {
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),
+    };
+    let advertised = match &args.advertised_ip_domain {
+        Some(domain) => ip_as_dns(&advertised, domain).map_err(anyhow::Error::msg)?,
+        None => advertised,
     };
     if advertised.starts_with("0.0.0.0:") || advertised.starts_with("[::]:") {
         anyhow::bail!(
@@ -244,5 +254,46 @@ impl crate::http::Probes for BrokerProbes {
             w.finish()
         }
         .boxed()
+    }
+}
+
+/// `10.1.2.3:6650` under `pods.ns.svc` → `10-1-2-3.pods.ns.svc:6650` (an IPv6 address's
+/// colons become dashes too, as Kubernetes DNS names endpoints of a headless Service).
+fn ip_as_dns(advertised: &str, domain: &str) -> Result<String, String> {
+    let addr: std::net::SocketAddr = advertised.parse().map_err(|_| {
+        format!("--advertised-ip-domain needs --advertised-address to be an IP address and port, not {advertised:?}")
+    })?;
+    let domain = domain.trim().trim_matches('.');
+    if domain.is_empty() || domain.contains([':', '/', ' ']) {
+        return Err(format!("--advertised-ip-domain {domain:?} is not a DNS domain"));
+    }
+    let host = addr.ip().to_string().replace(['.', ':'], "-");
+    Ok(format!("{host}.{domain}:{}", addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_as_dns;
+
+    #[test]
+    fn an_ip_becomes_its_dashed_name_under_the_domain() {
+        assert_eq!(
+            ip_as_dns("10.1.2.3:6650", "demo-broker-pods.prod.svc").unwrap(),
+            "10-1-2-3.demo-broker-pods.prod.svc:6650"
+        );
+        assert_eq!(
+            ip_as_dns("[fd00::1]:6650", "p.ns.svc.").unwrap(),
+            "fd00--1.p.ns.svc:6650"
+        );
+        assert!(
+            ip_as_dns("broker-0:6650", "p.ns.svc")
+                .unwrap_err()
+                .contains("IP address")
+        );
+        assert!(
+            ip_as_dns("10.1.2.3:6650", " ")
+                .unwrap_err()
+                .contains("not a DNS domain")
+        );
     }
 }

@@ -35,12 +35,34 @@ pub struct ConnArgs {
     /// A file holding the token (a mounted Secret, say).
     #[arg(long, global = true, env = "STRATA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Connect to ADDR:PORT whenever a URL names HOST:PORT, still checking TLS
+    /// certificates against HOST (curl's --resolve): for a cluster's DNS names reached
+    /// through `kubectl port-forward`. Repeatable.
+    #[arg(long, global = true, value_name = "HOST:PORT=ADDR:PORT", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, String)>,
+}
+
+/// `HOST:PORT=ADDR:PORT` of `--resolve`.
+pub fn parse_resolve(s: &str) -> Result<(String, String), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT=ADDR:PORT"))?;
+    for part in [from, to] {
+        match part.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{part:?} in {s:?} is not HOST:PORT")),
+        }
+    }
+    Ok((from.to_string(), to.to_string()))
 }
 
 impl ConnArgs {
     /// The SDK client builder for these arguments.
     pub fn builder(&self) -> anyhow::Result<strata_client::ClientBuilder> {
         let mut b = Client::builder(self.url.clone());
+        for (from, to) in &self.resolve {
+            b = b.resolve(from, to);
+        }
         if let Some(ca) = &self.tls_ca_file {
             b = b.tls_ca_file(ca);
         }

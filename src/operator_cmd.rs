@@ -68,23 +68,11 @@ struct RunArgs {
     autoscale_interval_secs: u64,
     /// Connect to ADDR:PORT whenever a Strata service URL names HOST:PORT; repeatable. For
     /// an operator running outside the Kubernetes cluster, which cannot resolve service
-    /// names (with `kubectl port-forward svc/NAME-broker 6650`, say). Bookie identities
+    /// names (with `kubectl port-forward svc/NAME-broker 6650`, say); TLS certificates are
+    /// still checked against HOST. Bookie identities
     /// (`NAME-bookie-N.NAME-bookie.NS.svc:3181`) the operator decommissions are mapped too.
-    #[arg(long = "resolve", value_name = "HOST:PORT=ADDR:PORT", value_parser = parse_resolve)]
+    #[arg(long = "resolve", value_name = "HOST:PORT=ADDR:PORT", value_parser = crate::conn_args::parse_resolve)]
     resolve: Vec<(String, String)>,
-}
-
-fn parse_resolve(s: &str) -> Result<(String, String), String> {
-    let (from, to) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not HOST:PORT=ADDR:PORT"))?;
-    for part in [from, to] {
-        match part.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
-            _ => return Err(format!("{part:?} in {s:?} is not HOST:PORT")),
-        }
-    }
-    Ok((from.to_string(), to.to_string()))
 }
 
 struct OperatorProbes(Arc<strata_operator::State>);

@@ -189,6 +189,27 @@ fn lint_and_template_succeed_for_every_value_set_with_current_apis_and_least_pri
         serde_yaml::to_string(&operator_deployment(&all)["spec"]["template"]["spec"]["containers"][0]["args"]).unwrap();
     assert!(args.contains("--namespace=apps"), "{args}");
 
+    // TLS on: the test pod reaches the cluster over https, trusting the TLS Secret's CA.
+    for (set, secret) in [
+        ("cluster.security.tls.issuerRef.name=ca-issuer", "strata-tls"),
+        ("cluster.security.tls.secretName=my-certs", "my-certs"),
+    ] {
+        let all = docs(&helm.template("strata", None, &["--set", set]));
+        let pod = one(&all, "Pod");
+        assert_eq!(
+            pod["spec"]["volumes"][0]["secret"]["secretName"].as_str(),
+            Some(secret),
+            "{set}"
+        );
+        for c in [&pod["spec"]["initContainers"][0], &pod["spec"]["containers"][0]] {
+            let args = serde_yaml::to_string(&c["args"]).unwrap();
+            assert!(args.contains("--url=https://strata-broker."), "{set}: {args}");
+            assert_eq!(c["env"][0]["name"].as_str(), Some("STRATA_TLS_CA_FILE"), "{set}: {c:?}");
+            assert_eq!(c["volumeMounts"][0]["mountPath"].as_str(), Some("/etc/strata-tls"));
+        }
+        assert!(one(&all, "StrataCluster")["spec"]["security"]["tls"].is_mapping());
+    }
+
     // Components switch off.
     let all = docs(&helm.template(
         "strata",

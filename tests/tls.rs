@@ -165,7 +165,7 @@ async fn tls_clients_connect_others_are_refused_and_certificates_rotate_without_
     let d = dir.path();
     let ca = Ca::new("strata test CA");
     let other_ca = Ca::new("someone else's CA");
-    let (cert, key) = ca.leaf("broker v1", &["localhost", "127.0.0.1"]);
+    let (cert, key) = ca.leaf("broker v1", &["localhost", "127.0.0.1", "broker.strata.test"]);
     let cert_file = write(d, "tls.crt", &cert);
     let key_file = write(d, "tls.key", &key);
     let ca_file = write(d, "ca.crt", &ca.pem);
@@ -222,6 +222,29 @@ async fn tls_clients_connect_others_are_refused_and_certificates_rotate_without_
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // --resolve: a name the certificate carries, reached at another address, is checked
+    // against that name (accepted); a name it does not carry is refused, saying so.
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let by_name = |host: &str| {
+        Command::new(STRATA)
+            .args(["produce", "public/default/cli-tls", "hello", "--url"])
+            .arg(format!("https://{host}:{port}"))
+            .arg("--resolve")
+            .arg(format!("{host}:{port}=127.0.0.1:{port}"))
+            .arg("--tls-ca-file")
+            .arg(&ca_file)
+            .output()
+            .unwrap()
+    };
+    let out = by_name("broker.strata.test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = by_name("elsewhere.strata.test");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate not valid for name \"elsewhere.strata.test\""),
+        "{err}"
+    );
 
     // Rotation: the files are replaced by a certificate of the other CA. New connections
     // get it without a restart (clients of the new CA connect); the connection already

@@ -38,6 +38,8 @@ pub(crate) struct Connections {
     tls: Option<strata_net::tls::ClientTls>,
     /// Adds the client's token (if any) to every request.
     token: strata_net::auth::TokenInterceptor,
+    /// `host:port` → the address to connect to instead (`ClientBuilder::resolve`).
+    resolve: Vec<(String, String)>,
 }
 
 /// A channel to one broker whose requests carry the client's token.
@@ -77,6 +79,7 @@ impl Connections {
         backoff: (Duration, Duration),
         tls: Option<strata_net::tls::ClientTls>,
         token: Option<String>,
+        resolve: Vec<(String, String)>,
     ) -> Result<Self> {
         let token = strata_net::auth::TokenInterceptor::new(token.as_deref()).map_err(Error::InvalidArgument)?;
         let service_urls = split_service_url(&service_url)?;
@@ -90,6 +93,7 @@ impl Connections {
             channels: Mutex::new(HashMap::new()),
             tls,
             token,
+            resolve,
         })
     }
 
@@ -118,7 +122,13 @@ impl Connections {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = strata_net::client::connect(endpoint, self.tls.as_ref())
+        let authority = endpoint.uri().authority().map(|a| a.as_str().to_string());
+        let addr = self
+            .resolve
+            .iter()
+            .find(|(from, _)| Some(from) == authority.as_ref())
+            .map(|(_, to)| to.as_str());
+        let channel = strata_net::client::connect_to(endpoint, self.tls.as_ref(), addr)
             .await
             .map_err(|e| Error::Connect {
                 url: url.to_string(),

@@ -101,6 +101,7 @@ impl Client {
             backoff_max: Duration::from_secs(5),
             tls: Ok(None),
             token: None,
+            resolve: Vec::new(),
         }
     }
 
@@ -151,6 +152,7 @@ pub struct ClientBuilder {
     /// TLS settings, or why they could not be loaded (reported by `build`).
     tls: std::result::Result<Option<strata_net::tls::ClientTls>, String>,
     token: Option<String>,
+    resolve: Vec<(String, String)>,
 }
 
 impl ClientBuilder {
@@ -211,6 +213,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects to `addr` (`host:port`) whenever a URL — the service URL or a broker URL
+    /// a lookup returns — names `host_port` (like curl's `--resolve`). The URL's host still
+    /// names the server, so TLS certificates are checked against it: for reaching a
+    /// cluster's DNS names through `kubectl port-forward` or from outside its network.
+    pub fn resolve(mut self, host_port: impl Into<String>, addr: impl Into<String>) -> Self {
+        self.resolve.push((host_port.into(), addr.into()));
+        self
+    }
+
     /// Connects to the service URL (failing fast if nothing listens there).
     pub async fn build(self) -> Result<Client> {
         let tls = self.tls.map_err(Error::InvalidArgument)?;
@@ -221,6 +232,7 @@ impl ClientBuilder {
             (self.backoff_initial, self.backoff_max),
             tls,
             self.token,
+            self.resolve,
         )?;
         conns.on_service(|_| async { Ok(()) }).await?;
         Ok(Client { conns: Arc::new(conns) })

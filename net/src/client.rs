@@ -47,11 +47,28 @@ pub fn is_tls(url: &str) -> bool {
 /// Connects `endpoint` (built from `url`): over TLS with `tls` (the system's roots when
 /// `None`) for `https://`, in plain text for `http://`.
 pub async fn connect(endpoint: Endpoint, tls: Option<&ClientTls>) -> Result<Channel, tonic::transport::Error> {
+    connect_to(endpoint, tls, None).await
+}
+
+/// [`connect`], but the TCP connection goes to `addr` (`host:port`) when given, instead
+/// of the URL's host: the URL's host still names the server, so a TLS certificate is
+/// checked against it (curl's `--resolve`; for reaching a cluster's service name through
+/// a port-forward or a test's loopback address).
+pub async fn connect_to(
+    endpoint: Endpoint,
+    tls: Option<&ClientTls>,
+    addr: Option<&str>,
+) -> Result<Channel, tonic::transport::Error> {
+    let addr = addr.map(str::to_string);
     if endpoint.uri().scheme_str() != Some("https") {
-        return endpoint.connect().await;
+        return match addr {
+            None => endpoint.connect().await,
+            Some(addr) => endpoint.connect_with_connector(PlainConnector { addr }).await,
+        };
     }
     let connector = TlsConnector {
         tls: tls.cloned().unwrap_or_default(),
+        addr,
     };
     endpoint.connect_with_connector(connector).await
 }
@@ -63,12 +80,42 @@ pub fn connect_lazy(endpoint: Endpoint, tls: Option<&ClientTls>) -> Channel {
     }
     endpoint.connect_with_connector_lazy(TlsConnector {
         tls: tls.cloned().unwrap_or_default(),
+        addr: None,
     })
+}
+
+/// Plain TCP to a fixed address, whatever the URL's host.
+#[derive(Clone)]
+struct PlainConnector {
+    addr: String,
+}
+
+type PlainConnecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+
+impl tower_service::Service<Uri> for PlainConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = PlainConnecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addr = self.addr.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(TokioIo::new(tcp))
+        })
+    }
 }
 
 #[derive(Clone)]
 struct TlsConnector {
     tls: ClientTls,
+    /// Where to connect instead of the URL's `host:port` (the host still names the server).
+    addr: Option<String>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send>>;
@@ -84,6 +131,7 @@ impl tower_service::Service<Uri> for TlsConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let addr = self.addr.clone();
         Box::pin(async move {
             let host = uri
                 .host()
@@ -93,7 +141,10 @@ impl tower_service::Service<Uri> for TlsConnector {
                 .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let config = tls.config().map_err(io::Error::other)?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match &addr {
+                Some(a) => TcpStream::connect(a.as_str()).await?,
+                None => TcpStream::connect((host.as_str(), port)).await?,
+            };
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {host:?}: {e}")))?;

@@ -352,11 +352,12 @@ async fn check_cluster_ref(
     }
 }
 
-/// An admin client of the Strata cluster at `url`, with the operator's token when `url` is
-/// the service of a StrataCluster with auth on.
+/// An admin client of the Strata cluster at `url`. When `url` is the service of a
+/// StrataCluster, the operator reaches it as that cluster asks: with its operator token
+/// when auth is on, over `https://` with the CA of its TLS Secret when TLS is on.
 pub(crate) async fn connect(ctx: &Context, url: &str) -> Result<Arc<dyn StrataAdmin>, strata::AdminError> {
-    let token = token_for(ctx, url).await?;
-    ctx.connector.connect(url, token.as_deref()).await
+    let (url, access) = access_for(ctx, url).await?;
+    ctx.connector.connect(&url, &access).await
 }
 
 /// [`connect`] with the token a resource of namespace `ns` names, if it names one.
@@ -371,30 +372,58 @@ async fn connect_as(
     };
     let key = r.key.as_deref().unwrap_or("token");
     let token = secret_token(ctx, ns, &r.name, key, "named by tokenSecretRef").await?;
-    ctx.connector.connect(url, Some(&token)).await
+    let (url, access) = access_for(ctx, url).await?;
+    let access = strata::Access {
+        token: Some(token),
+        ..access
+    };
+    ctx.connector.connect(&url, &access).await
 }
 
-/// The operator's token for `url`: the `operator.token` of the auth Secret of the
-/// StrataCluster whose service it is, if that cluster has auth on.
-async fn token_for(ctx: &Context, url: &str) -> Result<Option<String>, strata::AdminError> {
+/// The URL and [`strata::Access`] for `url`: for the service of a StrataCluster, the
+/// `operator.token` of its auth Secret (auth on) and `https://` with the `ca.crt` of its
+/// TLS Secret (TLS on); anything else as it is.
+async fn access_for(ctx: &Context, url: &str) -> Result<(String, strata::Access), strata::AdminError> {
+    let mut access = strata::Access::default();
     let Some((name, ns)) = cluster::cluster_of_service_url(url) else {
-        return Ok(None);
+        return Ok((url.to_string(), access));
     };
     let clusters: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    match clusters.get_opt(&name).await {
-        Ok(Some(sc)) if sc.spec.auth_enabled() => {}
-        _ => return Ok(None),
+    let sc = match clusters.get_opt(&name).await {
+        Ok(Some(sc)) => sc,
+        _ => return Ok((url.to_string(), access)),
+    };
+    if sc.spec.auth_enabled() {
+        let secret = cluster::render::names::auth_secret(&name);
+        access.token = Some(
+            secret_token(
+                ctx,
+                &ns,
+                &secret,
+                cluster::render::OPERATOR_TOKEN,
+                "made by the StrataCluster's reconcile; delete it to have it made again",
+            )
+            .await?,
+        );
     }
-    let secret = cluster::render::names::auth_secret(&name);
-    secret_token(
-        ctx,
-        &ns,
-        &secret,
-        cluster::render::OPERATOR_TOKEN,
-        "made by the StrataCluster's reconcile; delete it to have it made again",
-    )
-    .await
-    .map(Some)
+    let mut url = url.to_string();
+    if let Some(tls) = sc.spec.tls() {
+        let secret = cluster::tls::secret_name(&name, tls);
+        access.ca_pem = Some(
+            secret_token(
+                ctx,
+                &ns,
+                &secret,
+                "ca.crt",
+                "the StrataCluster's spec.security.tls Secret",
+            )
+            .await?,
+        );
+        if let Some(rest) = url.strip_prefix("http://") {
+            url = format!("https://{rest}");
+        }
+    }
+    Ok((url, access))
 }
 
 /// The token in key `key` of Secret `ns/name` (`about` says where the Secret comes from,

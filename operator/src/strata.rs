@@ -122,15 +122,24 @@ impl BookieDrain {
     }
 }
 
-/// Finds the cluster behind a service URL; `token` is sent with every call when the
-/// cluster has authentication on.
-pub trait Connector: Send + Sync {
-    fn connect<'a>(&'a self, url: &'a str, token: Option<&'a str>) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>>;
+/// What the operator needs to reach a cluster besides its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// Sent with every call (a cluster with authentication on).
+    pub token: Option<String>,
+    /// The CA (PEM) an `https://` cluster's certificate is checked against; the system's
+    /// roots when unset.
+    pub ca_pem: Option<String>,
 }
 
-/// The real thing: SDK clients, one per service URL and token, kept while they work.
+/// Finds the cluster behind a service URL.
+pub trait Connector: Send + Sync {
+    fn connect<'a>(&'a self, url: &'a str, access: &'a Access) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>>;
+}
+
+/// The real thing: SDK clients, one per service URL and access, kept while they work.
 pub struct SdkConnector {
-    clients: Mutex<HashMap<(String, Option<String>), strata_client::Client>>,
+    clients: Mutex<HashMap<(String, Access), strata_client::Client>>,
     connect_timeout: Duration,
     operation_timeout: Duration,
     /// `host:port` → `address:port` to connect to instead (`--resolve`), for an operator
@@ -153,32 +162,29 @@ impl SdkConnector {
         self.resolve = resolve;
         self
     }
-
-    /// `url` with its `host:port` replaced if a `--resolve` entry names it.
-    pub fn resolved(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        match self.resolve.iter().find(|(from, _)| from == authority) {
-            Some((_, to)) if path.is_empty() => format!("{scheme}://{to}"),
-            Some((_, to)) => format!("{scheme}://{to}/{path}"),
-            None => url.to_string(),
-        }
-    }
 }
 
 impl Connector for SdkConnector {
-    fn connect<'a>(&'a self, url: &'a str, token: Option<&'a str>) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>> {
-        let key = (self.resolved(url), token.map(str::to_string));
+    fn connect<'a>(&'a self, url: &'a str, access: &'a Access) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>> {
+        let key = (url.to_string(), access.clone());
         Box::pin(async move {
             let cached = self.clients.lock().expect("client cache").get(&key).cloned();
             let client = match cached {
                 Some(c) => c,
                 None => {
-                    let mut b = strata_client::Client::builder(key.0.clone())
+                    // `--resolve` entries connect elsewhere but keep the URL's host as
+                    // the server's name, so TLS certificates are still checked.
+                    let mut b = strata_client::Client::builder(url)
                         .connect_timeout(self.connect_timeout)
                         .operation_timeout(self.operation_timeout);
-                    if let Some(t) = token {
+                    for (from, to) in &self.resolve {
+                        b = b.resolve(from, to);
+                    }
+                    if let Some(t) = &access.token {
                         b = b.token(t);
+                    }
+                    if let Some(ca) = &access.ca_pem {
+                        b = b.tls_ca_pem(ca);
                     }
                     let c = b.build().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
                     self.clients.lock().expect("client cache").insert(key, c.clone());
@@ -543,7 +549,7 @@ pub mod fake {
         fn connect<'a>(
             &'a self,
             _url: &'a str,
-            _token: Option<&'a str>,
+            _access: &'a super::Access,
         ) -> BoxFuture<'a, AdminResult<Arc<dyn StrataAdmin>>> {
             let c = self.clone() as Arc<dyn StrataAdmin>;
             Box::pin(async move { Ok(c) })

@@ -587,6 +587,7 @@ pub fn tool(env_var: &str, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+pub mod clusters;
 pub mod helm;
 pub mod kube;
 pub mod kubelet;

@@ -69,7 +69,14 @@ app.kubernetes.io/component: operator
 
 {{/* The cluster's client (and admin) URL inside Kubernetes. */}}
 {{- define "strata.serviceUrl" -}}
-{{- printf "http://%s-broker.%s.svc:6650" (include "strata.clusterName" .) .Release.Namespace }}
+{{- $scheme := ternary "https" "http" (not (empty ((.Values.cluster.security).tls))) }}
+{{- printf "%s://%s-broker.%s.svc:6650" $scheme (include "strata.clusterName" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The Secret holding the cluster's TLS certificate (spec.security.tls). */}}
+{{- define "strata.tlsSecret" -}}
+{{- $tls := (.Values.cluster.security).tls }}
+{{- default (printf "%s-tls" (include "strata.clusterName" .)) $tls.secretName }}
 {{- end }}
 
 {{/* "true" when the Prometheus Operator's monitors are served. */}}
@@ -84,14 +91,29 @@ prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 
-{{/* With cluster.security.auth on: the admin token of the operator's Secret, as STRATA_TOKEN. */}}
-{{- define "strata.testToken" -}}
-{{- if ((.Values.cluster.security).auth).enabled }}
+{{/* What the test pod needs to reach a secured cluster: with auth on, the admin token of
+the operator's Secret (STRATA_TOKEN); with TLS on, the CA of the TLS Secret. */}}
+{{- define "strata.testClient" -}}
+{{- $auth := ((.Values.cluster.security).auth).enabled }}
+{{- $tls := (.Values.cluster.security).tls }}
+{{- if or $auth $tls }}
 env:
+  {{- if $auth }}
   - name: STRATA_TOKEN
     valueFrom:
       secretKeyRef:
         name: {{ include "strata.clusterName" . }}-auth
         key: admin.token
+  {{- end }}
+  {{- if $tls }}
+  - name: STRATA_TLS_CA_FILE
+    value: /etc/strata-tls/ca.crt
+  {{- end }}
+{{- end }}
+{{- if $tls }}
+volumeMounts:
+  - name: tls
+    mountPath: /etc/strata-tls
+    readOnly: true
 {{- end }}
 {{- end }}

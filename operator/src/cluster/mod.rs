@@ -23,6 +23,7 @@
 pub(crate) mod reconcile;
 pub mod render;
 pub mod rollout;
+pub mod tls;
 
 use crate::common::SpecError;
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
@@ -103,6 +104,46 @@ pub struct StrataClusterSpec {
 pub struct Security {
     #[serde(default)]
     pub auth: Auth,
+    /// TLS on the brokers' client port and the bookies (docs/security.md); unset: plain
+    /// text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// TLS for the cluster's brokers and bookies, with one certificate from a Secret holding
+/// `tls.crt`, `tls.key` and `ca.crt` (what cert-manager writes). The certificate must
+/// name `<cluster>-broker.<ns>.svc` (clients), `*.<cluster>-broker-pods.<ns>.svc` (each
+/// broker, advertised by its pod IP's DNS name) and `*.<cluster>-bookie.<ns>.svc`
+/// (bookies); `status.tlsDnsNames` lists them. Certificates are reloaded when the Secret
+/// changes, without a restart.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// The Secret holding the certificate. With `issuerRef`, the Secret cert-manager
+    /// writes (default `<cluster>-tls`); without, it must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// A cert-manager issuer: the operator creates the Certificate `<cluster>-tls` for
+    /// the names above (cert-manager must be installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` over HTTPS too (probes use HTTPS;
+    /// scrapers must trust the CA).
+    #[serde(default)]
+    pub http: bool,
+}
+
+/// A cert-manager `Issuer` or `ClusterIssuer`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    pub name: String,
+    /// `Issuer` (default) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Default `cert-manager.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Token authentication with default-deny authorization. The operator keeps the keys in
@@ -125,6 +166,11 @@ impl StrataClusterSpec {
     /// Whether token authentication is on.
     pub fn auth_enabled(&self) -> bool {
         self.security.as_ref().is_some_and(|s| s.auth.enabled)
+    }
+
+    /// The TLS settings, if TLS is on.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.security.as_ref().and_then(|s| s.tls.as_ref())
     }
 }
 
@@ -521,6 +567,9 @@ pub struct StrataClusterStatus {
     /// the other bookies), then stopped, then their volumes deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decommissioning: Vec<String>,
+    /// With TLS on: the DNS names the certificate must carry (for a Secret made by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_dns_names: Vec<String>,
 }
 
 /// Replicas of one component.
@@ -651,6 +700,9 @@ pub fn validate(spec: &StrataClusterSpec, name: &str, namespace: &str) -> Result
                 name.len()
             ),
         ));
+    }
+    if let Some(t) = spec.tls() {
+        tls::validate(t, &mut errors);
     }
     let bookies = spec.bookies.replicas;
     if bookies < 1 {

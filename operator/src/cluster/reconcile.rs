@@ -214,6 +214,102 @@ async fn ensure_auth_secret(ctx: &Context, sc: &StrataCluster) -> Result<String,
     Ok(render::hash(&String::from_utf8_lossy(&key)))
 }
 
+/// Why a reconcile applies nothing: the Ready condition's reason and message, and what
+/// Progressing says.
+struct Held {
+    reason: &'static str,
+    message: String,
+    progressing: &'static str,
+}
+
+/// Writes a status that says why nothing is applied (an Event when the message is new)
+/// and looks again after `again`.
+async fn hold(
+    sc: &StrataCluster,
+    ctx: &Context,
+    api: &Api<StrataCluster>,
+    mut status: StrataClusterStatus,
+    held: Held,
+    again: Duration,
+) -> Result<Action, Error> {
+    let generation = sc.metadata.generation;
+    let before = conditions::get(&status.conditions, conditions::READY).map(|c| c.message.clone());
+    conditions::set(
+        &mut status.conditions,
+        conditions::READY,
+        Some(false),
+        held.reason,
+        &held.message,
+        generation,
+    );
+    conditions::set(
+        &mut status.conditions,
+        PROGRESSING,
+        Some(false),
+        held.reason,
+        held.progressing,
+        generation,
+    );
+    status.observed_generation = generation;
+    write_status(api, &sc.name_any(), &status).await?;
+    if before.as_deref() != Some(held.message.as_str()) {
+        ctx.publish(sc, &[Note::warning(held.reason, held.message)]).await;
+    }
+    ctx.state
+        .metrics
+        .observe("StrataCluster", key_of(sc), condition_pairs(&status.conditions));
+    Ok(Action::requeue(again))
+}
+
+/// With TLS on: creates the cert-manager Certificate (with `issuerRef`) and checks that
+/// the Secret holds the certificate. `Ok(Err(why))` until it does: nothing is applied
+/// then (a pod mounting a missing Secret never starts).
+async fn ensure_tls(ctx: &Context, sc: &StrataCluster) -> Result<Result<(), String>, Error> {
+    let Some(tls) = sc.spec.tls() else { return Ok(Ok(())) };
+    let ns = sc.namespace().unwrap_or_default();
+    let cluster = sc.name_any();
+    if let Some(cert) = render::certificate(sc) {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"));
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+        let name = super::tls::certificate_name(&cluster);
+        match api
+            .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&cert))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Ok(Err(
+                    "spec.security.tls.issuerRef needs cert-manager, but this Kubernetes cluster does not serve \
+                     certificates.cert-manager.io/v1: install cert-manager, or give spec.security.tls.secretName \
+                     a Secret with tls.crt, tls.key and ca.crt"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secret = super::tls::secret_name(&cluster, tls);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let found = api.get_opt(&secret).await?;
+    Ok(
+        super::tls::check_secret(found.as_ref(), &secret, &ns).map_err(|missing| {
+            let from = if tls.issuer_ref.is_some() {
+                format!(
+                    "cert-manager issues Certificate {}",
+                    super::tls::certificate_name(&cluster)
+                )
+            } else {
+                "spec.security.tls.secretName must hold tls.crt, tls.key and ca.crt".to_string()
+            };
+            format!(
+                "waiting for the TLS certificate: {missing} ({from}; it must name {})",
+                super::tls::dns_names(&cluster, &ns).join(", ")
+            )
+        }),
+    )
+}
+
 async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = sc.namespace().unwrap_or_default();
     let name = sc.name_any();
@@ -221,45 +317,43 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
     let api: Api<StrataCluster> = Api::namespaced(ctx.client.clone(), &ns);
     let mut status: StrataClusterStatus = sc.status.clone().unwrap_or_default();
     let url = super::service_url(&name, &ns);
-    status.service_url = Some(url.clone());
-    status.admin_url = Some(url.clone());
+    // What clients use: https with TLS on (the operator's own calls switch to it too).
+    let client_url = match sc.spec.tls() {
+        Some(_) => url.replacen("http://", "https://", 1),
+        None => url.clone(),
+    };
+    status.service_url = Some(client_url.clone());
+    status.admin_url = Some(client_url);
+    status.tls_dns_names = match sc.spec.tls() {
+        Some(_) => super::tls::dns_names(&name, &ns),
+        None => Vec::new(),
+    };
     let mut notes = Vec::new();
 
     let mut plan = match validate(&sc.spec, &name, &ns) {
         Ok(p) => p,
         Err(errors) => {
             let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            let before = conditions::get(&status.conditions, conditions::READY).map(|c| c.message.clone());
-            conditions::set(
-                &mut status.conditions,
-                conditions::READY,
-                Some(false),
-                "InvalidSpec",
-                &msg,
-                generation,
-            );
-            conditions::set(
-                &mut status.conditions,
-                PROGRESSING,
-                Some(false),
-                "InvalidSpec",
-                "nothing is applied from a spec that fails validation",
-                generation,
-            );
-            status.observed_generation = generation;
-            write_status(&api, &name, &status).await?;
-            if before.as_deref() != Some(msg.as_str()) {
-                ctx.publish(sc, &[Note::warning("InvalidSpec", msg)]).await;
-            }
-            ctx.state
-                .metrics
-                .observe("StrataCluster", key_of(sc), condition_pairs(&status.conditions));
-            return Ok(Action::requeue(ctx.cfg.resync));
+            let held = Held {
+                reason: "InvalidSpec",
+                message: msg,
+                progressing: "nothing is applied from a spec that fails validation",
+            };
+            return hold(sc, ctx, &api, status, held, ctx.cfg.resync).await;
         }
     };
 
     if sc.spec.auth_enabled() {
         plan.auth_key_hash = Some(ensure_auth_secret(ctx, sc).await?);
+    }
+    if let Err(why) = ensure_tls(ctx, sc).await? {
+        let held = Held {
+            reason: "TlsNotReady",
+            message: why,
+            progressing: "nothing is applied until the TLS certificate is there",
+        };
+        // The Secret is not watched: look again soon.
+        return hold(sc, ctx, &api, status, held, Duration::from_secs(5)).await;
     }
     let apis = Apis {
         sts: Api::namespaced(ctx.client.clone(), &ns),
@@ -392,6 +486,7 @@ async fn reconcile_inner(sc: &StrataCluster, ctx: &Arc<Context>) -> Result<Actio
             apply(&apis.cm, cm).await?;
         }
         apply(&apis.svc, &brokers.service).await?;
+        apply(&apis.svc, &r.broker_pods).await?;
         let applied = apply(&apis.deploy, &brokers.workload).await?;
         if pdbs {
             apply(&apis.pdb, &brokers.pdb).await?;

@@ -148,6 +148,9 @@ pub struct Rendered {
     pub metadata: Option<Tier<StatefulSet>>,
     pub bookies: Tier<StatefulSet>,
     pub brokers: Tier<Deployment>,
+    /// The headless Service naming each broker by its pod IP (what brokers advertise
+    /// with TLS on: [`super::tls`]).
+    pub broker_pods: Service,
 }
 
 /// The labels of everything rendered for `component` of `cluster`.
@@ -243,6 +246,7 @@ pub fn broker_toml(sc: &StrataCluster, plan: &Plan) -> String {
         }
     }
     out.push_str(&auth_toml(sc));
+    out.push_str(&super::tls::toml(sc));
     out
 }
 
@@ -258,6 +262,7 @@ pub fn bookie_toml(sc: &StrataCluster) -> String {
         out.push('\n');
     }
     out.push_str(&auth_toml(sc));
+    out.push_str(&super::tls::toml(sc));
     out
 }
 
@@ -401,9 +406,14 @@ fn container(
     m.clone()
 }
 
-fn http_probe(path: &str, port: &str, period: i64, failures: i64) -> Value {
+/// An HTTP GET probe; over HTTPS when `sc`'s HTTP ports serve TLS (`spec.security.tls.http`).
+fn http_probe(sc: Option<&StrataCluster>, path: &str, port: &str, period: i64, failures: i64) -> Value {
+    let mut get = json!({ "path": path, "port": port });
+    if sc.is_some_and(|sc| sc.spec.tls().is_some_and(|t| t.http)) {
+        get["scheme"] = json!("HTTPS");
+    }
     json!({
-        "httpGet": { "path": path, "port": port },
+        "httpGet": get,
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -467,7 +477,7 @@ fn metadata_tier(sc: &StrataCluster, m: &super::ManagedMetadata) -> Tier<Statefu
             { "name": "peer", "containerPort": ETCD_PEER_PORT, "protocol": "TCP" },
         ]),
     );
-    c.insert("readinessProbe".into(), http_probe("/health", "client", 5, 3));
+    c.insert("readinessProbe".into(), http_probe(None, "/health", "client", 5, 3));
     c.insert(
         "livenessProbe".into(),
         json!({ "tcpSocket": { "port": "client" }, "periodSeconds": 10, "failureThreshold": 6 }),
@@ -538,16 +548,16 @@ fn bookie_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<StatefulS
             { "name": "http", "containerPort": BOOKIE_HTTP_PORT, "protocol": "TCP" },
         ]),
     );
-    c.insert("readinessProbe".into(), http_probe("/readyz", "http", 5, 3));
-    c.insert("livenessProbe".into(), http_probe("/healthz", "http", 10, 6));
+    c.insert("readinessProbe".into(), http_probe(Some(sc), "/readyz", "http", 5, 3));
+    c.insert("livenessProbe".into(), http_probe(Some(sc), "/healthz", "http", 10, 6));
     // Journal replay after a crash can take a while: liveness waits for it (30 min).
-    c.insert("startupProbe".into(), http_probe("/healthz", "http", 10, 180));
+    c.insert("startupProbe".into(), http_probe(Some(sc), "/healthz", "http", 10, 180));
     let mut mounts = vec![
         json!({ "name": "config", "mountPath": "/etc/strata", "readOnly": true }),
         json!({ "name": "data", "mountPath": "/var/lib/strata" }),
     ];
     let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names::bookie_config(&cluster) } })];
-    if let Some((v, m)) = auth_volume(sc) {
+    for (v, m) in auth_volume(sc).into_iter().chain(super::tls::volume(sc)) {
         volumes.push(v);
         mounts.push(m);
     }
@@ -607,17 +617,23 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
     let b = &sc.spec.brokers;
     let mut c = container(sc, "broker", &sc.spec.image, &b.resources);
     c.insert("command".into(), json!(["strata"]));
-    c.insert(
-        "args".into(),
-        json!([
-            "broker",
-            "--config=/etc/strata/broker.toml",
-            format!("--listen=0.0.0.0:{BROKER_PORT}"),
-            format!("--advertised-address=$(POD_IP):{BROKER_PORT}"),
-            format!("--http-listen=0.0.0.0:{BROKER_HTTP_PORT}"),
-            format!("--metadata-url={}", plan.metadata_url),
-        ]),
-    );
+    let mut args = vec![
+        "broker".to_string(),
+        "--config=/etc/strata/broker.toml".into(),
+        format!("--listen=0.0.0.0:{BROKER_PORT}"),
+        format!("--advertised-address=$(POD_IP):{BROKER_PORT}"),
+        format!("--http-listen=0.0.0.0:{BROKER_HTTP_PORT}"),
+        format!("--metadata-url={}", plan.metadata_url),
+    ];
+    if sc.spec.tls().is_some() {
+        // Each broker by a name its certificate can carry (module docs of `tls`).
+        let ns = sc.namespace().unwrap_or_default();
+        args.push(format!(
+            "--advertised-ip-domain={}",
+            super::tls::broker_domain(&cluster, &ns)
+        ));
+    }
+    c.insert("args".into(), json!(args));
     c.insert(
         "env".into(),
         json!([
@@ -635,11 +651,11 @@ fn broker_tier(sc: &StrataCluster, plan: &Plan, replicas: i32) -> Tier<Deploymen
             { "name": "http", "containerPort": BROKER_HTTP_PORT, "protocol": "TCP" },
         ]),
     );
-    c.insert("readinessProbe".into(), http_probe("/readyz", "http", 5, 3));
-    c.insert("livenessProbe".into(), http_probe("/healthz", "http", 10, 6));
+    c.insert("readinessProbe".into(), http_probe(Some(sc), "/readyz", "http", 5, 3));
+    c.insert("livenessProbe".into(), http_probe(Some(sc), "/healthz", "http", 10, 6));
     let mut mounts = vec![json!({ "name": "config", "mountPath": "/etc/strata", "readOnly": true })];
     let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names::broker_config(&cluster) } })];
-    if let Some((v, m)) = auth_volume(sc) {
+    for (v, m) in auth_volume(sc).into_iter().chain(super::tls::volume(sc)) {
         volumes.push(v);
         mounts.push(m);
     }
@@ -701,7 +717,19 @@ pub fn render(sc: &StrataCluster, plan: &Plan, bookies: i32, brokers: i32) -> Re
         metadata: plan.managed_metadata.as_ref().map(|m| metadata_tier(sc, m)),
         bookies: bookie_tier(sc, plan, bookies),
         brokers: broker_tier(sc, plan, brokers),
+        broker_pods: headless(
+            sc,
+            &super::tls::broker_pods_service(&sc.name_any()),
+            "broker",
+            json!([{ "name": "client", "port": BROKER_PORT, "targetPort": "client", "protocol": "TCP" }]),
+        ),
     }
+}
+
+/// The cert-manager Certificate of `sc`, if its TLS names an issuer.
+pub fn certificate(sc: &StrataCluster) -> Option<Value> {
+    let name = super::tls::certificate_name(&sc.name_any());
+    super::tls::certificate(sc, meta(sc, &name, "tls"))
 }
 
 /// The config hash a live pod template carries.
@@ -716,7 +744,7 @@ pub fn template_hash(template: Option<&k8s_openapi::api::core::v1::PodTemplateSp
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::{StrataClusterSpec, validate};
     use super::*;
 
@@ -819,6 +847,7 @@ mod tests {
                 enabled: true,
                 superuser_roles: vec!["ops".into()],
             },
+            ..Default::default()
         });
         let sc = cluster(s);
         let plan = plan_of(&sc);
