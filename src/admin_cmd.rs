@@ -220,7 +220,7 @@ enum NamespaceOp {
     /// The namespace's own policies, as JSON (an absent field: the brokers' setting).
     GetPolicies { namespace: String },
     /// Replace the namespace's limits and rates: one not given goes back to the brokers'
-    /// setting. Topics take them when they load (`bundles unload` applies them at once).
+    /// setting. Loaded topics take them at once.
     SetPolicies {
         namespace: String,
         #[command(flatten)]

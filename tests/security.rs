@@ -714,3 +714,71 @@ async fn namespace_policies_override_the_brokers_limits() {
     let e = admin.namespace_policies("public/nope").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_reaches_topics_already_loaded_and_their_live_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path(), free_port()).await;
+    let client = Client::connect(s.url.clone()).await.unwrap();
+    let admin = client.admin();
+    admin.create_namespace("public/live").await.unwrap();
+    let topic = "public/live/t";
+    // Loaded, with a producer connected, before any policy exists.
+    let p = client
+        .producer(topic)
+        .batch_max_messages(5)
+        .max_pending_messages(500)
+        .create()
+        .await
+        .unwrap();
+    p.send("before").await.unwrap();
+    let second = client.producer(topic).create().await.unwrap();
+    drop(second);
+
+    let policies = strata_client::NamespacePolicies {
+        max_producers_per_topic: Some(1),
+        publish_rate_per_producer_msgs: Some(500),
+        ..Default::default()
+    };
+    admin.set_namespace_policies("public/live", policies).await.unwrap();
+
+    // No unload: the loaded topic takes the new count (a second producer is refused)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match client.producer(topic).create().await {
+            Err(e) => break e,
+            Ok(extra) => drop(extra),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loaded topic never took the new producer limit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded), "{refused}");
+    assert!(refused.to_string().contains("max_producers"), "{refused}");
+
+    // ...and the producer connected before the change is held to the new rate.
+    let sent = send_flat_out(p, Instant::now() + Duration::from_secs(7)).await;
+    let times = publish_times(&client, topic, sent + 1).await;
+    let times: Vec<(String, u64)> = times.into_iter().skip(1).collect();
+    let n = in_window_of(&times, None, 5_000);
+    eprintln!("live producer at a new 500 msgs/s: {n} published in 5 s");
+    assert!((2_250..=2_750).contains(&n), "{n} messages in 5 s at 500/s");
+
+    // Back to the brokers' settings: two producers again.
+    admin
+        .set_namespace_policies("public/live", Default::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (_a, _b) = loop {
+        let a = client.producer(topic).create().await;
+        let b = client.producer(topic).create().await;
+        if let (Ok(a), Ok(b)) = (a, b) {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "the limit was never lifted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+}

@@ -214,7 +214,7 @@ impl LoadedTopic {
     /// Refuses a new subscription (durable or reader) once the topic has
     /// `max_subscriptions` of them.
     async fn check_subscription_limit(&self, running: &HashMap<SubscriptionName, RunningSubscription>) -> Result<()> {
-        let max = self.topic.limits().clients.max_subscriptions;
+        let max = self.topic.client_limits().max_subscriptions;
         let mut names: std::collections::HashSet<String> = running.keys().map(|n| n.as_str().to_string()).collect();
         if names.len() < max {
             let stored = self
@@ -492,6 +492,7 @@ impl Broker {
         }
         broker.register().await?;
         broker.ready.store(true, std::sync::atomic::Ordering::Release);
+        crate::ns_policies::spawn_watch(&broker);
         let weak = Arc::downgrade(&broker);
         broker.spawn_periodic(broker.cfg.cursor_persist_interval, move |t| {
             let weak = weak.clone();

@@ -3,14 +3,17 @@
 //!
 //! Invariants: an unset field means "the brokers' setting", so a policy never freezes a
 //! default the cluster's operator later changes; values are validated (the error names
-//! the field) before they are stored; topics take them when they load, and the topic
-//! count is checked on every creation.
+//! the field) before they are stored; topics take them when they load, and every broker
+//! watches the policies' keys ([`spawn_watch`]) to apply a change to the topics it has
+//! loaded; the topic count is checked on every creation.
 
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::rate::Rate;
 use crate::topic::ClientLimits;
 use serde::{Deserialize, Serialize};
-use strata_meta::{MetadataStore, keys};
+use std::sync::Arc;
+use strata_meta::{MetadataStore, WatchEvent, keys};
 
 /// A namespace's own policies, as stored and as the admin API carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,92 @@ pub async fn load(store: &dyn MetadataStore, tenant: &str, namespace: &str) -> R
         None => Ok(NamespacePolicies::default()),
         Some(v) => serde_json::from_slice(&v.value)
             .map_err(|e| BrokerError::Corruption(format!("policies of namespace {tenant}/{namespace}: {e}"))),
+    }
+}
+
+/// Keeps the client limits of `broker`'s loaded topics equal to their namespace's
+/// policies: a watch on every namespace's policies applies a change to the loaded topics
+/// of that namespace at once. Whenever the watch is (re-)established or lagged, every
+/// loaded topic is refreshed, so nothing missed while not watching stays stale; a full
+/// refresh also runs every [`REFRESH`] (a topic that loaded while its policies changed).
+pub(crate) fn spawn_watch(broker: &Arc<Broker>) {
+    let weak = Arc::downgrade(broker);
+    let stopped = broker.stopped().clone();
+    tokio::spawn(async move {
+        loop {
+            let Some(b) = weak.upgrade() else { return };
+            let watch = b.store().watch(&keys::namespace_policies_prefix()).await;
+            refresh(&b, None).await;
+            drop(b);
+            let mut watch = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch namespace policies; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = stopped.cancelled() => return,
+                    }
+                }
+            };
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let event = tokio::select! {
+                    e = watch.next() => e,
+                    _ = tick.tick() => Some(WatchEvent::Resync),
+                    _ = stopped.cancelled() => return,
+                };
+                let Some(b) = weak.upgrade() else { return };
+                match event {
+                    Some(WatchEvent::Put { key, .. } | WatchEvent::Delete { key }) => {
+                        let ns = key
+                            .strip_prefix(&keys::namespace_policies_prefix())
+                            .and_then(|rest| rest.split_once('/'))
+                            .map(|(t, n)| (t.to_string(), n.to_string()));
+                        if let Some(ns) = ns {
+                            refresh(&b, Some(ns)).await;
+                        }
+                    }
+                    Some(WatchEvent::Resync) => refresh(&b, None).await,
+                    // The store's watch ended: watch again.
+                    None => break,
+                }
+            }
+        }
+    });
+}
+
+/// How often every loaded topic's limits are refreshed besides the watch.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Applies the current policies to the loaded topics of namespace `only` (every
+/// namespace if `None`), reading each namespace's policies once.
+async fn refresh(broker: &Broker, only: Option<(String, String)>) {
+    let mut by_ns: std::collections::HashMap<(String, String), Vec<Arc<crate::broker::LoadedTopic>>> =
+        std::collections::HashMap::new();
+    for t in broker.loaded_topics() {
+        let name = t.topic.name();
+        let ns = (name.tenant().to_string(), name.namespace().to_string());
+        if only.as_ref().is_none_or(|o| *o == ns) {
+            by_ns.entry(ns).or_default().push(t);
+        }
+    }
+    let base = broker.limits().clients;
+    for ((tenant, namespace), topics) in by_ns {
+        match load(&**broker.store(), &tenant, &namespace).await {
+            Ok(p) => {
+                let limits = p.apply(base);
+                for t in topics {
+                    if t.topic.client_limits() != limits {
+                        t.topic.set_client_limits(limits);
+                        tracing::info!(topic = %t.topic.name(), "namespace policies changed; applied");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %format!("{tenant}/{namespace}"), error = %e, "namespace policies not read; limits unchanged")
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //!   together, not each.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A limit of messages and bytes per second; 0 means no limit on that measure.
@@ -75,61 +76,93 @@ impl Bucket {
     }
 }
 
-/// A message bucket and a byte bucket (either may be absent: unlimited).
+/// A message bucket and a byte bucket (either may be absent: unlimited), whose rate can
+/// change while it is in use (a namespace policy changed).
 #[derive(Debug)]
 pub struct Limiter {
+    /// Whether any bucket exists: the unlimited case takes no lock.
+    limited: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
     rate: Rate,
-    buckets: Mutex<(Option<Bucket>, Option<Bucket>)>,
+    msgs: Option<Bucket>,
+    bytes: Option<Bucket>,
 }
 
 impl Limiter {
-    /// A limiter for `rate`, or `None` when it limits nothing.
-    pub fn new(rate: Rate) -> Option<Self> {
-        if rate.is_unlimited() {
-            return None;
-        }
-        let now = Instant::now();
-        let bucket = |r: u64| (r > 0).then(|| Bucket::new(r, now));
-        Some(Self {
-            rate,
-            buckets: Mutex::new((bucket(rate.msgs_per_sec), bucket(rate.bytes_per_sec))),
-        })
+    /// A limiter for `rate` (one that limits nothing when `rate` is unlimited).
+    pub fn new(rate: Rate) -> Self {
+        let l = Self {
+            limited: AtomicBool::new(false),
+            state: Mutex::new(State {
+                rate: Rate::default(),
+                msgs: None,
+                bytes: None,
+            }),
+        };
+        l.set_rate(rate);
+        l
     }
 
     pub fn rate(&self) -> Rate {
-        self.rate
+        self.state.lock().expect("limiter lock").rate
+    }
+
+    /// Whether the rate limits anything.
+    pub fn is_limited(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
+    }
+
+    /// Changes the rate (nothing if it is the same): the buckets start again full, so a
+    /// change never adds a wait of its own.
+    pub fn set_rate(&self, rate: Rate) {
+        let mut g = self.state.lock().expect("limiter lock");
+        if g.rate == rate && (g.msgs.is_some() || g.bytes.is_some() || rate.is_unlimited()) {
+            return;
+        }
+        let now = Instant::now();
+        let bucket = |r: u64| (r > 0).then(|| Bucket::new(r, now));
+        *g = State {
+            rate,
+            msgs: bucket(rate.msgs_per_sec),
+            bytes: bucket(rate.bytes_per_sec),
+        };
+        self.limited.store(!rate.is_unlimited(), Ordering::Relaxed);
     }
 
     /// How long to wait before the next batch may be admitted (zero: now).
     pub fn wait(&self, now: Instant) -> Duration {
-        let mut g = self.buckets.lock().expect("limiter lock");
-        let (m, b) = &mut *g;
-        let wm = m.as_mut().map_or(Duration::ZERO, |m| m.wait(now));
-        let wb = b.as_mut().map_or(Duration::ZERO, |b| b.wait(now));
+        if !self.is_limited() {
+            return Duration::ZERO;
+        }
+        let mut g = self.state.lock().expect("limiter lock");
+        let State { msgs, bytes, .. } = &mut *g;
+        let wm = msgs.as_mut().map_or(Duration::ZERO, |m| m.wait(now));
+        let wb = bytes.as_mut().map_or(Duration::ZERO, |b| b.wait(now));
         wm.max(wb)
     }
 
     /// Counts an admitted batch of `msgs` messages and `bytes` bytes.
     pub fn take(&self, msgs: u64, bytes: u64, now: Instant) {
-        let mut g = self.buckets.lock().expect("limiter lock");
-        let (m, b) = &mut *g;
-        if let Some(m) = m {
+        if !self.is_limited() {
+            return;
+        }
+        let mut g = self.state.lock().expect("limiter lock");
+        if let Some(m) = &mut g.msgs {
             m.take(msgs, now);
         }
-        if let Some(b) = b {
+        if let Some(b) = &mut g.bytes {
             b.take(bytes, now);
         }
     }
 }
 
-/// The longest wait of several optional limiters.
-pub fn wait_all(limiters: &[Option<&Limiter>], now: Instant) -> Duration {
-    limiters
-        .iter()
-        .flatten()
-        .map(|l| l.wait(now))
-        .max()
-        .unwrap_or(Duration::ZERO)
+/// The longest wait of several limiters.
+pub fn wait_all(limiters: &[&Limiter], now: Instant) -> Duration {
+    limiters.iter().map(|l| l.wait(now)).max().unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -159,8 +192,7 @@ mod tests {
             let l = Limiter::new(Rate {
                 msgs_per_sec: 1_000,
                 bytes_per_sec: 0,
-            })
-            .unwrap();
+            });
             let n = admitted(&l, batch, 0, 10.0, start);
             assert!(
                 (10_000..=10_000 + 100 + batch).contains(&n),
@@ -175,8 +207,7 @@ mod tests {
         let l = Limiter::new(Rate {
             msgs_per_sec: 1_000_000,
             bytes_per_sec: 10_000,
-        })
-        .unwrap();
+        });
         // 100-byte messages at 10,000 B/s: 100 messages a second.
         let n = admitted(&l, 1, 100, 10.0, start);
         assert!((1_000..=1_012).contains(&n), "{n}");
@@ -188,8 +219,7 @@ mod tests {
         let l = Limiter::new(Rate {
             msgs_per_sec: 1_000,
             bytes_per_sec: 0,
-        })
-        .unwrap();
+        });
         let later = start + Duration::from_secs(3600);
         assert_eq!(l.wait(later), Duration::ZERO);
         l.take(100, 0, later);
@@ -206,16 +236,48 @@ mod tests {
     }
 
     #[test]
-    fn unlimited_rates_make_no_limiter_and_clocks_going_back_do_not_panic() {
-        assert!(Limiter::new(Rate::default()).is_none());
+    fn unlimited_rates_limit_nothing_and_clocks_going_back_do_not_panic() {
+        let unlimited = Limiter::new(Rate::default());
+        assert!(!unlimited.is_limited());
+        let now = Instant::now();
+        unlimited.take(1_000_000, 1 << 40, now);
+        assert_eq!(unlimited.wait(now), Duration::ZERO);
         let l = Limiter::new(Rate {
             msgs_per_sec: 1,
             bytes_per_sec: 0,
-        })
-        .unwrap();
-        let now = Instant::now();
+        });
         l.take(1, 0, now + Duration::from_secs(5));
         let _ = l.wait(now);
-        assert_eq!(wait_all(&[None, None], now), Duration::ZERO);
+        assert_eq!(wait_all(&[&unlimited, &unlimited], now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_rate_changes_in_place_and_back_to_unlimited() {
+        let start = Instant::now();
+        let l = Limiter::new(Rate::default());
+        l.set_rate(Rate {
+            msgs_per_sec: 1_000,
+            bytes_per_sec: 0,
+        });
+        assert!(l.is_limited());
+        let n = admitted(&l, 10, 0, 10.0, start);
+        assert!((10_000..=10_110).contains(&n), "{n} at 1,000/s");
+        // A lower rate applies from now on, without inheriting the old bucket's debt.
+        l.take(1_000_000, 0, start);
+        l.set_rate(Rate {
+            msgs_per_sec: 100,
+            bytes_per_sec: 0,
+        });
+        let later = Instant::now();
+        assert_eq!(l.wait(later), Duration::ZERO);
+        let n = admitted(&l, 1, 0, 10.0, later);
+        assert!((1_000..=1_011).contains(&n), "{n} at 100/s");
+        // Setting the same rate keeps the bucket (its debt stays).
+        l.take(1_000, 0, later);
+        l.set_rate(l.rate());
+        assert!(l.wait(later) > Duration::ZERO);
+        l.set_rate(Rate::default());
+        assert!(!l.is_limited());
+        assert_eq!(l.wait(later), Duration::ZERO);
     }
 }

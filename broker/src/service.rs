@@ -272,7 +272,7 @@ impl pb::producer_server::Producer for BrokerService {
             let mut reading = true;
             // Over a publish rate (the topic's or this producer's), the stream is not read
             // until then: flow control makes the client's sends wait, none fails.
-            let producer_limiter = crate::rate::Limiter::new(loaded.topic.limits().clients.publish_rate_per_producer);
+            let producer_limiter = crate::rate::Limiter::new(loaded.topic.client_limits().publish_rate_per_producer);
             let mut resume_at: Option<tokio::time::Instant> = None;
             // Once the client is gone, the sends already started are still driven to the
             // end (never dropped half-way), so deduplication learns where they landed.
@@ -333,7 +333,7 @@ impl pb::producer_server::Producer for BrokerService {
                     _ = tokio::time::sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)), if resume_at.is_some() => {
                         // Another producer may have used the topic's budget meanwhile.
                         let wait = crate::rate::wait_all(
-                            &[loaded.topic.publish_limiter(), producer_limiter.as_ref()],
+                            &[loaded.topic.publish_limiter(), &producer_limiter],
                             std::time::Instant::now(),
                         );
                         resume_at = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
@@ -354,9 +354,11 @@ impl pb::producer_server::Producer for BrokerService {
                             let seq = send.sequence_id;
                             let bytes: u64 = messages.iter().map(|m| m.payload.len() as u64).sum();
                             let started = std::time::Instant::now();
-                            let limiters = [loaded.topic.publish_limiter(), producer_limiter.as_ref()];
-                            if limiters.iter().any(Option::is_some) {
-                                for l in limiters.iter().flatten() {
+                            // The producer's rate follows its namespace's policies.
+                            producer_limiter.set_rate(loaded.topic.client_limits().publish_rate_per_producer);
+                            let limiters = [loaded.topic.publish_limiter(), &producer_limiter];
+                            if limiters.iter().any(|l| l.is_limited()) {
+                                for l in limiters {
                                     l.take(u64::from(count), bytes, started);
                                 }
                                 let wait = crate::rate::wait_all(&limiters, started);

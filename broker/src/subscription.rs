@@ -56,7 +56,7 @@ pub struct Subscription {
     inner: Mutex<Inner>,
     wake: Notify,
     /// The dispatch rate limit (all consumers together), if any.
-    limiter: Option<crate::rate::Limiter>,
+    limiter: crate::rate::Limiter,
 }
 
 /// Refuses a seek to a position no entry of the topic has or will next have: past the
@@ -147,7 +147,7 @@ impl Subscription {
             None => l.first(),
         };
         let limits = topic.unacked_limits();
-        let topic_limits = topic.limits().clients;
+        let topic_limits = topic.client_limits();
         Arc::new(Self {
             name,
             topic,
@@ -187,7 +187,7 @@ impl Subscription {
         ack_timeout: Option<Duration>,
     ) -> Result<(ConsumerId, mpsc::UnboundedReceiver<Vec<Delivery>>)> {
         let mut g = self.inner.lock().await;
-        let max = self.topic.limits().clients.max_consumers_per_subscription;
+        let max = self.topic.client_limits().max_consumers_per_subscription;
         if g.dispatcher.consumer_count() >= max {
             return Err(BrokerError::LimitExceeded(format!(
                 "subscription {} on {} already has {max} consumers (broker setting max_consumers_per_subscription)",
@@ -343,12 +343,13 @@ impl Subscription {
         loop {
             // Over its dispatch rate, the subscription waits (acks and consumers still
             // come and go: they only take the lock).
-            if let Some(l) = &self.limiter {
-                let wait = l.wait(std::time::Instant::now());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            // The rate follows the namespace's policies.
+            self.limiter
+                .set_rate(self.topic.client_limits().dispatch_rate_per_subscription);
+            let wait = self.limiter.wait(std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                continue;
             }
             let (need_read, read_from) = {
                 let mut g = self.inner.lock().await;
@@ -357,7 +358,8 @@ impl Subscription {
                     let Inner { dispatcher, fresh, .. } = &mut *g;
                     dispatcher.dispatch(fresh)
                 };
-                if let Some(l) = &self.limiter {
+                if self.limiter.is_limited() {
+                    let l = &self.limiter;
                     let (msgs, bytes) = out.values().flatten().fold((0u64, 0u64), |(m, b), d| {
                         (m + 1, b + d.message.message.payload.len() as u64)
                     });

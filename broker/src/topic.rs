@@ -118,12 +118,15 @@ pub struct Topic {
     ml: Arc<ManagedLedger>,
     partition: i32,
     limits: Limits,
+    /// The client limits in force: `limits.clients` until a namespace policy changes
+    /// them ([`Topic::set_client_limits`]).
+    clients: std::sync::RwLock<ClientLimits>,
     dedup: Arc<Dedup>,
     /// Names of the producers connected now.
     producers: Arc<std::sync::Mutex<std::collections::HashSet<Arc<str>>>>,
     counters: crate::metrics::TopicCounters,
     /// The topic's publish rate limit, shared by its producers.
-    publish_limiter: Option<crate::rate::Limiter>,
+    publish_limiter: crate::rate::Limiter,
 }
 
 /// Holds a producer name on its topic while alive (see [`Topic::producer_connected`]).
@@ -161,6 +164,7 @@ impl Topic {
             ml,
             partition,
             limits,
+            clients: std::sync::RwLock::new(limits.clients),
             dedup,
             producers: Default::default(),
             counters: Default::default(),
@@ -179,7 +183,7 @@ impl Topic {
                 self.name()
             )));
         }
-        let max = self.limits.clients.max_producers;
+        let max = self.client_limits().max_producers;
         if names.len() >= max {
             return Err(BrokerError::LimitExceeded(format!(
                 "{} already has {max} producers connected (broker setting max_producers_per_topic)",
@@ -324,19 +328,35 @@ impl Topic {
         Ok(())
     }
 
-    /// The batch size limits.
+    /// The batch size limits, and the client limits in force now.
     pub fn limits(&self) -> Limits {
-        self.limits
+        Limits {
+            clients: self.client_limits(),
+            ..self.limits
+        }
     }
 
-    /// The topic's publish rate limit (all producers together), if any.
-    pub fn publish_limiter(&self) -> Option<&crate::rate::Limiter> {
-        self.publish_limiter.as_ref()
+    /// The client limits in force now.
+    pub fn client_limits(&self) -> ClientLimits {
+        *self.clients.read().expect("client limits")
+    }
+
+    /// Changes the client limits of the loaded topic (its namespace's policies changed).
+    /// The topic's publish rate changes at once; producers and subscriptions follow their
+    /// rates on their next batch; counts apply to clients connecting from now on.
+    pub fn set_client_limits(&self, clients: ClientLimits) {
+        *self.clients.write().expect("client limits") = clients;
+        self.publish_limiter.set_rate(clients.publish_rate_per_topic);
+    }
+
+    /// The topic's publish rate limit (all producers together).
+    pub fn publish_limiter(&self) -> &crate::rate::Limiter {
+        &self.publish_limiter
     }
 
     /// How much each consumer of this topic may hold unacknowledged.
     pub fn unacked_limits(&self) -> crate::dispatch::UnackedLimits {
-        self.limits.clients.unacked
+        self.client_limits().unacked
     }
 
     /// Reads the messages of up to `max_entries` entries from `from` on.

@@ -571,8 +571,8 @@ impl Admin {
         .await
     }
 
-    /// Replaces the namespace's policies as a whole (needs admin on its tenant). Topics
-    /// take them when they load: unload the namespace's bundles to apply them at once.
+    /// Replaces the namespace's policies as a whole (needs admin on its tenant). Loaded
+    /// topics take them at once, on every broker.
     pub async fn set_namespace_policies(&self, namespace: &str, policies: NamespacePolicies) -> Result<()> {
         let namespace = namespace.to_string();
         self.call(

@@ -196,5 +196,10 @@ pub fn topic_permissions(path: &str) -> String {
 
 /// Policies of a namespace, JSON.
 pub fn namespace_policies(tenant: &str, namespace: &str) -> String {
-    format!("{ROOT}/policies/namespaces/{tenant}/{namespace}")
+    format!("{}{tenant}/{namespace}", namespace_policies_prefix())
+}
+
+/// The prefix of every namespace's policies (what brokers watch).
+pub fn namespace_policies_prefix() -> String {
+    format!("{ROOT}/policies/namespaces/")
 }
