@@ -3,7 +3,11 @@
 //!
 //! - Reading starts after the cursor's mark-delete position and skips entries that were
 //!   acknowledged individually. Messages are read ahead only while some consumer has
-//!   permits (flow control), at most [`READ_BATCH`] entries at a time.
+//!   permits (flow control), at most [`READ_BATCH`] entries at a time. While messages
+//!   are in hand (a consumer catching up), the next batch is read by a task of its own,
+//!   so reading (bookie reads, decoding) overlaps dispatching what is in hand: at most one
+//!   batch ahead, so a subscription holds at most two batches; one begun before a seek is
+//!   dropped unused.
 //! - A message is acknowledged per message; an entry (a producer batch) is acknowledged in
 //!   the cursor once every message of it is. Batch-level progress is in memory only: after
 //!   a crash a partly acknowledged batch is redelivered whole (at-least-once).
@@ -26,6 +30,35 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 /// Entries read from the topic per round.
 pub const READ_BATCH: usize = 100;
+
+/// A batch being read ahead, from `from`; the read stops if this is dropped.
+struct ReadAhead {
+    from: Position,
+    task: tokio::task::JoinHandle<Result<Vec<ReadMessage>>>,
+}
+
+impl ReadAhead {
+    fn start(topic: &Arc<Topic>, from: Position) -> Self {
+        let topic = topic.clone();
+        Self {
+            from,
+            task: tokio::spawn(async move { topic.read(from, READ_BATCH).await }),
+        }
+    }
+
+    async fn result(mut self) -> Result<Vec<ReadMessage>> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(BrokerError::Unavailable(format!("reading ahead stopped: {e}"))),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Where a new subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +373,7 @@ impl Subscription {
     pub async fn run(self: Arc<Self>) -> Result<()> {
         let ml = self.topic.managed_ledger().clone();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut ahead: Option<ReadAhead> = None;
         loop {
             // Over its dispatch rate, the subscription waits (acks and consumers still
             // come and go: they only take the lock).
@@ -370,10 +404,26 @@ impl Subscription {
                         let _ = tx.send(deliveries);
                     }
                 }
-                (g.dispatcher.has_permits() && g.fresh.is_empty(), g.read_position)
+                // Read ahead only with something in hand to dispatch meanwhile (a consumer
+                // catching up, not one tailing the topic, which reads as entries arrive).
+                let in_hand = !g.fresh.is_empty();
+                (
+                    g.dispatcher.has_permits() && g.fresh.is_empty(),
+                    (g.read_position, in_hand),
+                )
             };
+            let (read_from, in_hand) = read_from;
+            if in_hand
+                && let Some(from) = read_from
+                && ahead.as_ref().is_none_or(|a| a.from != from)
+            {
+                ahead = Some(ReadAhead::start(&self.topic, from));
+            }
             if need_read && let Some(from) = read_from {
-                let batch = self.topic.read(from, READ_BATCH).await?;
+                let batch = match ahead.take() {
+                    Some(a) if a.from == from => a.result().await?,
+                    _ => self.topic.read(from, READ_BATCH).await?,
+                };
                 if !batch.is_empty() {
                     let l = layout(&self.topic).await;
                     let mut g = self.inner.lock().await;

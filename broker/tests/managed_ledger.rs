@@ -482,6 +482,38 @@ mod subscriptions {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_catching_up_reads_ahead_in_order_and_a_seek_drops_what_was_read_ahead() {
+        let b = bookies(2).await;
+        let t = topic(&b, "t/ns/ahead").await;
+        // 300 entries of 3 messages: three read batches (READ_BATCH entries each).
+        publish(&t, 0, 900, &[""]).await;
+        let name = SubscriptionName::new("s").unwrap();
+        let sub = Subscription::open(t.clone(), name, SubType::Exclusive, InitialPosition::Earliest)
+            .await
+            .unwrap();
+        let runner = tokio::spawn(sub.clone().run());
+        let (c, mut rx) = sub.add_consumer(None).await.unwrap();
+        // Part way into the second batch: the third is being (or has been) read ahead.
+        sub.add_permits(c, 400).await.unwrap();
+        let got = recv(&mut rx, 400).await;
+        assert_eq!(payloads(&got), (0..400).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        // Back to the start: what was read ahead from the old position is not delivered.
+        sub.seek(c, got[0].message.id.position).await.unwrap();
+        sub.add_permits(c, 2_000).await.unwrap();
+        let again = recv(&mut rx, 900).await;
+        assert_eq!(payloads(&again), (0..900).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        // And nothing more than the topic holds.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "no duplicate after the seek"
+        );
+        runner.abort();
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shared_spreads_and_redelivers_what_a_leaving_consumer_did_not_ack() {
         let b = bookies(2).await;
         let t = topic(&b, "t/ns/shared").await;
