@@ -9,6 +9,9 @@
 # Both on `strata standalone` / one nats-server with file storage, data under WORKDIR,
 # runs alternating, 3 of each, after the disk ceiling of the same run. NATS keeps its
 # default sync (fsync every 2 minutes); Strata's journal fsyncs every write.
+# As root, W5 also runs with the page cache dropped before each consume ("cold"): Strata
+# writes entry logs with O_DIRECT, so its backlog is never in the page cache, while NATS
+# writes through it; cold runs read both from the disk.
 # Usage: scripts/bench-nats.sh [WORKDIR]   (WORKDIR on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,19 +53,32 @@ nats_stop() { kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; }
 nats_start
 nats="nats://127.0.0.1:$nats_port"
 
-for i in 1 2 3; do
-  "$strata" perf produce --url "$url" --topic "public/default/w5-$i" --messages 1000000 --size 1024 \
-    --inflight 1000 --json 2>/dev/null | tail -1 >/dev/null
-  "$strata" admin topics unload "public/default/w5-$i" --url "$url"
-  echo "strata W5 $i: $("$strata" perf consume --url "$url" --topic "public/default/w5-$i" \
-    --messages 1000000 --json 2>/dev/null | tail -1)"
-  "$nats_bench" "$nats" produce 1000000 1024 >/dev/null
-  nats_stop
-  nats_start
-  echo "nats   W5 $i: $("$nats_bench" "$nats" consume 1000000)"
+# Before each consume: `sync` (the other system's buffered writes are not flushed in
+# the middle of the run), and for cold runs the page cache dropped.
+drop_caches() { sync && echo 1 >/proc/sys/vm/drop_caches; }
+modes=(warm)
+if [ -w /proc/sys/vm/drop_caches ]; then modes+=(cold); fi
+for mode in "${modes[@]}"; do
+  for i in 1 2 3; do
+    topic="public/default/w5-$mode-$i"
+    "$strata" perf produce --url "$url" --topic "$topic" --messages 1000000 --size 1024 \
+      --inflight 1000 --json 2>/dev/null | tail -1 >/dev/null
+    "$strata" admin topics unload "$topic" --url "$url"
+    sync; [ "$mode" = warm ] || drop_caches
+    echo "strata W5 $mode $i: $("$strata" perf consume --url "$url" --topic "$topic" \
+      --messages 1000000 --json 2>/dev/null | tail -1)"
+    "$strata" admin topics delete "$topic" --force --url "$url" # keep the disk from filling
+    "$nats_bench" "$nats" produce 1000000 1024 >/dev/null
+    nats_stop
+    sync; [ "$mode" = warm ] || drop_caches
+    nats_start
+    echo "nats   W5 $mode $i: $("$nats_bench" "$nats" consume 1000000)"
+  done
 done
 for i in 1 2 3; do
+  sync
   echo "strata W3 $i: $("$strata" perf e2e --url "$url" --topic "public/default/w3-$i" --rate 0 \
     --subscriptions 4 --messages 200000 --size 1024 --json 2>/dev/null | tail -1)"
+  "$strata" admin topics delete "public/default/w3-$i" --force --url "$url"
   echo "nats   W3 $i: $("$nats_bench" "$nats" fanout 200000 1024 4)"
 done

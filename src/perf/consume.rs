@@ -73,16 +73,19 @@ pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
+    // Set once the total is received, so every consumer stops waiting (no timer per
+    // message: that showed in profiles of W5).
+    let done = tokio_util::sync::CancellationToken::new();
     for c in consumers {
-        let (received, bytes, total) = (received.clone(), bytes.clone(), a.messages);
+        let (received, bytes, total, done) = (received.clone(), bytes.clone(), a.messages, done.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = latency_histogram();
             let (mut since_ack, mut last) = (0u32, None);
             while received.load(Ordering::Relaxed) < total {
-                let Ok(m) = tokio::time::timeout(Duration::from_millis(200), c.receive()).await else {
-                    continue; // re-check whether the others finished the total
+                let m = tokio::select! {
+                    m = c.receive() => m?,
+                    _ = done.cancelled() => continue, // re-check the total
                 };
-                let m = m?;
                 hist.record(age_us(m.publish_time)).ok();
                 bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
                 if cumulative {
@@ -96,7 +99,9 @@ pub async fn run(a: ConsumePerfArgs) -> anyhow::Result<()> {
                 } else {
                     c.ack(&m).await?;
                 }
-                received.fetch_add(1, Ordering::Relaxed);
+                if received.fetch_add(1, Ordering::Relaxed) + 1 >= total {
+                    done.cancel();
+                }
             }
             if let Some(m) = last.filter(|_| since_ack > 0) {
                 c.ack_cumulative(&m).await?;
