@@ -209,6 +209,22 @@ fn lint_and_template_succeed_for_every_value_set_with_current_apis_and_least_pri
         }
         assert!(one(&all, "StrataCluster")["spec"]["security"]["tls"].is_mapping());
     }
+    // HTTPS on the HTTP ports: scrapers are told to use it.
+    let all = docs(&helm.template(
+        "strata",
+        None,
+        &[
+            "--set",
+            "cluster.security.tls.secretName=my-certs",
+            "--set",
+            "cluster.security.tls.http=true",
+        ],
+    ));
+    let spec = &one(&all, "StrataCluster")["spec"];
+    for tier in ["brokers", "bookies"] {
+        let ann = &spec[tier]["podTemplate"]["annotations"];
+        assert_eq!(ann["prometheus.io/scheme"].as_str(), Some("https"), "{tier}: {ann:?}");
+    }
 
     // Components switch off.
     let all = docs(&helm.template(
@@ -262,6 +278,31 @@ fn monitors_and_disruption_budgets_follow_what_the_api_server_serves() {
     assert_eq!(sm["spec"]["endpoints"][0]["port"].as_str(), Some("http-metrics"));
     let pm = one(&served, "PodMonitor");
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"].as_str(), Some("http"));
+    assert!(pm["spec"]["podMetricsEndpoints"][0]["scheme"].is_null());
+    // HTTPS ports: the monitor scrapes over TLS, checking the certificate by a name it carries.
+    let tls = docs(&helm.template(
+        "strata",
+        None,
+        &[
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+            "--api-versions",
+            "monitoring.coreos.com/v1/PodMonitor",
+            "--set",
+            "cluster.security.tls.issuerRef.name=ca",
+            "--set",
+            "cluster.security.tls.http=true",
+        ],
+    ));
+    let ep = &one(&tls, "PodMonitor")["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(ep["scheme"].as_str(), Some("https"));
+    assert_eq!(ep["tlsConfig"]["ca"]["secret"]["name"].as_str(), Some("strata-tls"));
+    assert!(
+        ep["tlsConfig"]["serverName"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("strata-broker.")),
+        "{ep:?}"
+    );
     assert_eq!(annotations(&served), vec![None, None]);
     let pdb = one(&served, "PodDisruptionBudget");
     assert_eq!(pdb["apiVersion"].as_str(), Some("policy/v1"));

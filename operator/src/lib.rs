@@ -426,8 +426,8 @@ async fn access_for(ctx: &Context, url: &str) -> Result<(String, strata::Access)
     Ok((url, access))
 }
 
-/// The token in key `key` of Secret `ns/name` (`about` says where the Secret comes from,
-/// for the error).
+/// The text (trimmed) in key `key` of Secret `ns/name`: a token, or a CA certificate
+/// (`about` says where the Secret comes from, for the error).
 async fn secret_token(
     ctx: &Context,
     ns: &str,

@@ -89,6 +89,14 @@ app.kubernetes.io/component: operator
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
+{{- if .https }}
+prometheus.io/scheme: https
+{{- end }}
+{{- end }}
+
+{{/* "true" when the cluster's HTTP ports serve TLS (cluster.security.tls.http). */}}
+{{- define "strata.httpTls" -}}
+{{- if (((.Values.cluster.security).tls).http) }}true{{ end }}
 {{- end }}
 
 {{/* What the test pod needs to reach a secured cluster: with auth on, the admin token of
