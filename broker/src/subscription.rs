@@ -3,7 +3,8 @@
 //!
 //! - Reading starts after the cursor's mark-delete position and skips entries that were
 //!   acknowledged individually. Messages are read ahead only while some consumer has
-//!   permits (flow control), at most [`READ_BATCH`] entries at a time. While messages
+//!   permits (flow control), at most [`READ_BATCH`] entries and about [`READ_BYTES`] at a
+//!   time (the entry count follows the last batch's entry size). While messages
 //!   are in hand (a consumer catching up), the next batch is read by a task of its own,
 //!   so reading (bookie reads, decoding) overlaps dispatching what is in hand: at most one
 //!   batch ahead, so a subscription holds at most two batches; one begun before a seek is
@@ -31,6 +32,38 @@ use tokio::sync::{Mutex, Notify, mpsc};
 /// Entries read from the topic per round.
 pub const READ_BATCH: usize = 100;
 
+/// About how many payload bytes a read brings in: large entries make smaller batches, so
+/// a subscription holds a bounded amount (two batches with one read ahead).
+pub const READ_BYTES: usize = 16 << 20;
+
+/// Entries of a subscription's first read, before any entry size is known.
+pub const FIRST_READ: usize = 8;
+
+/// Entries to read next, given the last batch held `entries` entries of `bytes` payload
+/// bytes: as many as fit [`READ_BYTES`] at that size, between 1 and [`READ_BATCH`].
+fn batch_entries(entries: usize, bytes: usize) -> usize {
+    if entries == 0 {
+        return FIRST_READ;
+    }
+    let per_entry = (bytes / entries).max(1);
+    (READ_BYTES / per_entry).clamp(1, READ_BATCH)
+}
+
+/// Entries and payload bytes of a read batch (messages of an entry are adjacent).
+fn batch_size(batch: &[ReadMessage]) -> (usize, usize) {
+    let mut entries = 0;
+    let mut last = None;
+    let mut bytes = 0;
+    for m in batch {
+        if last != Some(m.id.position) {
+            entries += 1;
+            last = Some(m.id.position);
+        }
+        bytes += m.message.payload.len() + m.message.key.len();
+    }
+    (entries, bytes)
+}
+
 /// A batch being read ahead, from `from`; the read stops if this is dropped.
 struct ReadAhead {
     from: Position,
@@ -38,11 +71,11 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    fn start(topic: &Arc<Topic>, from: Position) -> Self {
+    fn start(topic: &Arc<Topic>, from: Position, entries: usize) -> Self {
         let topic = topic.clone();
         Self {
             from,
-            task: tokio::spawn(async move { topic.read(from, READ_BATCH).await }),
+            task: tokio::spawn(async move { topic.read(from, entries).await }),
         }
     }
 
@@ -374,6 +407,8 @@ impl Subscription {
         let ml = self.topic.managed_ledger().clone();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut ahead: Option<ReadAhead> = None;
+        // Until a batch shows the entry size, read a few (entries may be megabytes).
+        let mut entries = FIRST_READ;
         loop {
             // Over its dispatch rate, the subscription waits (acks and consumers still
             // come and go: they only take the lock).
@@ -417,14 +452,16 @@ impl Subscription {
                 && let Some(from) = read_from
                 && ahead.as_ref().is_none_or(|a| a.from != from)
             {
-                ahead = Some(ReadAhead::start(&self.topic, from));
+                ahead = Some(ReadAhead::start(&self.topic, from, entries));
             }
             if need_read && let Some(from) = read_from {
                 let batch = match ahead.take() {
                     Some(a) if a.from == from => a.result().await?,
-                    _ => self.topic.read(from, READ_BATCH).await?,
+                    _ => self.topic.read(from, entries).await?,
                 };
                 if !batch.is_empty() {
+                    let (n, bytes) = batch_size(&batch);
+                    entries = batch_entries(n, bytes);
                     let l = layout(&self.topic).await;
                     let mut g = self.inner.lock().await;
                     // A seek while reading makes this batch stale.
@@ -476,6 +513,19 @@ mod tests {
             ledger: LedgerId::new(l).unwrap(),
             entry: EntryId::new(e),
         }
+    }
+
+    #[test]
+    fn reads_bring_in_about_read_bytes_whatever_the_entry_size() {
+        // 128 KiB producer batches: the full 100 entries (12.5 MiB).
+        assert_eq!(batch_entries(100, 100 << 17), READ_BATCH);
+        // 5 MiB entries: 3 at a time (15 MiB), never 100 (500 MiB).
+        assert_eq!(batch_entries(3, 15 << 20), 3);
+        // An entry larger than the budget: still one at a time.
+        assert_eq!(batch_entries(1, 64 << 20), 1);
+        // Tiny or empty entries: the entry count caps; nothing read yet: a few.
+        assert_eq!(batch_entries(100, 0), READ_BATCH);
+        assert_eq!(batch_entries(0, 0), FIRST_READ);
     }
 
     #[test]
