@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use strata_client::{Client, InitialPosition, SubscriptionType};
-use strata_operator::{StrataCluster, Topic};
+use strata_operator::StrataCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_and_scales() {
@@ -103,25 +103,7 @@ async fn a_cluster_runs_as_rendered_rolls_config_changes_without_client_errors_a
     }
 
     // A Topic resource naming the cluster by clusterRef.
-    env.kube.apply(&format!(
-        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {}\nspec:\n  clusterRef:\n    name: demo\n  partitions: 2\n",
-        env.ns
-    ));
-    let topics: Api<Topic> = env.api();
-    eventually(
-        "Topic orders ready through clusterRef",
-        || op.log_text(),
-        || async {
-            let t = topics.get_opt("orders").await.ok().flatten()?;
-            t.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
+    apply_topic_and_wait_ready(&env, &op, 2).await;
     assert_eq!(
         client
             .admin()

@@ -10,7 +10,7 @@ use common::kubelet::Kubelet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, PostParams};
 use strata_client::{Client, InitialPosition};
-use strata_operator::{StrataCluster, Topic};
+use strata_operator::StrataCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_the_cluster_takes_only_tokens_and_the_operator_uses_its_own() {
@@ -66,25 +66,7 @@ async fn with_auth_on_the_cluster_takes_only_tokens_and_the_operator_uses_its_ow
     assert_eq!(e.code(), Some(strata_client::ErrorCode::Unauthenticated), "{e}");
 
     // The operator reconciles a Topic with its own token.
-    env.kube.apply(&format!(
-        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {}\nspec:\n  clusterRef:\n    name: demo\n  partitions: 2\n",
-        env.ns
-    ));
-    let topics: Api<Topic> = env.api();
-    eventually(
-        "Topic orders ready on the secured cluster",
-        || op.log_text(),
-        || async {
-            let t = topics.get_opt("orders").await.ok().flatten()?;
-            t.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
+    apply_topic_and_wait_ready(&env, &op, 2).await;
 
     // The admin token of the Secret works for people and tools.
     let client = Client::builder(url.clone()).token(&admin_token).build().await.unwrap();
@@ -337,24 +319,7 @@ async fn with_tls_from_cert_manager_brokers_and_bookies_serve_it_and_clients_che
     let pod_addr = format!("{}:6650", dashed.replace('-', "."));
 
     // The operator reconciles a Topic over TLS (trusting the Secret's ca.crt).
-    env.kube.apply(&format!(
-        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {ns}\nspec:\n  clusterRef:\n    name: demo\n  partitions: 1\n"
-    ));
-    let topics: Api<Topic> = env.api();
-    eventually(
-        "Topic orders ready on the TLS cluster",
-        || op.log_text(),
-        || async {
-            let t = topics.get_opt("orders").await.ok().flatten()?;
-            t.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
+    apply_topic_and_wait_ready(&env, &op, 1).await;
 
     // Produce and consume: lookups send the client to the broker's name; bookies are
     // written over TLS.

@@ -168,3 +168,27 @@ pub fn cluster_yaml(ns: &str, spec: &str) -> String {
         "apiVersion: strata.io/v1alpha1\nkind: StrataCluster\nmetadata:\n  name: demo\n  namespace: {ns}\nspec:\n{spec}"
     )
 }
+
+/// Applies Topic `orders` of StrataCluster `demo` (by clusterRef) with `partitions`, and
+/// waits until the operator reports it Ready.
+pub async fn apply_topic_and_wait_ready(env: &Env, op: &OperatorProcess, partitions: u32) {
+    env.kube.apply(&format!(
+        "apiVersion: strata.io/v1alpha1\nkind: Topic\nmetadata:\n  name: orders\n  namespace: {}\nspec:\n  clusterRef:\n    name: demo\n  partitions: {partitions}\n",
+        env.ns
+    ));
+    let topics: Api<strata_operator::Topic> = env.api();
+    eventually(
+        "Topic orders Ready",
+        || op.log_text(),
+        || async {
+            let t = topics.get_opt("orders").await.ok().flatten()?;
+            t.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
