@@ -106,9 +106,19 @@ fn consume_stream() -> impl Strategy<Value = Vec<pb::ConsumeRequest>> {
         any::<u64>(),
         any::<bool>(),
         proptest::option::of(id()),
+        prop_oneof![4 => 0i32..2, 1 => any::<i32>()],
     )
         .prop_map(
-            |(topic, subscription, r#type, initial_position, ack_timeout_ms, non_durable, start_message_id)| {
+            |(
+                topic,
+                subscription,
+                r#type,
+                initial_position,
+                ack_timeout_ms,
+                non_durable,
+                start_message_id,
+                delivery_form,
+            )| {
                 R::Subscribe(pb::Subscribe {
                     topic,
                     subscription,
@@ -118,13 +128,25 @@ fn consume_stream() -> impl Strategy<Value = Vec<pb::ConsumeRequest>> {
                     ack_timeout_ms,
                     non_durable,
                     start_message_id,
+                    delivery_form,
                 })
             },
         );
     let other = prop_oneof![
         any::<u32>().prop_map(|permits| R::Flow(pb::Flow { permits })),
-        (proptest::collection::vec(id(), 0..4), any::<bool>())
-            .prop_map(|(ids, cumulative)| R::Ack(pb::Ack { ids, cumulative })),
+        (
+            proptest::collection::vec(id(), 0..4),
+            any::<bool>(),
+            proptest::collection::vec((proptest::option::of(id()), proptest::option::of(id())), 0..3)
+        )
+            .prop_map(|(ids, cumulative, ranges)| R::Ack(pb::Ack {
+                ids,
+                cumulative,
+                ranges: ranges
+                    .into_iter()
+                    .map(|(first, last)| pb::AckRange { first, last })
+                    .collect()
+            })),
         proptest::collection::vec(id(), 0..4).prop_map(|ids| R::Nack(pb::Nack { ids })),
         (proptest::option::of(id()), any::<u64>()).prop_map(|(message_id, publish_time_ms)| R::Seek(pb::Seek {
             message_id,

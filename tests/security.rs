@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Standalone, free_port, http_get};
+use common::{Standalone, free_port, http_get, raw_consume};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use strata_client::{Client, ErrorCode, InitialPosition, ProducerMessage, SubscriptionType};
@@ -43,25 +43,6 @@ async fn eventually<T: std::fmt::Debug>(what: &str, mut f: impl AsyncFnMut() -> 
         assert!(Instant::now() < deadline, "{what}: still {v:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A raw consume stream: subscribes, then sends whatever else is pushed on the sender.
-async fn raw_consume(
-    url: &str,
-    subscribe: pb::Subscribe,
-) -> (mpsc::Sender<pb::ConsumeRequest>, tonic::Streaming<pb::ConsumeResponse>) {
-    let mut c = pb::consumer_client::ConsumerClient::connect(url.to_string())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::ConsumeRequest {
-        request: Some(pb::consume_request::Request::Subscribe(subscribe)),
-    })
-    .await
-    .unwrap();
-    let stream = c.consume(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    (tx, stream)
 }
 
 /// A raw produce stream opened as `name`: the broker's first answer, and the stream.
@@ -103,6 +84,16 @@ fn wire_error(r: &pb::produce_response::Response) -> (pb::ErrorCode, String) {
 /// everything once the stalled one goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_stops_reading_holds_only_its_unacked_limit() {
+    stalled_consumer_holds_only_its_unacked_limit(pb::DeliveryForm::Messages).await;
+}
+
+/// The same with the entry form (stored batches, as the Rust SDK asks for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_entries_that_stops_reading_holds_only_its_unacked_limit() {
+    stalled_consumer_holds_only_its_unacked_limit(pb::DeliveryForm::Entries).await;
+}
+
+async fn stalled_consumer_holds_only_its_unacked_limit(form: pb::DeliveryForm) {
     let dir = tempfile::tempdir().unwrap();
     // 1 MiB per consumer; 400 messages of 64 KiB are 25 MiB.
     let s = Standalone::start_with_config(
@@ -130,6 +121,7 @@ async fn a_consumer_that_stops_reading_holds_only_its_unacked_limit() {
             subscription: "work".into(),
             r#type: pb::SubscriptionType::Shared as i32,
             initial_position: pb::InitialPosition::Earliest as i32,
+            delivery_form: form as i32,
             ..Default::default()
         },
     )

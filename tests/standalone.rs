@@ -408,6 +408,7 @@ async fn bad_input_gets_clear_errors() {
                 partition: -1,
             }],
             cumulative: false,
+            ranges: vec![],
         })),
     })
     .await

@@ -6,7 +6,8 @@
 //! - **Exclusive**: one consumer; a second is refused (`ConsumerBusy`). In order.
 //! - **Failover**: many consumers, the first connected is active and gets everything in
 //!   order; when it leaves, the next one takes over (its unacked messages are redelivered).
-//! - **Shared**: round-robin over consumers with permits; no ordering.
+//! - **Shared**: round-robin over consumers with permits, by entry (a consumer takes the
+//!   rest of an entry while it has permits); no ordering.
 //! - **Key_Shared**: a key's messages go to one consumer, in order. A key is assigned by
 //!   hash over the consumers, but stays with the consumer that holds unacknowledged
 //!   messages of it until they are acknowledged or redelivered, so a consumer joining or
@@ -151,6 +152,9 @@ pub struct Dispatcher {
     /// Key_Shared: key hash → (consumer holding its unacked messages, how many).
     key_owner: HashMap<u64, (ConsumerId, u32)>,
     next_round_robin: usize,
+    /// Shared: the entry of the last message delivered and its consumer, which takes the
+    /// rest of the entry while it can (entries stay whole, as the entry form sends them).
+    last_entry: Option<(strata_common::Position, ConsumerId)>,
     limits: UnackedLimits,
 }
 
@@ -167,6 +171,7 @@ impl Dispatcher {
             replay: BTreeMap::new(),
             key_owner: HashMap::new(),
             next_round_robin: 0,
+            last_entry: None,
             limits,
         }
     }
@@ -295,6 +300,13 @@ impl Dispatcher {
                 (self.consumers.first().is_some_and(|c| c.can_take(&l))).then_some(0)
             }
             SubType::Shared => {
+                if let Some((position, id)) = self.last_entry
+                    && position == m.id.position
+                    && let Some(i) = self.consumers.iter().position(|c| c.id == id)
+                    && self.consumers[i].can_take(&l)
+                {
+                    return Some(i);
+                }
                 let n = self.consumers.len();
                 for k in 0..n {
                     let i = (self.next_round_robin + k) % n;
@@ -339,6 +351,9 @@ impl Dispatcher {
         c.unacked_bytes += held_bytes(&d.message);
         let id = c.id;
         let deadline = c.ack_timeout.map(|t| now + t);
+        if self.sub_type == SubType::Shared {
+            self.last_entry = Some((d.message.id.position, id));
+        }
         if self.sub_type == SubType::KeyShared {
             let e = self
                 .key_owner
@@ -444,6 +459,28 @@ impl Dispatcher {
         }
     }
 
+    /// Acknowledges every message from `first` to `last` (both included) pending on
+    /// `consumer`; those pending on others, or on none, are left alone (a client sends a
+    /// range only over messages it acknowledges one by one). Returns the acknowledged.
+    pub fn ack_range(&mut self, consumer: ConsumerId, first: MessageId, last: MessageId) -> Vec<ReadMessage> {
+        if first > last {
+            return Vec::new();
+        }
+        let ids: Vec<MessageId> = self
+            .pending
+            .range(first..=last)
+            .filter(|(_, p)| p.consumer == consumer)
+            .map(|(m, _)| *m)
+            .collect();
+        ids.into_iter()
+            .map(|m| {
+                let p = self.take_pending(&m).expect("listed");
+                self.release_key(&p.delivery.message);
+                p.delivery.message
+            })
+            .collect()
+    }
+
     /// Acknowledges every pending message of `consumer` up to and including `id`
     /// (Exclusive and Failover only).
     pub fn ack_cumulative(&mut self, consumer: ConsumerId, id: MessageId) -> Result<Vec<ReadMessage>, DispatchError> {
@@ -523,6 +560,7 @@ mod tests {
             },
             producer_name: "p".into(),
             publish_time_ms: 0,
+            entry: Bytes::new(),
         }
     }
 
@@ -592,6 +630,66 @@ mod tests {
             d.ack_cumulative(1, first_of_2),
             Err(DispatchError::CumulativeNotAllowed(_))
         ));
+    }
+
+    /// `entries` entries of `per` messages each.
+    fn batches(entries: u64, per: u32) -> VecDeque<ReadMessage> {
+        let mut q = VecDeque::new();
+        for e in 0..entries {
+            for i in 0..per {
+                let mut m = msg(e, "");
+                m.id.batch_index = i;
+                m.batch_size = per;
+                q.push_back(m);
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn shared_hands_out_whole_entries_while_permits_last() {
+        let mut d = Dispatcher::new(SubType::Shared);
+        d.add_consumer(1, None).unwrap();
+        d.add_consumer(2, None).unwrap();
+        d.add_permits(1, 6).unwrap();
+        d.add_permits(2, 100).unwrap();
+        let mut q = batches(4, 4);
+        let out = d.dispatch(&mut q);
+        let entries = |c: ConsumerId| {
+            let mut v: Vec<(u64, u32)> = out[&c]
+                .iter()
+                .map(|d| (d.message.id.position.entry.get(), d.message.id.batch_index))
+                .collect();
+            v.sort();
+            v
+        };
+        // Consumer 1 takes entry 0 whole, then entry 2 until its 6 permits run out (two
+        // messages); consumer 2 takes entries 1 and 3 whole and the rest of entry 2.
+        assert_eq!(entries(1), vec![(0, 0), (0, 1), (0, 2), (0, 3), (2, 0), (2, 1)]);
+        assert_eq!(out[&2].len(), 10);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn an_ack_range_takes_only_what_is_pending_on_its_consumer() {
+        let mut d = Dispatcher::new(SubType::Shared);
+        d.add_consumer(1, None).unwrap();
+        d.add_consumer(2, None).unwrap();
+        d.add_permits(1, 100).unwrap();
+        d.add_permits(2, 100).unwrap();
+        let out = d.dispatch(&mut batches(4, 3));
+        // Entries alternate: 0 and 2 on consumer 1, 1 and 3 on consumer 2.
+        assert_eq!(out[&1].len(), 6);
+        let first = out[&1][0].message.id;
+        let last = out[&1][5].message.id;
+        let acked = d.ack_range(1, first, last);
+        assert_eq!(acked.len(), 6, "entry 1, pending on consumer 2, stays");
+        assert_eq!(d.pending_count(), 6);
+        assert!(d.ack_range(1, first, last).is_empty(), "nothing left to take twice");
+        assert!(d.ack_range(2, last, first).is_empty(), "a reversed range takes nothing");
+        let (a, b) = (out[&2][0].message.id, out[&2][5].message.id);
+        assert_eq!(d.ack_range(2, a, b).len(), 6);
+        assert_eq!(d.pending_count(), 0);
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub fn encoded_len(batch: &StoredBatch) -> usize {
     HEADER_LEN + batch.encoded_len()
 }
 
+/// The encoded `StoredBatch` of an entry [`decode`] accepted (what follows the header).
+pub fn body(entry: &Bytes) -> Bytes {
+    entry.slice(HEADER_LEN.min(entry.len())..)
+}
+
 /// Decodes an entry payload.
 pub fn decode(entry: &Bytes) -> Result<StoredBatch> {
     if entry.len() < HEADER_LEN || entry[..2] != MAGIC {

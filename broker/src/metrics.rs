@@ -20,6 +20,52 @@ pub struct BrokerMetrics {
     last: Mutex<(Instant, [u64; 4], Rates)>,
 }
 
+/// The stages of the consume path, timed on `/metrics` as
+/// `strata_broker_consume_seconds_total{stage}`: where a catch-up read spends its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeStage {
+    /// Reading entries for subscriptions: bookie reads (or cache) and decoding.
+    Read,
+    /// Choosing consumers for messages (the subscription's dispatcher, under its lock).
+    Dispatch,
+    /// Building responses (the per-message or the entry form).
+    Encode,
+    /// Waiting to hand a response to the consumer's stream (a slow consumer, or the
+    /// network, shows here).
+    Send,
+    /// Applying acknowledgements (dispatcher and cursor).
+    Ack,
+}
+
+/// Time spent in each [`ConsumeStage`], nanoseconds. Process-wide (a process runs one
+/// broker; in tests running several, their times add up).
+static CONSUME_NS: [AtomicU64; ConsumeStage::ALL.len()] = [const { AtomicU64::new(0) }; ConsumeStage::ALL.len()];
+
+impl ConsumeStage {
+    /// Adds the time since `since` to this stage.
+    pub fn time(self, since: Instant) {
+        CONSUME_NS[self as usize].fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub const ALL: [ConsumeStage; 5] = [
+        ConsumeStage::Read,
+        ConsumeStage::Dispatch,
+        ConsumeStage::Encode,
+        ConsumeStage::Send,
+        ConsumeStage::Ack,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ConsumeStage::Read => "read",
+            ConsumeStage::Dispatch => "dispatch",
+            ConsumeStage::Encode => "encode",
+            ConsumeStage::Send => "send",
+            ConsumeStage::Ack => "ack",
+        }
+    }
+}
+
 /// One topic's messages and bytes in (stored) and out (delivered) since it was loaded on
 /// this broker; on `/metrics` as `strata_topic_*_total{topic}` (counters restart when the
 /// topic moves, which Prometheus' `rate` handles).
@@ -111,6 +157,19 @@ impl BrokerMetrics {
             "Topic lookups answered.",
             self.lookups.load(Ordering::Relaxed),
         );
+        w.family(
+            "strata_broker_consume_seconds_total",
+            "Time spent in each stage of delivering messages (summed over tasks).",
+            "counter",
+        );
+        for stage in ConsumeStage::ALL {
+            let ns = CONSUME_NS[stage as usize].load(Ordering::Relaxed);
+            w.sample(
+                "strata_broker_consume_seconds_total",
+                &[("stage", stage.name())],
+                ns as f64 / 1e9,
+            );
+        }
         w.histogram(
             "strata_broker_publish_latency_seconds",
             "Time from receiving a batch to sending its receipt.",

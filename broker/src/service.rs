@@ -8,14 +8,15 @@
 
 use crate::authz::{Action, Resource};
 use crate::broker::Broker;
-use crate::dispatch::{DispatchError, SubType};
+use crate::dispatch::{Delivery, DispatchError, SubType, held_bytes};
 use crate::error::BrokerError;
+use crate::metrics::ConsumeStage;
 use crate::subscription::InitialPosition;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use strata_common::{EntryId, LedgerId, MessageId, Position, SubscriptionName, TopicName};
 use strata_net::auth::Principal;
 use strata_proto::broker::v1::StoredMessage;
@@ -411,6 +412,165 @@ pub(crate) fn sub_type(t: i32) -> Result<SubType, pb::Error> {
     }
 }
 
+/// Acknowledgement ranges from the wire: both ends present, in order, of one partition.
+fn from_wire_ranges(ranges: &[pb::AckRange], cumulative: bool) -> Result<Vec<(MessageId, MessageId)>, pb::Error> {
+    if cumulative && !ranges.is_empty() {
+        return Err(error(
+            pb::ErrorCode::InvalidArgument,
+            "a cumulative ack cannot carry ranges",
+            None,
+        ));
+    }
+    ranges
+        .iter()
+        .map(|r| {
+            let (Some(first), Some(last)) = (&r.first, &r.last) else {
+                return Err(error(
+                    pb::ErrorCode::InvalidArgument,
+                    "an acknowledgement range needs both `first` and `last`",
+                    None,
+                ));
+            };
+            let (first, last) = (from_wire_id(first)?, from_wire_id(last)?);
+            if first > last || first.partition != last.partition {
+                return Err(error(
+                    pb::ErrorCode::InvalidArgument,
+                    format!("acknowledgement range {first}..{last} is not in order within one partition"),
+                    None,
+                ));
+            }
+            Ok((first, last))
+        })
+        .collect()
+}
+
+fn wire_message(d: Delivery) -> pb::Message {
+    pb::Message {
+        id: Some(to_wire_id(d.message.id)),
+        payload: d.message.message.payload,
+        key: d.message.message.key,
+        properties: d.message.message.properties,
+        publish_time_ms: d.message.publish_time_ms,
+        event_time_ms: d.message.message.event_time_ms,
+        producer_name: d.message.producer_name.to_string(),
+        redelivery_count: d.redelivery_count,
+    }
+}
+
+/// Builds the responses carrying one dispatch to a consumer, in order, each under
+/// [`RESPONSE_BYTES`] (a consumer may grant many permits at once; one message or one
+/// entry always goes, whatever its size).
+#[derive(Default)]
+struct Responses {
+    out: Vec<pb::ConsumeResponse>,
+    messages: Vec<pb::Message>,
+    entries: Vec<pb::Entry>,
+    size: usize,
+}
+
+impl Responses {
+    fn flush(&mut self) {
+        let response = if !self.messages.is_empty() {
+            pb::consume_response::Response::Messages(pb::Messages {
+                messages: std::mem::take(&mut self.messages),
+            })
+        } else if !self.entries.is_empty() {
+            pb::consume_response::Response::Entries(pb::Entries {
+                entries: std::mem::take(&mut self.entries),
+            })
+        } else {
+            return;
+        };
+        self.out.push(pb::ConsumeResponse {
+            response: Some(response),
+        });
+        self.size = 0;
+    }
+
+    /// Makes room for `len` more bytes of the kind that is not `other`'s.
+    fn room(&mut self, len: usize, other_kind_pending: bool, same_kind_pending: bool) {
+        if other_kind_pending || (same_kind_pending && self.size + len > RESPONSE_BYTES) {
+            self.flush();
+        }
+        self.size += len;
+    }
+
+    fn message(&mut self, message: pb::Message) {
+        // The whole encoded message counts (a batch of empty payloads still carries ids,
+        // keys and the producer name).
+        let len = prost::Message::encoded_len(&message) + 8;
+        self.room(len, !self.entries.is_empty(), !self.messages.is_empty());
+        self.messages.push(message);
+    }
+
+    fn entry(&mut self, entry: pb::Entry) {
+        let len = entry.batch.len() + 5 * entry.indexes.len() + 40;
+        self.room(len, !self.messages.is_empty(), !self.entries.is_empty());
+        self.entries.push(entry);
+    }
+
+    fn finish(mut self) -> Vec<pb::ConsumeResponse> {
+        self.flush();
+        self.out
+    }
+}
+
+/// Responses carrying `batch` in the per-message form.
+fn message_responses(batch: Vec<Delivery>) -> Vec<pb::ConsumeResponse> {
+    let mut r = Responses::default();
+    for d in batch {
+        r.message(wire_message(d));
+    }
+    r.finish()
+}
+
+/// Responses carrying `batch` in the entry form: each run of messages of one entry with
+/// one redelivery count becomes an `Entry` holding the stored batch as read (no message
+/// is re-encoded) and, unless the run is the whole entry, the batch indexes it delivers.
+/// A run carrying less than half the entry's bytes (a Key_Shared consumer's keys, or the
+/// rest of a partly acknowledged batch) goes as messages instead, so a consumer is not
+/// sent the whole batch for a few of its messages.
+fn entry_responses(batch: Vec<Delivery>) -> Vec<pb::ConsumeResponse> {
+    let mut r = Responses::default();
+    let mut deliveries = batch.into_iter().peekable();
+    let mut run = Vec::new();
+    while let Some(d) = deliveries.next() {
+        let (position, count) = (d.message.id.position, d.redelivery_count);
+        run.push(d);
+        while let Some(next) = deliveries.peek()
+            && next.message.id.position == position
+            && next.redelivery_count == count
+        {
+            run.push(deliveries.next().expect("peeked"));
+        }
+        let whole = run.len() as u32 == run[0].message.batch_size;
+        let run_bytes: usize = run.iter().map(|d| held_bytes(&d.message)).sum();
+        if !whole && run_bytes * 2 < run[0].message.entry.len() {
+            for d in run.drain(..) {
+                r.message(wire_message(d));
+            }
+            continue;
+        }
+        let indexes = if whole {
+            Vec::new()
+        } else {
+            run.iter().map(|d| d.message.id.batch_index).collect()
+        };
+        let first = run.swap_remove(0).message;
+        run.clear();
+        r.entry(pb::Entry {
+            id: Some(to_wire_id(MessageId {
+                batch_index: 0,
+                ..first.id
+            })),
+            batch: first.entry,
+            indexes,
+            redelivery_count: count,
+        });
+    }
+    r.finish()
+}
+
 #[tonic::async_trait]
 impl pb::consumer_server::Consumer for BrokerService {
     type ConsumeStream = ConsumeStream;
@@ -483,6 +643,11 @@ impl pb::consumer_server::Consumer for BrokerService {
                 Ok(s) => s,
                 Err(e) => return fail(broker_error(&e, None)).await,
             };
+            let entry_form = sub.delivery_form == pb::DeliveryForm::Entries as i32;
+            if !entry_form && sub.delivery_form != pb::DeliveryForm::Messages as i32 {
+                let e = format!("unknown delivery_form {} (0: MESSAGES, 1: ENTRIES)", sub.delivery_form);
+                return fail(error(pb::ErrorCode::InvalidArgument, e, None)).await;
+            }
             let ack_timeout = (sub.ack_timeout_ms > 0).then(|| Duration::from_millis(sub.ack_timeout_ms));
             let (cid, mut deliveries) = match subscription.add_consumer(ack_timeout).await {
                 Ok(v) => v,
@@ -499,53 +664,26 @@ impl pb::consumer_server::Consumer for BrokerService {
                     tokio::select! {
                         d = deliveries.recv() => {
                             let Some(batch) = d else { break };
-                            // Responses stay under RESPONSE_BYTES (a consumer may grant many
-                            // permits at once; one message always fits the size limit).
-                            let mut messages = Vec::new();
-                            let mut size = 0usize;
-                            let mut closed = false;
                             let counters = loaded.topic.counters();
-                            broker.metrics.msgs_out.fetch_add(batch.len() as u64, Relaxed);
-                            counters.msgs_out.fetch_add(batch.len() as u64, Relaxed);
-                            for d in batch {
-                                let payload = d.message.message.payload.len() as u64;
-                                broker.metrics.bytes_out.fetch_add(payload, Relaxed);
-                                counters.bytes_out.fetch_add(payload, Relaxed);
-                                let message = pb::Message {
-                                    id: Some(to_wire_id(d.message.id)),
-                                    payload: d.message.message.payload,
-                                    key: d.message.message.key,
-                                    properties: d.message.message.properties,
-                                    publish_time_ms: d.message.publish_time_ms,
-                                    event_time_ms: d.message.message.event_time_ms,
-                                    producer_name: d.message.producer_name.to_string(),
-                                    redelivery_count: d.redelivery_count,
-                                };
-                                // The whole encoded message counts (a batch of empty
-                                // payloads still carries ids, keys and the producer name).
-                                let len = prost::Message::encoded_len(&message) + 8;
-                                if !messages.is_empty() && size + len > RESPONSE_BYTES {
-                                    let resp = pb::ConsumeResponse {
-                                        response: Some(pb::consume_response::Response::Messages(pb::Messages {
-                                            messages: std::mem::take(&mut messages),
-                                        })),
-                                    };
-                                    if tx.send(Ok(resp)).await.is_err() {
-                                        closed = true;
-                                        break;
-                                    }
-                                    size = 0;
+                            let n = batch.len() as u64;
+                            let bytes: u64 = batch.iter().map(|d| d.message.message.payload.len() as u64).sum();
+                            broker.metrics.msgs_out.fetch_add(n, Relaxed);
+                            counters.msgs_out.fetch_add(n, Relaxed);
+                            broker.metrics.bytes_out.fetch_add(bytes, Relaxed);
+                            counters.bytes_out.fetch_add(bytes, Relaxed);
+                            let start = Instant::now();
+                            let responses = if entry_form { entry_responses(batch) } else { message_responses(batch) };
+                            ConsumeStage::Encode.time(start);
+                            let start = Instant::now();
+                            let mut closed = false;
+                            for r in responses {
+                                if tx.send(Ok(r)).await.is_err() {
+                                    closed = true;
+                                    break;
                                 }
-                                size += len;
-                                messages.push(message);
                             }
+                            ConsumeStage::Send.time(start);
                             if closed {
-                                break;
-                            }
-                            let resp = pb::ConsumeResponse {
-                                response: Some(pb::consume_response::Response::Messages(pb::Messages { messages })),
-                            };
-                            if tx.send(Ok(resp)).await.is_err() {
                                 break;
                             }
                         }
@@ -558,8 +696,14 @@ impl pb::consumer_server::Consumer for BrokerService {
                             let result = match req {
                                 pb::consume_request::Request::Flow(f) => subscription.add_permits(cid, f.permits).await,
                                 pb::consume_request::Request::Ack(a) => {
-                                    match a.ids.iter().map(from_wire_id).collect::<Result<Vec<_>, _>>() {
-                                        Ok(ids) => subscription.ack(cid, &ids, a.cumulative).await,
+                                    let parsed = a.ids.iter().map(from_wire_id).collect::<Result<Vec<_>, _>>()
+                                        .and_then(|ids| Ok((ids, from_wire_ranges(&a.ranges, a.cumulative)?)));
+                                    match parsed {
+                                        Ok((ids, ranges)) => {
+                                            let r = if ids.is_empty() && !a.cumulative { Ok(()) } else { subscription.ack(cid, &ids, a.cumulative).await };
+                                            let rr = if ranges.is_empty() { Ok(()) } else { subscription.ack_ranges(cid, &ranges).await };
+                                            r.and(rr)
+                                        }
                                         Err(e) => { fail(e).await; continue; }
                                     }
                                 }

@@ -22,6 +22,7 @@
 use crate::cursor::{Cursor, Layout};
 use crate::dispatch::{ConsumerId, Delivery, Dispatcher, SubType};
 use crate::error::{BrokerError, Result};
+use crate::metrics::ConsumeStage;
 use crate::topic::{ReadMessage, Topic};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -64,6 +65,14 @@ fn batch_size(batch: &[ReadMessage]) -> (usize, usize) {
     (entries, bytes)
 }
 
+/// Reads for a subscription, timed as [`ConsumeStage::Read`].
+async fn timed_read(topic: &Topic, from: Position, entries: usize) -> Result<Vec<ReadMessage>> {
+    let start = std::time::Instant::now();
+    let r = topic.read(from, entries).await;
+    ConsumeStage::Read.time(start);
+    r
+}
+
 /// A batch being read ahead, from `from`; the read stops if this is dropped.
 struct ReadAhead {
     from: Position,
@@ -75,7 +84,7 @@ impl ReadAhead {
         let topic = topic.clone();
         Self {
             from,
-            task: tokio::spawn(async move { topic.read(from, entries).await }),
+            task: tokio::spawn(async move { timed_read(&topic, from, entries).await }),
         }
     }
 
@@ -306,6 +315,7 @@ impl Subscription {
     pub async fn ack(&self, consumer: ConsumerId, ids: &[MessageId], cumulative: bool) -> Result<()> {
         let l = layout(&self.topic).await;
         let mut g = self.inner.lock().await;
+        let start = std::time::Instant::now();
         // A consumer held back by its unacknowledged limits may take more after this.
         let held_back = g.dispatcher.held_back();
         let mut unknown = None;
@@ -330,8 +340,53 @@ impl Subscription {
             }
             v
         };
+        Self::apply_acks(&mut g, acked, &l);
+        drop(g);
+        ConsumeStage::Ack.time(start);
+        if held_back {
+            self.wake.notify_one();
+        }
+        match unknown {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Acknowledges every message pending on `consumer` in each range (first, last), both
+    /// included.
+    pub async fn ack_ranges(&self, consumer: ConsumerId, ranges: &[(MessageId, MessageId)]) -> Result<()> {
+        for (first, last) in ranges {
+            if first > last || first.partition != last.partition {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "acknowledgement range {first}..{last} is not in order within one partition"
+                )));
+            }
+        }
+        let l = layout(&self.topic).await;
+        let mut g = self.inner.lock().await;
+        let start = std::time::Instant::now();
+        let held_back = g.dispatcher.held_back();
+        for (first, last) in ranges {
+            let acked = g.dispatcher.ack_range(consumer, *first, *last);
+            Self::apply_acks(&mut g, acked, &l);
+        }
+        drop(g);
+        ConsumeStage::Ack.time(start);
+        if held_back {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Records acknowledged messages: an entry is acknowledged in the cursor once every
+    /// message of it is.
+    fn apply_acks(g: &mut Inner, acked: Vec<ReadMessage>, l: &Layout) {
         for m in acked {
             let pos = m.id.position;
+            if m.batch_size == 1 {
+                g.cursor.ack(pos, l);
+                continue;
+            }
             let done = {
                 let set = g.partial.entry(pos).or_default();
                 set.insert(m.id.batch_index);
@@ -339,16 +394,8 @@ impl Subscription {
             };
             if done {
                 g.partial.remove(&pos);
-                g.cursor.ack(pos, &l);
+                g.cursor.ack(pos, l);
             }
-        }
-        drop(g);
-        if held_back {
-            self.wake.notify_one();
-        }
-        match unknown {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
         }
     }
 
@@ -422,7 +469,8 @@ impl Subscription {
             }
             let (need_read, read_from) = {
                 let mut g = self.inner.lock().await;
-                g.dispatcher.expire(std::time::Instant::now());
+                let start = std::time::Instant::now();
+                g.dispatcher.expire(start);
                 let out = {
                     let Inner { dispatcher, fresh, .. } = &mut *g;
                     dispatcher.dispatch(fresh)
@@ -439,6 +487,7 @@ impl Subscription {
                         let _ = tx.send(deliveries);
                     }
                 }
+                ConsumeStage::Dispatch.time(start);
                 // Read ahead only with something in hand to dispatch meanwhile (a consumer
                 // catching up, not one tailing the topic, which reads as entries arrive).
                 let in_hand = !g.fresh.is_empty();
@@ -457,7 +506,7 @@ impl Subscription {
             if need_read && let Some(from) = read_from {
                 let batch = match ahead.take() {
                     Some(a) if a.from == from => a.result().await?,
-                    _ => self.topic.read(from, entries).await?,
+                    _ => timed_read(&self.topic, from, entries).await?,
                 };
                 if !batch.is_empty() {
                     let (n, bytes) = batch_size(&batch);

@@ -106,6 +106,9 @@ pub struct ReadMessage {
     /// producer with a long name must not copy the name per message.
     pub producer_name: std::sync::Arc<str>,
     pub publish_time_ms: u64,
+    /// The whole entry's encoded batch (after the format header), shared by its
+    /// messages: consumers of the entry form get it as stored.
+    pub entry: bytes::Bytes,
 }
 
 /// What a message counts against `max_message_bytes`: payload, key, property keys and
@@ -369,6 +372,7 @@ impl Topic {
             })?;
             let batch_size = batch.messages.len() as u32;
             let producer_name: std::sync::Arc<str> = batch.producer_name.into();
+            let entry = entry_format::body(&payload);
             for (i, message) in batch.messages.into_iter().enumerate() {
                 out.push(ReadMessage {
                     batch_size,
@@ -380,6 +384,7 @@ impl Topic {
                     message,
                     producer_name: producer_name.clone(),
                     publish_time_ms: batch.publish_time_ms,
+                    entry: entry.clone(),
                 });
             }
         }

@@ -170,6 +170,8 @@ impl ConsumerBuilder {
             ack_timeout_ms: self.ack_timeout.map_or(0, |d| d.as_millis().max(1) as u64),
             non_durable: false,
             start_message_id: None,
+            // Stored batches as they are, split here: the broker re-encodes nothing.
+            delivery_form: pb::DeliveryForm::Entries as i32,
         };
         Consumer::start(&self.client, self.topic, template, self.queue, None).await
     }
@@ -209,7 +211,8 @@ struct Item {
 }
 
 enum Cmd {
-    Ack(MessageId),
+    /// An id, and the size of its entry's batch when known (0: not known).
+    Ack(MessageId, u32),
     AckCumulative(MessageId),
     Nack(MessageId),
     Seek(pb::Seek, Option<MessageId>, oneshot::Sender<Result<()>>),
@@ -392,12 +395,12 @@ impl Consumer {
 
     /// Acknowledges a message: it is not delivered to this subscription again.
     pub async fn ack(&self, msg: &Message) -> Result<()> {
-        self.ack_id(msg.id).await
+        self.command(&msg.id, Cmd::Ack(msg.id, msg.batch_size))
     }
 
     /// Acknowledges a message by id.
     pub async fn ack_id(&self, id: MessageId) -> Result<()> {
-        self.command(&id, Cmd::Ack(id))
+        self.command(&id, Cmd::Ack(id, 0))
     }
 
     /// Acknowledges this message and every earlier one of its partition (Exclusive and
@@ -526,6 +529,52 @@ enum Event {
     Consumed,
 }
 
+/// Acknowledgements as ids and ranges: sorted, and every run of ids with nothing between
+/// them (the next batch index of an entry, or the first message of the next entry of the
+/// ledger after an entry's last message, when its batch size is known) becomes one range.
+/// A range names only messages acknowledged here, so the broker can apply it as a range.
+fn coalesce_acks(mut acks: Vec<(MessageId, u32)>) -> (Vec<pb::MessageId>, Vec<pb::AckRange>) {
+    acks.sort_unstable();
+    acks.dedup_by_key(|(id, _)| *id);
+    let follows = |(a, size): (MessageId, u32), b: MessageId| {
+        a.partition == b.partition
+            && a.ledger_id == b.ledger_id
+            && ((a.entry_id == b.entry_id && a.batch_index.checked_add(1) == Some(b.batch_index))
+                || (size > 0
+                    && a.batch_index.checked_add(1) == Some(size)
+                    && a.entry_id.checked_add(1) == Some(b.entry_id)
+                    && b.batch_index == 0))
+    };
+    let mut ids = Vec::new();
+    let mut ranges = Vec::new();
+    let mut run: Option<(MessageId, (MessageId, u32))> = None;
+    let mut close = |run: (MessageId, (MessageId, u32))| {
+        let (first, (last, _)) = run;
+        if first == last {
+            ids.push(first.to_wire());
+        } else {
+            ranges.push(pb::AckRange {
+                first: Some(first.to_wire()),
+                last: Some(last.to_wire()),
+            });
+        }
+    };
+    for (id, size) in acks {
+        run = match run {
+            Some((first, last)) if follows(last, id) => Some((first, (id, size))),
+            Some(r) => {
+                close(r);
+                Some((id, (id, size)))
+            }
+            None => Some((id, (id, size))),
+        };
+    }
+    if let Some(r) = run {
+        close(r);
+    }
+    (ids, ranges)
+}
+
 /// Most acknowledgements grouped into one request, and how long they may wait.
 const ACK_GROUP: usize = 1000;
 const ACK_DELAY: Duration = Duration::from_millis(10);
@@ -551,7 +600,8 @@ struct PartitionConsumer {
     backoff: Backoff,
     /// Permits granted on the current stream and not yet used.
     granted: u64,
-    acks: Vec<pb::MessageId>,
+    /// Acknowledgements not sent yet, with their entry's batch size (0: not known).
+    acks: Vec<(MessageId, u32)>,
     ack_deadline: Option<Instant>,
     closing: Option<oneshot::Sender<()>>,
     /// Seeks sent whose SeekDone has not arrived, oldest first, with the application's
@@ -575,8 +625,8 @@ impl PartitionConsumer {
                 _ = self.flow.1.notified() => Event::Consumed,
             };
             match event {
-                Event::Cmd(Some(Cmd::Ack(id))) => {
-                    self.acks.push(id.to_wire());
+                Event::Cmd(Some(Cmd::Ack(id, batch_size))) => {
+                    self.acks.push((id, batch_size));
                     if self.acks.len() >= ACK_GROUP {
                         self.flush_acks();
                     } else if self.ack_deadline.is_none() {
@@ -588,6 +638,7 @@ impl PartitionConsumer {
                     self.request(pb::consume_request::Request::Ack(pb::Ack {
                         ids: vec![id.to_wire()],
                         cumulative: true,
+                        ranges: Vec::new(),
                     }));
                 }
                 Event::Cmd(Some(Cmd::Nack(id))) => {
@@ -676,8 +727,12 @@ impl PartitionConsumer {
         if self.acks.is_empty() {
             return;
         }
-        let ids = std::mem::take(&mut self.acks);
-        self.request(pb::consume_request::Request::Ack(pb::Ack { ids, cumulative: false }));
+        let (ids, ranges) = coalesce_acks(std::mem::take(&mut self.acks));
+        self.request(pb::consume_request::Request::Ack(pb::Ack {
+            ids,
+            cumulative: false,
+            ranges,
+        }));
     }
 
     fn new_epoch(&mut self) {
@@ -726,6 +781,34 @@ impl PartitionConsumer {
             pb::consume_response::Response::Messages(m) if !self.seeks.is_empty() => {
                 self.granted = self.granted.saturating_sub(m.messages.len() as u64);
             }
+            pb::consume_response::Response::Entries(e) if !self.seeks.is_empty() => {
+                // Stale, but their messages used permits.
+                let n: usize = e
+                    .entries
+                    .into_iter()
+                    .map(|e| match e.indexes.len() {
+                        0 => Message::from_entry(&self.topic, e).map_or(0, |v| v.len()),
+                        n => n,
+                    })
+                    .sum();
+                self.granted = self.granted.saturating_sub(n as u64);
+            }
+            pb::consume_response::Response::Entries(e) => {
+                let mut messages = Vec::new();
+                for entry in e.entries {
+                    match Message::from_entry(&self.topic, entry) {
+                        Ok(v) => messages.extend(v),
+                        Err(err) => {
+                            // Nothing of this stream can be trusted now: what was not
+                            // queued is redelivered on the next one.
+                            tracing::warn!(topic = %self.topic, error = %err, "dropping the consume stream");
+                            self.queue_messages(messages);
+                            return self.disconnected();
+                        }
+                    }
+                }
+                self.queue_messages(messages);
+            }
             pb::consume_response::Response::SeekDone(d) => {
                 let waiter = self.seeks.pop_front().flatten();
                 if let Some(e) = d.error {
@@ -747,52 +830,12 @@ impl PartitionConsumer {
                 }
             }
             pb::consume_response::Response::Messages(m) => {
-                let mut last = None;
-                let mut skipped = Vec::new();
-                {
-                    let mut f = self.flow.0.lock().expect("flow state");
-                    for wire in m.messages {
-                        self.granted = self.granted.saturating_sub(1);
-                        let msg = Message::from_wire(&self.topic, wire);
-                        if let Some((target, inclusive)) = self.skip {
-                            if msg.id.same_entry(&target) {
-                                let before = msg.id.batch_index < target.batch_index
-                                    || (!inclusive && msg.id.batch_index == target.batch_index);
-                                if before {
-                                    skipped.push(msg.id.to_wire());
-                                    continue;
-                                }
-                            } else {
-                                self.skip = None;
-                            }
-                        }
-                        last = Some(msg.id);
-                        f.queued += 1;
-                        let _ = self.out.send(Item {
-                            part: self.part,
-                            epoch: f.epoch,
-                            msg,
-                        });
-                    }
-                }
-                if let Some(id) = last {
-                    self.last_queued = Some(id);
-                    self.backoff.reset();
-                }
-                if self.reader {
-                    // A reader acknowledges as it goes so the broker keeps nothing for it.
-                    if let Some(id) = last {
-                        self.request(pb::consume_request::Request::Ack(pb::Ack {
-                            ids: vec![id.to_wire()],
-                            cumulative: true,
-                        }));
-                    }
-                } else if !skipped.is_empty() {
-                    // Before the seek target: acknowledged, like everything before it.
-                    self.acks.extend(skipped);
-                    self.flush_acks();
-                }
-                self.grant();
+                let messages = m
+                    .messages
+                    .into_iter()
+                    .map(|w| Message::from_wire(&self.topic, w))
+                    .collect();
+                self.queue_messages(messages);
             }
             pb::consume_response::Response::Error(e) => {
                 let err = Error::from_wire(&e);
@@ -807,6 +850,57 @@ impl PartitionConsumer {
             }
             pb::consume_response::Response::Subscribed(_) => {}
         }
+    }
+
+    /// Queues delivered messages for the application (dropping those before a seek or
+    /// reader start of their entry), and grants more permits.
+    fn queue_messages(&mut self, messages: Vec<Message>) {
+        let mut last = None;
+        let mut skipped = Vec::new();
+        {
+            let mut f = self.flow.0.lock().expect("flow state");
+            for msg in messages {
+                self.granted = self.granted.saturating_sub(1);
+                if let Some((target, inclusive)) = self.skip {
+                    if msg.id.same_entry(&target) {
+                        let before = msg.id.batch_index < target.batch_index
+                            || (!inclusive && msg.id.batch_index == target.batch_index);
+                        if before {
+                            skipped.push((msg.id, msg.batch_size));
+                            continue;
+                        }
+                    } else {
+                        self.skip = None;
+                    }
+                }
+                last = Some(msg.id);
+                f.queued += 1;
+                let _ = self.out.send(Item {
+                    part: self.part,
+                    epoch: f.epoch,
+                    msg,
+                });
+            }
+        }
+        if let Some(id) = last {
+            self.last_queued = Some(id);
+            self.backoff.reset();
+        }
+        if self.reader {
+            // A reader acknowledges as it goes so the broker keeps nothing for it.
+            if let Some(id) = last {
+                self.request(pb::consume_request::Request::Ack(pb::Ack {
+                    ids: vec![id.to_wire()],
+                    cumulative: true,
+                    ranges: Vec::new(),
+                }));
+            }
+        } else if !skipped.is_empty() {
+            // Before the seek target: acknowledged, like everything before it.
+            self.acks.extend(skipped);
+            self.flush_acks();
+        }
+        self.grant();
     }
 
     /// Sends a seek: queued messages, and those arriving until its SeekDone, are stale.
@@ -862,5 +956,118 @@ impl PartitionConsumer {
                 self.reconnect_at = Some(Instant::now() + delay);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use prost::Message as _;
+
+    fn id(ledger: u64, entry: u64, index: u32) -> MessageId {
+        MessageId {
+            ledger_id: ledger,
+            entry_id: entry,
+            batch_index: index,
+            partition: -1,
+        }
+    }
+
+    fn ranges(r: &[pb::AckRange]) -> Vec<(MessageId, MessageId)> {
+        r.iter()
+            .map(|r| {
+                (
+                    MessageId::from_wire(r.first.as_ref().unwrap()),
+                    MessageId::from_wire(r.last.as_ref().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acks_coalesce_into_ranges_only_over_what_was_acknowledged() {
+        // Entry 5 of 3 messages whole, entry 6's first two (batch size known), a gap at
+        // 6:2, then 6:3; 7:0 follows 6:3 only if 6 holds 4 (unknown here: ack_id).
+        let acks = vec![
+            (id(1, 6, 1), 4),
+            (id(1, 5, 0), 3),
+            (id(1, 5, 2), 3),
+            (id(1, 5, 1), 3),
+            (id(1, 6, 0), 4),
+            (id(1, 6, 3), 0),
+            (id(1, 7, 0), 1),
+            (id(1, 5, 1), 3), // twice
+        ];
+        let (ids, r) = coalesce_acks(acks);
+        assert_eq!(ranges(&r), vec![(id(1, 5, 0), id(1, 6, 1))]);
+        let ids: Vec<MessageId> = ids.iter().map(MessageId::from_wire).collect();
+        assert_eq!(ids, vec![id(1, 6, 3), id(1, 7, 0)]);
+        // With 6's size known, 6:3 and 7:0 join; never across ledgers or partitions.
+        let (ids, r) = coalesce_acks(vec![(id(1, 6, 3), 4), (id(1, 7, 0), 1), (id(2, 0, 0), 1)]);
+        assert_eq!(ranges(&r), vec![(id(1, 6, 3), id(1, 7, 0))]);
+        assert_eq!(ids.len(), 1);
+        let mut other = id(1, 7, 1);
+        other.partition = 3;
+        let (ids, r) = coalesce_acks(vec![(id(1, 7, 0), 2), (other, 2)]);
+        assert!(r.is_empty());
+        assert_eq!(ids.len(), 2);
+        // Extremes do not overflow.
+        let top = id(u64::MAX, u64::MAX, u32::MAX);
+        let (ids, r) = coalesce_acks(vec![(top, u32::MAX), (id(u64::MAX, u64::MAX, u32::MAX - 1), u32::MAX)]);
+        assert_eq!(ranges(&r), vec![(id(u64::MAX, u64::MAX, u32::MAX - 1), top)]);
+        assert!(ids.is_empty());
+    }
+
+    fn entry(indexes: Vec<u32>, messages: usize) -> pb::Entry {
+        let batch = pb::EntryBatch {
+            producer_name: "p".into(),
+            sequence_id: 1,
+            publish_time_ms: 1_000,
+            messages: (0..messages)
+                .map(|i| pb::EntryMessage {
+                    payload: Bytes::from(format!("m{i}")),
+                    key: if i % 2 == 0 { String::new() } else { format!("k{i}") },
+                    properties: Default::default(),
+                    event_time_ms: 0,
+                })
+                .collect(),
+        };
+        pb::Entry {
+            id: Some(id(4, 9, 0).to_wire()),
+            batch: Bytes::from(batch.encode_to_vec()),
+            indexes,
+            redelivery_count: 2,
+        }
+    }
+
+    #[test]
+    fn entries_split_into_the_listed_messages() {
+        let all = Message::from_entry("t", entry(vec![], 3)).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].id, id(4, 9, 2));
+        assert_eq!(all[1].key.as_deref(), Some("k1"));
+        assert_eq!(all[0].key, None);
+        assert!(
+            all.iter()
+                .all(|m| m.redelivery_count == 2 && m.batch_size == 3 && m.producer_name == "p")
+        );
+        let some = Message::from_entry("t", entry(vec![0, 2], 3)).unwrap();
+        assert_eq!(
+            some.iter().map(|m| &m.payload[..]).collect::<Vec<_>>(),
+            vec![&b"m0"[..], &b"m2"[..]]
+        );
+        for bad in [vec![3], vec![2, 1], vec![1, 1], vec![u32::MAX]] {
+            let e = Message::from_entry("t", entry(bad.clone(), 3)).unwrap_err().to_string();
+            assert!(e.contains("4:9"), "{bad:?}: {e}");
+        }
+        let mut garbage = entry(vec![], 1);
+        garbage.batch = Bytes::from_static(b"\xff\xff\xff");
+        assert!(
+            Message::from_entry("t", garbage)
+                .unwrap_err()
+                .to_string()
+                .contains("undecodable")
+        );
     }
 }

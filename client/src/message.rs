@@ -196,6 +196,9 @@ pub struct Message {
     pub producer_name: String,
     /// Deliveries before this one (negative acks, ack timeouts, consumers gone).
     pub redelivery_count: u32,
+    /// Messages in this message's entry (producer batch); 0 when not known (the
+    /// per-message form does not say). Lets acknowledgements coalesce across entries.
+    pub(crate) batch_size: u32,
 }
 
 impl Message {
@@ -216,6 +219,60 @@ impl Message {
             event_time: (m.event_time_ms > 0).then(|| at(m.event_time_ms)),
             producer_name: m.producer_name,
             redelivery_count: m.redelivery_count,
+            batch_size: 0,
         }
+    }
+
+    /// The messages an `Entry` delivers (the entry form): its stored batch split, keeping
+    /// the listed batch indexes (all when none is listed), in batch order.
+    pub(crate) fn from_entry(topic: &str, entry: pb::Entry) -> Result<Vec<Self>> {
+        use prost::Message as _;
+        let id = entry
+            .id
+            .as_ref()
+            .map(MessageId::from_wire)
+            .ok_or_else(|| Error::Transport(format!("the broker sent an entry of {topic} without an id")))?;
+        let batch = pb::EntryBatch::decode(entry.batch)
+            .map_err(|e| Error::Transport(format!("the broker sent an undecodable entry {id} of {topic}: {e}")))?;
+        let n = batch.messages.len();
+        if let Some(bad) = entry.indexes.iter().find(|i| **i as usize >= n) {
+            return Err(Error::Transport(format!(
+                "the broker delivered message {bad} of entry {id} of {topic}, which holds {n}"
+            )));
+        }
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let publish_time = at(batch.publish_time_ms);
+        let mut wanted = entry.indexes.iter().map(|i| *i as usize).peekable();
+        let all = entry.indexes.is_empty();
+        let mut out = Vec::with_capacity(if all { n } else { entry.indexes.len() });
+        for (i, m) in batch.messages.into_iter().enumerate() {
+            if !all {
+                if wanted.peek() != Some(&i) {
+                    continue;
+                }
+                wanted.next();
+            }
+            out.push(Self {
+                id: MessageId {
+                    batch_index: i as u32,
+                    ..id
+                },
+                topic: topic.to_string(),
+                payload: m.payload,
+                key: (!m.key.is_empty()).then_some(m.key),
+                properties: m.properties,
+                publish_time,
+                event_time: (m.event_time_ms > 0).then(|| at(m.event_time_ms)),
+                producer_name: batch.producer_name.clone(),
+                redelivery_count: entry.redelivery_count,
+                batch_size: n as u32,
+            });
+        }
+        if wanted.next().is_some() {
+            return Err(Error::Transport(format!(
+                "the broker listed the messages of entry {id} of {topic} out of order"
+            )));
+        }
+        Ok(out)
     }
 }

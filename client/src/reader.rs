@@ -88,6 +88,8 @@ impl ReaderBuilder {
             ack_timeout_ms: 0,
             non_durable: true,
             start_message_id: None,
+            // Stored batches as they are, split here: the broker re-encodes nothing.
+            delivery_form: pb::DeliveryForm::Entries as i32,
         };
         let start = ReaderStart {
             from,

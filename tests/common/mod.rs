@@ -592,3 +592,29 @@ pub mod helm;
 pub mod kube;
 pub mod kubelet;
 pub mod s3;
+
+/// A raw consume stream: subscribes, then sends whatever else is pushed on the sender.
+pub async fn raw_consume(
+    url: &str,
+    subscribe: strata_proto::v1::Subscribe,
+) -> (
+    tokio::sync::mpsc::Sender<strata_proto::v1::ConsumeRequest>,
+    tonic::Streaming<strata_proto::v1::ConsumeResponse>,
+) {
+    let mut c = strata_proto::v1::consumer_client::ConsumerClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(strata_proto::v1::ConsumeRequest {
+        request: Some(strata_proto::v1::consume_request::Request::Subscribe(subscribe)),
+    })
+    .await
+    .unwrap();
+    let stream = c
+        .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
