@@ -82,6 +82,23 @@ impl StoredEntry {
     }
 }
 
+/// Most bytes [`EntryLogs::read_run`] reads at once.
+pub const MAX_RUN_BYTES: usize = 8 << 20;
+
+/// Verifies the record `buf` read at `loc`, which must be entry `(ledger, entry)`.
+fn parse_at(buf: Bytes, loc: Location, ledger: u64, entry: u64) -> Result<StoredEntry> {
+    let (body, _) = format::parse_record(FileKind::EntryLog, &buf)
+        .map_err(|e| BookieError::Corruption(format!("entry log {} offset {}: {e}", loc.log, loc.offset)))?;
+    let stored = StoredEntry::decode(buf.slice(body)).map_err(BookieError::Corruption)?;
+    if stored.ledger != ledger || stored.entry != entry {
+        return Err(BookieError::Corruption(format!(
+            "entry log {} offset {} holds ledger {} entry {}, index said ledger {ledger} entry {entry}",
+            loc.log, loc.offset, stored.ledger, stored.entry
+        )));
+    }
+    Ok(stored)
+}
+
 pub fn file_name(id: u64) -> String {
     format!("entrylog-{id:020}.log")
 }
@@ -185,17 +202,54 @@ impl EntryLogs {
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| BookieError::io(format!("reading entry log {} at offset {}", loc.log, loc.offset), e))?;
-        let buf = Bytes::from(buf);
-        let (body, _) = format::parse_record(FileKind::EntryLog, &buf)
-            .map_err(|e| BookieError::Corruption(format!("entry log {} offset {}: {e}", loc.log, loc.offset)))?;
-        let stored = StoredEntry::decode(buf.slice(body)).map_err(BookieError::Corruption)?;
-        if stored.ledger != ledger || stored.entry != entry {
-            return Err(BookieError::Corruption(format!(
-                "entry log {} offset {} holds ledger {} entry {}, index said ledger {ledger} entry {entry}",
-                loc.log, loc.offset, stored.ledger, stored.entry
+        parse_at(Bytes::from(buf), loc, ledger, entry)
+    }
+
+    /// Reads and verifies records that follow each other in one entry log (each
+    /// location starting where the previous one ends) with a single read: `run` lists
+    /// (entry, location) of ledger `ledger`. A catch-up read is mostly such runs, and one
+    /// large read costs the kernel a fraction of many small ones.
+    /// Blocking: call from a blocking thread.
+    pub fn read_run(&self, ledger: u64, run: &[(u64, Location)]) -> Result<Vec<StoredEntry>> {
+        let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else {
+            return Ok(Vec::new());
+        };
+        let contiguous = run
+            .windows(2)
+            .all(|w| w[1].1.log == first.log && w[0].1.offset.checked_add(w[0].1.len as u64) == Some(w[1].1.offset));
+        let span = last.offset.saturating_add(last.len as u64).saturating_sub(first.offset) as usize;
+        if !contiguous || span > MAX_RUN_BYTES {
+            return Err(BookieError::InvalidArgument(format!(
+                "entries {}..={} of ledger {ledger} are not one run of entry log {}",
+                run[0].0,
+                run[run.len() - 1].0,
+                first.log
             )));
         }
-        Ok(stored)
+        let file = self
+            .files
+            .read()
+            .expect("entry log map")
+            .get(&first.log)
+            .cloned()
+            .ok_or_else(|| BookieError::Corruption(format!("index points into missing entry log {}", first.log)))?;
+        let mut buf = vec![0u8; span];
+        file.read_exact_at(&mut buf, first.offset).map_err(|e| {
+            BookieError::io(
+                format!(
+                    "reading entry log {} at offset {} ({span} bytes)",
+                    first.log, first.offset
+                ),
+                e,
+            )
+        })?;
+        let buf = Bytes::from(buf);
+        run.iter()
+            .map(|(entry, loc)| {
+                let at = (loc.offset - first.offset) as usize;
+                parse_at(buf.slice(at..at + loc.len as usize), *loc, ledger, *entry)
+            })
+            .collect()
     }
 
     /// Creates entry log `id` and returns its writer; readers can open it at once.

@@ -80,3 +80,68 @@ async fn check_ledger_1(s: &Storage) {
     }
     assert!(s.read(2, 0, 0, 0).await.is_err(), "deleted ledger is gone");
 }
+
+/// Range reads take entries that follow each other in an entry log with one read each
+/// run; the result is the same as entry by entry: in order across entry logs, flushes and
+/// the write cache, up to the byte limit (the entry crossing it included), ending at the
+/// first entry the bookie does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_cross_entry_logs_flushes_and_the_write_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(dir.path())).unwrap();
+    let size = 10_000;
+    // Entries 0..20 in one flush (over 256 KiB: two entry logs), 20..30 mixed with
+    // another ledger's in a second flush, 30..40 left in the write cache.
+    assert!(
+        storage
+            .add((0..20).map(|e| req(1, e, size)).collect())
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+    storage.flush().await.unwrap();
+    let mixed: Vec<AddRequest> = (20..30).flat_map(|e| [req(2, e, 3000), req(1, e, size)]).collect();
+    assert!(storage.add(mixed).await.iter().all(Result::is_ok));
+    storage.flush().await.unwrap();
+    assert!(
+        storage
+            .add((30..40).map(|e| req(1, e, size)).collect())
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+    assert!(entry_log::list_files(&dir.path().join("entrylogs")).unwrap().len() >= 2);
+
+    let check = |entries: &[strata_bookie::storage::ReadEntry], from: u64| {
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.entry, from + i as u64);
+            assert_eq!(
+                e.payload,
+                Bytes::from(vec![(31 + e.entry) as u8; size]),
+                "entry {}",
+                e.entry
+            );
+        }
+    };
+    let all = storage.read(1, 0, 39, 0).await.unwrap().entries;
+    assert_eq!(all.len(), 40);
+    check(&all, 0);
+    // Byte limit: 25,000 bytes are reached by the third entry.
+    let some = storage.read(1, 5, 39, 25_000).await.unwrap().entries;
+    assert_eq!(some.len(), 3);
+    check(&some, 5);
+    // A range past what is stored ends at the last entry; one starting past it fails.
+    let tail = storage.read(1, 35, 50, 0).await.unwrap().entries;
+    assert_eq!(tail.len(), 5);
+    check(&tail, 35);
+    assert!(storage.read(1, 40, 45, 0).await.is_err());
+    assert!(storage.read(1, u64::MAX, u64::MAX, 0).await.is_err());
+    // After reopening (the cache replayed from the journal), the same.
+    storage.close().await.unwrap();
+    drop(storage);
+    let storage = Storage::open(config(dir.path())).unwrap();
+    let all = storage.read(1, 0, 39, 0).await.unwrap().entries;
+    assert_eq!(all.len(), 40);
+    check(&all, 0);
+    storage.close().await.unwrap();
+}

@@ -20,8 +20,9 @@ mod flusher;
 mod recovery;
 
 use crate::config::BookieConfig;
-use crate::entry_log::EntryLogs;
+use crate::entry_log::{self, EntryLogs};
 use crate::error::{BookieError, Result};
+use crate::format;
 use crate::index::{Index, LedgerMeta};
 use crate::journal::{JournalAdd, JournalHandle};
 use crate::write_cache::WriteCache;
@@ -173,6 +174,81 @@ impl Shared {
             return Err(BookieError::NoSuchLedger(id));
         }
         self.index.put_ledger(id, &ledger.meta())
+    }
+
+    /// Reads entries `first..=last` of `ledger` in order until `max_bytes` of payload
+    /// (the entry crossing it included), [`MAX_READ_ENTRIES`] or the first entry this
+    /// bookie does not have. Entries in the entry logs that follow each other on disk are
+    /// read together ([`EntryLogs::read_run`]); a run that fails (compaction moved it, say)
+    /// is read again entry by entry. Blocking.
+    fn read_range(&self, ledger: u64, first: u64, last: u64, max_bytes: usize) -> Result<Vec<ReadEntry>> {
+        /// Payload bytes of an entry log record of `len` bytes.
+        fn payload_len(len: u32) -> usize {
+            (len as usize).saturating_sub(format::RECORD_HEADER_LEN + entry_log::FIXED_LEN)
+        }
+        let mut out = Vec::new();
+        let mut run: Vec<(u64, entry_log::Location)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut e = first;
+        // Reads the run into `out`; false if an entry of it is gone (the read ends there).
+        let flush = |run: &mut Vec<(u64, entry_log::Location)>, out: &mut Vec<ReadEntry>| -> Result<bool> {
+            let mut complete = true;
+            match self.logs.read_run(ledger, run) {
+                Ok(stored) => out.extend(stored.into_iter().map(|s| ReadEntry {
+                    entry: s.entry,
+                    checksum: s.checksum,
+                    payload: s.payload,
+                })),
+                Err(_) => {
+                    for (entry, _) in run.iter() {
+                        match self.read_entry(ledger, *entry)? {
+                            Some(r) => out.push(r),
+                            None => {
+                                complete = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            run.clear();
+            Ok(complete)
+        };
+        while e <= last && bytes < max_bytes && out.len() + run.len() < MAX_READ_ENTRIES {
+            if let Some(c) = self.cache.get(ledger, e) {
+                if !flush(&mut run, &mut out)? {
+                    return Ok(out);
+                }
+                bytes += c.payload.len();
+                out.push(ReadEntry {
+                    entry: e,
+                    checksum: c.checksum,
+                    payload: c.payload,
+                });
+            } else {
+                let Some(loc) = self.index.location(ledger, e)? else {
+                    break;
+                };
+                if let Some((_, prev)) = run.last() {
+                    let follows = prev.log == loc.log && prev.offset.checked_add(prev.len as u64) == Some(loc.offset);
+                    let span = loc
+                        .offset
+                        .saturating_add(loc.len as u64)
+                        .saturating_sub(run[0].1.offset);
+                    if (!follows || span > entry_log::MAX_RUN_BYTES as u64) && !flush(&mut run, &mut out)? {
+                        return Ok(out);
+                    }
+                }
+                bytes += payload_len(loc.len);
+                run.push((e, loc));
+            }
+            match e.checked_add(1) {
+                Some(n) => e = n,
+                None => break,
+            }
+        }
+        flush(&mut run, &mut out)?;
+        Ok(out)
     }
 
     /// Reads one entry from the cache or the entry logs. Blocking.
@@ -448,30 +524,20 @@ impl Storage {
         };
         let shared = self.shared.clone();
         let entries = tokio::task::spawn_blocking(move || -> Result<Vec<ReadEntry>> {
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            for e in first..=last {
-                match shared.read_entry(ledger, e)? {
-                    Some(r) => {
-                        let actual = entry_checksum(lid, EntryId::new(e), &r.payload);
-                        if actual != r.checksum {
-                            return Err(BookieError::Corruption(format!(
-                                "ledger {ledger} entry {e}: stored payload does not match its checksum"
-                            )));
-                        }
-                        bytes += r.payload.len();
-                        out.push(r);
-                        if bytes >= max_bytes || out.len() >= MAX_READ_ENTRIES {
-                            break;
-                        }
-                    }
-                    None if e == first => {
-                        if shared.ledger(ledger).is_none() {
-                            return Err(BookieError::NoSuchLedger(ledger));
-                        }
-                        return Err(BookieError::NoSuchEntry(ledger, e));
-                    }
-                    None => break,
+            let out = shared.read_range(ledger, first, last, max_bytes)?;
+            if out.is_empty() {
+                if shared.ledger(ledger).is_none() {
+                    return Err(BookieError::NoSuchLedger(ledger));
+                }
+                return Err(BookieError::NoSuchEntry(ledger, first));
+            }
+            for r in &out {
+                let actual = entry_checksum(lid, EntryId::new(r.entry), &r.payload);
+                if actual != r.checksum {
+                    return Err(BookieError::Corruption(format!(
+                        "ledger {ledger} entry {}: stored payload does not match its checksum",
+                        r.entry
+                    )));
                 }
             }
             Ok(out)
