@@ -410,6 +410,16 @@ async fn bad_forms_and_ranges_get_clear_errors() {
     .await
     .unwrap();
     assert!(error(next(&mut stream).await).contains("cumulative"));
+    // Overlapping or unordered ranges (each would walk the pending messages again).
+    for (a, b) in [((0, 4), (3, 6)), ((5, 6), (0, 1))] {
+        tx.send(ack(
+            vec![],
+            vec![(at(&id, a.0), at(&id, a.1)), (at(&id, b.0), at(&id, b.1))],
+        ))
+        .await
+        .unwrap();
+        assert!(error(next(&mut stream).await).contains("without overlapping"));
+    }
     // Extreme ids in a well-formed range acknowledge nothing and break nothing.
     let max = pb::MessageId {
         ledger_id: u64::MAX,

@@ -5,6 +5,12 @@
 //! Streams: a producer's receipts come back in send order while many sends are in flight
 //! (bounded); a consumer gets at most the permits it granted. A failed send or ack is
 //! reported and the stream goes on; a failed open ends it.
+//!
+//! A consumer gets messages in the form it subscribed with: `Messages` (the default, for
+//! clients generated from the .proto) or `Entries` (stored batches as read, split by the
+//! client; runs of less than half a batch still go as messages). Either way each message
+//! takes one permit and is pending and acknowledged on its own; acknowledgements may name
+//! ranges.
 
 use crate::authz::{Action, Resource};
 use crate::broker::Broker;
@@ -412,7 +418,9 @@ pub(crate) fn sub_type(t: i32) -> Result<SubType, pb::Error> {
     }
 }
 
-/// Acknowledgement ranges from the wire: both ends present, in order, of one partition.
+/// Acknowledgement ranges from the wire: both ends present, in order, of one partition;
+/// the ranges in increasing order without overlapping, so applying them walks each
+/// pending message at most once however many ranges a request carries.
 fn from_wire_ranges(ranges: &[pb::AckRange], cumulative: bool) -> Result<Vec<(MessageId, MessageId)>, pb::Error> {
     if cumulative && !ranges.is_empty() {
         return Err(error(
@@ -441,7 +449,18 @@ fn from_wire_ranges(ranges: &[pb::AckRange], cumulative: bool) -> Result<Vec<(Me
             }
             Ok((first, last))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|ranges| match ranges.windows(2).find(|w| w[1].0 <= w[0].1) {
+            Some(w) => Err(error(
+                pb::ErrorCode::InvalidArgument,
+                format!(
+                    "acknowledgement ranges must be in increasing order without overlapping: {}..{} then {}..{}",
+                    w[0].0, w[0].1, w[1].0, w[1].1
+                ),
+                None,
+            )),
+            None => Ok(ranges),
+        })
 }
 
 fn wire_message(d: Delivery) -> pb::Message {
@@ -487,7 +506,9 @@ impl Responses {
         self.size = 0;
     }
 
-    /// Makes room for `len` more bytes of the kind that is not `other`'s.
+    /// Before adding `len` bytes of one kind: flushes what is pending of the other kind
+    /// (a response carries one kind, and order is kept), or of this kind when `len` more
+    /// would not fit.
     fn room(&mut self, len: usize, other_kind_pending: bool, same_kind_pending: bool) {
         if other_kind_pending || (same_kind_pending && self.size + len > RESPONSE_BYTES) {
             self.flush();

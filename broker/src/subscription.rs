@@ -9,8 +9,9 @@
 //!   so reading (bookie reads, decoding) overlaps dispatching what is in hand: at most one
 //!   batch ahead, so a subscription holds at most two batches; one begun before a seek is
 //!   dropped unused.
-//! - A message is acknowledged per message; an entry (a producer batch) is acknowledged in
-//!   the cursor once every message of it is. Batch-level progress is in memory only: after
+//! - A message is acknowledged per message (or in ranges of messages pending on the
+//!   consumer); an entry (a producer batch) is acknowledged in the cursor once every
+//!   message of it is. Batch-level progress is in memory only: after
 //!   a crash a partly acknowledged batch is redelivered whole (at-least-once).
 //! - The cursor is persisted in batches by [`Subscription::persist`], which the owner calls
 //!   on a timer and on close.
