@@ -7,7 +7,11 @@
 //! (permits the broker may still push) plus queued (received, not yet taken by the
 //! application); it grants more once that falls to half. Memory is bounded by the queue.
 //!
-//! Acknowledgements are grouped (up to 1000 ids or 10 ms) and sent on the stream.
+//! The stream uses the entry form: the broker sends stored producer batches and the
+//! task splits them into messages (it takes the per-message form too).
+//!
+//! Acknowledgements are grouped (up to 1000 ids or 10 ms) and sent on the stream, runs
+//! of ids with nothing between them as ranges.
 //! After a reconnect the broker redelivers what was not acknowledged, so messages still
 //! queued from the old stream are dropped (their redelivery takes their place) — a
 //! consumer sees each unacknowledged message again, never loses one. A reader instead
