@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{Standalone, free_port, raw_consume};
+use common::{Standalone, eventually, free_port, raw_consume};
 use prost::Message as _;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strata_client::{Client, InitialPosition, SubscriptionType};
 use strata_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -194,14 +194,33 @@ async fn backlog(url: &str, topic: &str) -> u64 {
 }
 
 async fn backlog_reaches_zero(url: &str, topic: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("backlog of {topic} at 0"), async || {
         let b = backlog(url, topic).await;
-        if b == 0 {
-            return;
+        (b == 0, b)
+    })
+    .await;
+}
+
+/// Nacks batch index `index` of entry `id` and expects it back on its own, as a message
+/// delivered `count` times before.
+async fn nack_comes_back_alone(
+    tx: &mpsc::Sender<pb::ConsumeRequest>,
+    stream: &mut tonic::Streaming<pb::ConsumeResponse>,
+    id: &pb::MessageId,
+    index: u32,
+    count: u32,
+) {
+    tx.send(req(pb::consume_request::Request::Nack(pb::Nack {
+        ids: vec![at(id, index)],
+    })))
+    .await
+    .unwrap();
+    match next(stream).await {
+        pb::consume_response::Response::Messages(m) => {
+            let got: Vec<Got> = m.messages.iter().map(from_message).collect();
+            assert_eq!(got, expect([index], count));
         }
-        assert!(Instant::now() < deadline, "backlog of {topic} still {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        other => panic!("expected the nacked message {index}, got {other:?}"),
     }
 }
 
@@ -237,18 +256,7 @@ async fn a_client_generated_from_the_proto_gets_messages_one_by_one() {
     tx.send(ack(vec![at(&id, 0), at(&id, 1)], vec![(at(&id, 2), at(&id, 4))]))
         .await
         .unwrap();
-    tx.send(req(pb::consume_request::Request::Nack(pb::Nack {
-        ids: vec![at(&id, 5)],
-    })))
-    .await
-    .unwrap();
-    match next(&mut stream).await {
-        pb::consume_response::Response::Messages(m) => {
-            let got: Vec<Got> = m.messages.iter().map(from_message).collect();
-            assert_eq!(got, expect([5], 1));
-        }
-        other => panic!("expected the nacked message, got {other:?}"),
-    }
+    nack_comes_back_alone(&tx, &mut stream, &id, 5, 1).await;
     assert_eq!(backlog(&s.url, topic).await, 1, "the batch is not all acknowledged");
 
     // The consumer goes: 5, 6 and 7 come to the next one, once more counted.
@@ -301,18 +309,8 @@ async fn the_entry_form_redelivers_only_what_a_partly_acknowledged_batch_still_h
     // again as the batch with their indexes, 2 (counted once more) on its own.
     tx.send(ack(vec![], vec![(at(&id, 0), at(&id, 1))])).await.unwrap();
     // A nack round trip first, so the acks are known to be applied before the stream ends.
-    tx.send(req(pb::consume_request::Request::Nack(pb::Nack {
-        ids: vec![at(&id, 2)],
-    })))
-    .await
-    .unwrap();
-    match next(&mut stream).await {
-        pb::consume_response::Response::Messages(m) => {
-            let got: Vec<Got> = m.messages.iter().map(from_message).collect();
-            assert_eq!(got, expect([2], 1), "one message of eight goes on its own");
-        }
-        other => panic!("expected the nacked message, got {other:?}"),
-    }
+    // (One message of eight goes on its own.)
+    nack_comes_back_alone(&tx, &mut stream, &id, 2, 1).await;
     drop((tx, stream));
     let (tx, mut stream) = raw_consume(&s.url, subscribe(topic, entries)).await;
     tx.send(flow(100)).await.unwrap();
@@ -337,17 +335,7 @@ async fn the_entry_form_redelivers_only_what_a_partly_acknowledged_batch_still_h
     // Five more acknowledged, the consumer gone again: the last message alone is an
     // eighth of the batch, so it comes as a message.
     tx.send(ack(vec![], vec![(at(&id, 2), at(&id, 6))])).await.unwrap();
-    tx.send(req(pb::consume_request::Request::Nack(pb::Nack {
-        ids: vec![at(&id, 7)],
-    })))
-    .await
-    .unwrap();
-    match next(&mut stream).await {
-        pb::consume_response::Response::Messages(m) => {
-            assert_eq!(m.messages.iter().map(from_message).collect::<Vec<_>>(), expect([7], 2));
-        }
-        other => panic!("expected the nacked message, got {other:?}"),
-    }
+    nack_comes_back_alone(&tx, &mut stream, &id, 7, 2).await;
     assert_eq!(backlog(&s.url, topic).await, 1);
     tx.send(ack(vec![at(&id, 7)], vec![])).await.unwrap();
     backlog_reaches_zero(&s.url, topic).await;

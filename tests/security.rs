@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Standalone, free_port, http_get, raw_consume};
+use common::{Standalone, eventually, free_port, http_get, raw_consume};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use strata_client::{Client, ErrorCode, InitialPosition, ProducerMessage, SubscriptionType};
@@ -28,19 +28,6 @@ async fn producer_when_free(client: &Client, topic: &str, name: &str) -> strata_
                 assert!(Instant::now() < deadline, "{name} still busy: {e}");
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `f` until it holds, failing with `what` (and the last value) at the deadline.
-async fn eventually<T: std::fmt::Debug>(what: &str, mut f: impl AsyncFnMut() -> (bool, T)) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (ok, v) = f().await;
-        if ok {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {v:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

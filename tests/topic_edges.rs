@@ -6,25 +6,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Standalone, free_port};
+use common::{Standalone, eventually, free_port};
 use std::time::{Duration, Instant};
 use strata_client::{Client, ErrorCode, InitialPosition, ProducerMessage, SubscriptionType};
 
 const WAIT: Duration = Duration::from_secs(60);
 const MAX: usize = 5 << 20;
-
-/// Polls `f` until it holds, failing with `what` (and the last value) at the deadline.
-async fn eventually<T: std::fmt::Debug>(what: &str, mut f: impl AsyncFnMut() -> (bool, T)) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (ok, v) = f().await;
-        if ok {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {v:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_at_the_size_limit_is_stored_and_larger_ones_are_refused_without_wedging_the_topic() {

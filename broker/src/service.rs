@@ -722,8 +722,10 @@ impl pb::consumer_server::Consumer for BrokerService {
                                     match parsed {
                                         Ok((ids, ranges)) => {
                                             let r = if ids.is_empty() && !a.cumulative { Ok(()) } else { subscription.ack(cid, &ids, a.cumulative).await };
-                                            let rr = if ranges.is_empty() { Ok(()) } else { subscription.ack_ranges(cid, &ranges).await };
-                                            r.and(rr)
+                                            if !ranges.is_empty() {
+                                                subscription.ack_ranges(cid, &ranges).await;
+                                            }
+                                            r
                                         }
                                         Err(e) => { fail(e).await; continue; }
                                     }

@@ -618,3 +618,17 @@ pub async fn raw_consume(
         .into_inner();
     (tx, stream)
 }
+
+/// Polls `f` until it holds (every 50 ms), failing with `what` and the last value after
+/// 60 s.
+pub async fn eventually<T: std::fmt::Debug>(what: &str, mut f: impl AsyncFnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, v) = f().await;
+        if ok {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {v:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
